@@ -1,0 +1,9 @@
+//! wsbridge: a serverless WebSocket bridge on API Gateway, Lambda and DynamoDB.
+//!
+//! Everything the Lambda functions and the local gateway run lives here, over two seams:
+//! the store traits (`store`) and the sender trait (`sender`).
+
+pub mod auth;
+pub mod config;
+pub mod protocol;
+pub mod store;

@@ -1,0 +1,389 @@
+//! The broadcast HTTP API: what app backends POST, and what they get back.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{ConnectionId, MAX_MESSAGE_BYTES, Topic, UserId};
+
+/// Most connection ids one broadcast may name; larger lists belong in a topic.
+pub const MAX_CONNECTION_IDS: usize = 1000;
+
+/// The body of `POST /broadcast`, as sent. Unknown fields are refused so that a typo such as
+/// `"topci"` is a 400, not a message silently sent to nobody.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BroadcastRequest {
+    pub topic: Option<String>,
+    pub user_id: Option<String>,
+    pub connection_ids: Option<Vec<String>>,
+    pub all: Option<bool>,
+    pub event: Option<String>,
+    pub data: Option<Value>,
+    pub message: Option<Value>,
+    pub exclude_user: Option<String>,
+    pub exclude_connection: Option<String>,
+}
+
+/// Who a broadcast is for: exactly one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Topic(Topic),
+    User(UserId),
+    Connections(Vec<ConnectionId>),
+    All,
+}
+
+/// Recipients to leave out, so a user acting in the app does not get their own echo.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exclusions {
+    pub user: Option<UserId>,
+    pub connection: Option<ConnectionId>,
+}
+
+impl Exclusions {
+    pub fn excludes(&self, connection: &ConnectionId, user: &UserId) -> bool {
+        self.connection.as_ref() == Some(connection) || self.user.as_ref() == Some(user)
+    }
+}
+
+/// What a broadcast sends: the standard envelope or a raw JSON value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Event { event: String, data: Value },
+    Raw(Value),
+}
+
+/// A validated broadcast request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Broadcast {
+    pub target: Target,
+    pub message: Message,
+    pub exclusions: Exclusions,
+}
+
+/// The envelope clients receive for `event` + `data` broadcasts.
+#[derive(Debug, Serialize)]
+pub struct Envelope<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<&'a Topic>,
+    pub event: &'a str,
+    pub data: &'a Value,
+    /// Unique per broadcast: clients de-duplicate and correlate with it.
+    pub id: &'a str,
+    /// Milliseconds since the Unix epoch, when the broadcast was accepted.
+    pub timestamp: i64,
+}
+
+impl Broadcast {
+    /// Parses and validates a request body.
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let request: BroadcastRequest = serde_json::from_slice(body).map_err(|e| {
+            // Valid JSON of the wrong shape (an unknown field, a number for a topic) is a
+            // different mistake from a body that is not JSON at all.
+            let code = match e.classify() {
+                serde_json::error::Category::Data => ApiErrorCode::InvalidRequest,
+                _ => ApiErrorCode::InvalidJson,
+            };
+            ApiError::new(code, e.to_string())
+        })?;
+        request.validate()
+    }
+
+    /// The bytes every recipient gets, serialized once per broadcast. Refused when over
+    /// API Gateway's 128 KB message limit, since every PostToConnection would fail.
+    pub fn payload(&self, id: &str, timestamp: i64) -> Result<Vec<u8>, ApiError> {
+        let bytes = match &self.message {
+            Message::Event { event, data } => serde_json::to_vec(&Envelope {
+                topic: match &self.target {
+                    Target::Topic(topic) => Some(topic),
+                    _ => None,
+                },
+                event,
+                data,
+                id,
+                timestamp,
+            }),
+            Message::Raw(value) => serde_json::to_vec(value),
+        }
+        .map_err(|e| ApiError::new(ApiErrorCode::InvalidRequest, e.to_string()))?;
+        if bytes.len() > MAX_MESSAGE_BYTES {
+            return Err(ApiError::new(
+                ApiErrorCode::PayloadTooLarge,
+                format!(
+                    "message is {} bytes; API Gateway delivers at most {MAX_MESSAGE_BYTES}",
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+impl BroadcastRequest {
+    fn validate(self) -> Result<Broadcast, ApiError> {
+        let mut targets = Vec::new();
+        if let Some(topic) = self.topic {
+            let topic = Topic::parse(&topic).map_err(|e| {
+                ApiError::new(ApiErrorCode::InvalidTarget, format!("topic {topic:?}: {e}"))
+            })?;
+            targets.push(Target::Topic(topic));
+        }
+        if let Some(user) = self.user_id {
+            if user.is_empty() {
+                return Err(ApiError::new(
+                    ApiErrorCode::InvalidTarget,
+                    "user_id must not be empty",
+                ));
+            }
+            targets.push(Target::User(UserId::new(user)));
+        }
+        if let Some(ids) = self.connection_ids {
+            targets.push(Target::Connections(connection_ids(ids)?));
+        }
+        if self.all == Some(true) {
+            targets.push(Target::All);
+        }
+        let target = match targets.len() {
+            1 => targets.remove(0),
+            0 => {
+                return Err(ApiError::new(
+                    ApiErrorCode::MissingTarget,
+                    "name one target: topic, user_id, connection_ids or all: true",
+                ));
+            }
+            _ => {
+                return Err(ApiError::new(
+                    ApiErrorCode::MultipleTargets,
+                    "name exactly one target: topic, user_id, connection_ids or all: true",
+                ));
+            }
+        };
+        let message = match (self.event, self.data, self.message) {
+            (Some(event), data, None) => Message::Event {
+                event,
+                data: data.unwrap_or(Value::Null),
+            },
+            (None, None, Some(raw)) => Message::Raw(raw),
+            (None, None, None) => {
+                return Err(ApiError::new(
+                    ApiErrorCode::MissingMessage,
+                    "send \"event\" (with optional \"data\") or a raw \"message\"",
+                ));
+            }
+            (None, Some(_), _) => {
+                return Err(ApiError::new(
+                    ApiErrorCode::InvalidRequest,
+                    "\"data\" needs an \"event\" name",
+                ));
+            }
+            (Some(_), _, Some(_)) => {
+                return Err(ApiError::new(
+                    ApiErrorCode::InvalidRequest,
+                    "send either \"event\"/\"data\" or \"message\", not both",
+                ));
+            }
+        };
+        Ok(Broadcast {
+            target,
+            message,
+            exclusions: Exclusions {
+                user: self.exclude_user.map(UserId::new),
+                connection: self.exclude_connection.map(ConnectionId::new),
+            },
+        })
+    }
+}
+
+fn connection_ids(ids: Vec<String>) -> Result<Vec<ConnectionId>, ApiError> {
+    if ids.is_empty() {
+        return Err(ApiError::new(
+            ApiErrorCode::InvalidTarget,
+            "connection_ids must not be empty",
+        ));
+    }
+    if ids.len() > MAX_CONNECTION_IDS {
+        return Err(ApiError::new(
+            ApiErrorCode::InvalidTarget,
+            format!(
+                "{} connection_ids; at most {MAX_CONNECTION_IDS} per broadcast (use a topic)",
+                ids.len()
+            ),
+        ));
+    }
+    let mut unique: Vec<ConnectionId> = Vec::with_capacity(ids.len());
+    for id in ids {
+        if id.is_empty() {
+            return Err(ApiError::new(
+                ApiErrorCode::InvalidTarget,
+                "connection ids must not be empty",
+            ));
+        }
+        let id = ConnectionId::new(id);
+        if !unique.contains(&id) {
+            unique.push(id);
+        }
+    }
+    Ok(unique)
+}
+
+/// What a broadcast did: `recipients = delivered + gone + failed`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanoutReport {
+    /// Connections targeted, after exclusions.
+    pub recipients: u64,
+    /// PostToConnection succeeded.
+    pub delivered: u64,
+    /// The connection no longer exists (410, or unknown id); its rows are removed.
+    pub gone: u64,
+    /// Any other failure; logged with the connection id and reason.
+    pub failed: u64,
+}
+
+/// The 200 body of `POST /broadcast`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BroadcastResponse {
+    /// The broadcast's id, as in the envelope clients receive.
+    pub id: String,
+    #[serde(flatten)]
+    pub report: FanoutReport,
+}
+
+/// The body of `GET /connections/count`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConnectionCount {
+    pub count: u64,
+}
+
+/// Error codes of the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiErrorCode {
+    InvalidJson,
+    InvalidRequest,
+    MissingTarget,
+    MultipleTargets,
+    InvalidTarget,
+    MissingMessage,
+    PayloadTooLarge,
+    Unauthorized,
+    NotFound,
+    MethodNotAllowed,
+    InternalError,
+}
+
+/// `{"error": code, "details": text}` of a refused HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiError {
+    pub error: ApiErrorCode,
+    pub details: String,
+}
+
+impl ApiError {
+    pub fn new(error: ApiErrorCode, details: impl Into<String>) -> Self {
+        Self {
+            error,
+            details: details.into(),
+        }
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> u16 {
+        match self.error {
+            ApiErrorCode::Unauthorized => 401,
+            ApiErrorCode::NotFound => 404,
+            ApiErrorCode::MethodNotAllowed => 405,
+            ApiErrorCode::InternalError => 500,
+            _ => 400,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(body: Value) -> Result<Broadcast, ApiError> {
+        Broadcast::parse(body.to_string().as_bytes())
+    }
+
+    fn code(body: Value) -> ApiErrorCode {
+        parse(body).unwrap_err().error
+    }
+
+    #[test]
+    fn each_target_form_parses() {
+        let topic = parse(json!({"topic": "list:1", "event": "e"})).unwrap();
+        assert_eq!(topic.target, Target::Topic(Topic::parse("list:1").unwrap()));
+        let user = parse(json!({"user_id": "alice", "message": 1})).unwrap();
+        assert_eq!(user.target, Target::User(UserId::new("alice")));
+        let ids = parse(json!({"connection_ids": ["a", "b", "a"], "event": "e"})).unwrap();
+        assert_eq!(
+            ids.target,
+            Target::Connections(vec![ConnectionId::new("a"), ConnectionId::new("b")])
+        );
+        let all = parse(json!({"all": true, "event": "e", "exclude_user": "bob"})).unwrap();
+        assert_eq!(all.target, Target::All);
+        assert_eq!(all.exclusions.user, Some(UserId::new("bob")));
+    }
+
+    #[test]
+    fn malformed_requests_are_refused_with_a_reason() {
+        assert_eq!(
+            Broadcast::parse(b"{oops").unwrap_err().error,
+            ApiErrorCode::InvalidJson
+        );
+        assert_eq!(code(json!({"event": "e"})), ApiErrorCode::MissingTarget);
+        assert_eq!(
+            code(json!({"all": false, "event": "e"})),
+            ApiErrorCode::MissingTarget
+        );
+        assert_eq!(
+            code(json!({"topic": "a", "all": true, "event": "e"})),
+            ApiErrorCode::MultipleTargets
+        );
+        assert_eq!(
+            code(json!({"topic": "a b", "event": "e"})),
+            ApiErrorCode::InvalidTarget
+        );
+        assert_eq!(
+            code(json!({"connection_ids": [], "event": "e"})),
+            ApiErrorCode::InvalidTarget
+        );
+        assert_eq!(code(json!({"topic": "a"})), ApiErrorCode::MissingMessage);
+        assert_eq!(
+            code(json!({"topic": "a", "data": 1})),
+            ApiErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code(json!({"topic": "a", "event": "e", "message": 1})),
+            ApiErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code(json!({"topci": "a", "event": "e"})),
+            ApiErrorCode::InvalidRequest
+        );
+    }
+
+    #[test]
+    fn envelope_carries_topic_event_data_id_and_timestamp() {
+        let broadcast = parse(json!({"topic": "t", "event": "e", "data": {"k": 1}})).unwrap();
+        let bytes = broadcast.payload("id-1", 42).unwrap();
+        let sent: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            sent,
+            json!({"topic": "t", "event": "e", "data": {"k": 1}, "id": "id-1", "timestamp": 42})
+        );
+        let raw = parse(json!({"all": true, "message": {"x": [1, 2]}})).unwrap();
+        assert_eq!(raw.payload("id", 1).unwrap(), br#"{"x":[1,2]}"#.to_vec());
+    }
+
+    #[test]
+    fn payload_over_the_api_gateway_limit_is_refused() {
+        let big = "x".repeat(MAX_MESSAGE_BYTES);
+        let broadcast = parse(json!({"all": true, "message": big})).unwrap();
+        let error = broadcast.payload("id", 1).unwrap_err();
+        assert_eq!(error.error, ApiErrorCode::PayloadTooLarge);
+        assert_eq!(error.status(), 400);
+    }
+}
