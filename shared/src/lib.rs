@@ -5,5 +5,8 @@
 
 pub mod auth;
 pub mod config;
+pub mod fanout;
+pub mod handlers;
 pub mod protocol;
+pub mod sender;
 pub mod store;

@@ -1,1 +1,24 @@
-fn main() {}
+//! Broadcast HTTP API: app backends POST a message; it fans out to the connections.
+
+use lambda_http::{Error, Request, run, service_fn, tracing};
+use wsbridge::config::{BroadcastConfig, StoreConfig};
+use wsbridge::handlers::broadcast;
+use wsbridge::sender::ApiGatewaySender;
+use wsbridge::store::DynamoDbStore;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let table = StoreConfig::from_env()?.table_name;
+    let config = BroadcastConfig::from_env()?;
+    let aws = aws_config::load_from_env().await;
+    let store = DynamoDbStore::from_sdk_config(&aws, table);
+    let sender = ApiGatewaySender::new(&aws, config.management_endpoint.clone());
+
+    // The handler borrows what main built once; `run` never returns while it is in use.
+    let (store, sender, config) = (&store, &sender, &config);
+    run(service_fn(move |request: Request| async move {
+        Ok::<_, Error>(broadcast::handle(&request, store, sender, config).await)
+    }))
+    .await
+}

@@ -1,1 +1,24 @@
-fn main() {}
+//! `$default`: the client protocol (subscribe, unsubscribe, ping, whoami).
+
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn, tracing};
+use wsbridge::config::{SessionConfig, StoreConfig};
+use wsbridge::handlers::default;
+use wsbridge::store::DynamoDbStore;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    let table = StoreConfig::from_env()?.table_name;
+    let session = SessionConfig::from_env()?;
+    let store = DynamoDbStore::from_sdk_config(&aws_config::load_from_env().await, table);
+
+    // The handler borrows what main built once; `run` never returns while it is in use.
+    let (store, session) = (&store, &session);
+    run(service_fn(
+        move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
+            Ok::<_, Error>(default::handle(&event.payload, store, session).await)
+        },
+    ))
+    .await
+}

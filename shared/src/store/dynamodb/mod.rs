@@ -203,6 +203,11 @@ impl DynamoDbStore {
         }
     }
 
+    /// A store on `table` with a DynamoDB client from the shared SDK configuration.
+    pub fn from_sdk_config(config: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self::new(Client::new(config), table)
+    }
+
     /// Caps items per Query page (DynamoDB's own cap is 1 MB); small pages let tests
     /// exercise pagination without megabytes of data.
     pub fn with_page_size(mut self, page_size: i32) -> Self {
