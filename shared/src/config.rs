@@ -30,14 +30,14 @@ fn optional(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Option<Stri
     lookup(name).filter(|v| !v.is_empty())
 }
 
-fn number<T: std::str::FromStr>(
+fn number<T>(
     lookup: &impl Fn(&str) -> Option<String>,
     name: &'static str,
     default: T,
     valid: std::ops::RangeInclusive<T>,
 ) -> Result<T, ConfigError>
 where
-    T: PartialOrd + std::fmt::Display,
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
 {
     let Some(raw) = optional(lookup, name) else {
         return Ok(default);
@@ -174,6 +174,10 @@ pub struct SessionConfig {
 /// update plus one put per topic, and a transaction holds at most 100 items.
 pub const MAX_TOPICS_LIMIT: usize = 99;
 
+/// API Gateway's 2 h maximum connection time plus 5 min for clock skew.
+const DEFAULT_CONNECTION_TTL_SECONDS: u64 = 7_500;
+const DEFAULT_MAX_TOPICS: usize = 50;
+
 impl SessionConfig {
     pub const ENV_VARS: &'static [&'static str] =
         &["CONNECTION_TTL_SECONDS", "MAX_TOPICS_PER_CONNECTION"];
@@ -184,17 +188,16 @@ impl SessionConfig {
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(Self {
-            // 2 h of API Gateway's maximum plus 5 min for clock skew and late `$disconnect`s.
             connection_ttl: Duration::from_secs(number(
                 &lookup,
                 "CONNECTION_TTL_SECONDS",
-                7_500,
+                DEFAULT_CONNECTION_TTL_SECONDS,
                 60..=86_400,
             )?),
             max_topics_per_connection: number(
                 &lookup,
                 "MAX_TOPICS_PER_CONNECTION",
-                50,
+                DEFAULT_MAX_TOPICS,
                 1..=MAX_TOPICS_LIMIT,
             )?,
         })
@@ -203,10 +206,10 @@ impl SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self::from_lookup(|_| None).unwrap_or(Self {
-            connection_ttl: Duration::from_secs(7_500),
-            max_topics_per_connection: 50,
-        })
+        Self {
+            connection_ttl: Duration::from_secs(DEFAULT_CONNECTION_TTL_SECONDS),
+            max_topics_per_connection: DEFAULT_MAX_TOPICS,
+        }
     }
 }
 

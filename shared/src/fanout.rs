@@ -81,16 +81,14 @@ pub async fn fan_out(
     }
     drop(results);
 
-    if let Target::Connections(ids) = target {
-        if failure.is_none() {
-            let unknown = ids
-                .iter()
-                .filter(|id| !found.contains(*id) && exclusions.connection.as_ref() != Some(*id));
-            for id in unknown {
-                debug!(connection_id = %id, "not connected");
-                report.recipients += 1;
-                report.gone += 1;
-            }
+    if let (Target::Connections(ids), None) = (target, &failure) {
+        let unknown = ids
+            .iter()
+            .filter(|id| !found.contains(*id) && exclusions.connection.as_ref() != Some(*id));
+        for id in unknown {
+            debug!(connection_id = %id, "not connected");
+            report.recipients += 1;
+            report.gone += 1;
         }
     }
 
