@@ -1,1 +1,109 @@
+//! Support for the end-to-end tests: DynamoDB Local, the sample events, and a recording
+//! sender for handler tests that must not reach a management API.
 
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+use wsbridge::protocol::ConnectionId;
+use wsbridge::sender::{ConnectionSender, SendError};
+use wsbridge::store::dynamodb::schema;
+use wsbridge::store::{DynamoDbStore, Recipient};
+
+/// Set by the test command (`scripts/test.sh`) to the DynamoDB Local it started.
+pub const DYNAMODB_ENDPOINT_VAR: &str = "WSBRIDGE_TEST_DYNAMODB_ENDPOINT";
+
+/// SDK configuration for local endpoints: fixed region, dummy credentials, nothing read
+/// from the machine's AWS profile.
+pub fn local_sdk_config(endpoint: &str) -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+            Credentials::new("local", "local", None, None, "wsbridge-tests"),
+        ))
+        .build()
+}
+
+/// The DynamoDB Local endpoint. Fails the test, loudly, when there is none: a store test
+/// that silently passed without a database would prove nothing.
+pub fn dynamodb_endpoint() -> String {
+    match std::env::var(DYNAMODB_ENDPOINT_VAR) {
+        Ok(endpoint) if !endpoint.is_empty() => endpoint,
+        _ => panic!(
+            "{DYNAMODB_ENDPOINT_VAR} is not set: run the tests with scripts/test.sh, which \
+             installs and starts DynamoDB Local, or point the variable at a running one"
+        ),
+    }
+}
+
+/// A DynamoDB Local client with a fresh table of its own, created from the one table
+/// definition the store uses.
+pub async fn fresh_dynamodb_store() -> DynamoDbStore {
+    static TABLES: AtomicU32 = AtomicU32::new(0);
+    let endpoint = dynamodb_endpoint();
+    let client = aws_sdk_dynamodb::Client::new(&local_sdk_config(&endpoint));
+    let table = format!(
+        "wsbridge-test-{}-{}",
+        std::process::id(),
+        TABLES.fetch_add(1, Ordering::Relaxed)
+    );
+    if let Err(e) = schema::create_table(&client, &table).await {
+        panic!("cannot create table {table} on DynamoDB Local at {endpoint}: {e}");
+    }
+    DynamoDbStore::new(client, table)
+}
+
+/// Path of a file in `events/`.
+pub fn event_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../events")
+        .join(name)
+}
+
+/// The text of a file in `events/`.
+pub fn event(name: &str) -> String {
+    let path = event_path(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Records every post instead of sending it; answers 410 for the connections named gone.
+/// Only for handler tests: fan-out over HTTP is tested against a real management endpoint.
+#[derive(Default)]
+pub struct RecordingSender {
+    pub gone: HashSet<ConnectionId>,
+    sent: Mutex<Vec<(ConnectionId, Vec<u8>)>>,
+}
+
+impl RecordingSender {
+    pub fn with_gone(gone: impl IntoIterator<Item = ConnectionId>) -> Self {
+        Self {
+            gone: gone.into_iter().collect(),
+            sent: Mutex::default(),
+        }
+    }
+
+    /// Every successful post so far, in completion order.
+    pub fn sent(&self) -> Vec<(ConnectionId, Vec<u8>)> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl ConnectionSender for RecordingSender {
+    async fn send(&self, recipient: &Recipient, payload: &[u8]) -> Result<(), SendError> {
+        if self.gone.contains(&recipient.connection_id) {
+            return Err(SendError::Gone);
+        }
+        self.sent
+            .lock()
+            .unwrap()
+            .push((recipient.connection_id.clone(), payload.to_vec()));
+        Ok(())
+    }
+}

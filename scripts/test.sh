@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: formatting, lints, and every test in the
+# workspace, with DynamoDB Local installed (cached) and started on a free loopback port for
+# the store tests, and stopped again at the end.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "DynamoDB Local"
+# A failed start ends the run here: the store tests must never run without their database.
+started=$(scripts/dynamodb-local.sh start)
+read -r endpoint pid <<<"$started"
+trap 'scripts/dynamodb-local.sh stop "$pid"' EXIT
+echo "DynamoDB Local at $endpoint (pid $pid)"
+export WSBRIDGE_TEST_DYNAMODB_ENDPOINT=$endpoint
+
+step "cargo test --workspace"
+cargo test --workspace --locked "$@"

@@ -1,0 +1,343 @@
+//! One conformance suite, run against both stores: the in-memory one and the DynamoDB one on
+//! DynamoDB Local (started by scripts/test.sh; without it these tests fail, never skip).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use wsbridge::auth::now_seconds;
+use wsbridge::protocol::broadcast::Target;
+use wsbridge::protocol::{ConnectionId, Topic, UserId};
+use wsbridge::store::{Connection, ConnectionStore, RecipientStore, StoreError};
+use wsbridge_tests::fresh_dynamodb_store;
+
+trait Store: ConnectionStore + RecipientStore {}
+impl<T: ConnectionStore + RecipientStore> Store for T {}
+
+/// Small pages, so that every multi-row read crosses page boundaries.
+const PAGE_SIZE: usize = 3;
+
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let store = wsbridge::store::MemoryStore::new().with_page_size(super::PAGE_SIZE);
+                    super::$scenario(&store).await;
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let store = super::fresh_dynamodb_store()
+                        .await
+                        .with_page_size(super::PAGE_SIZE as i32);
+                    super::$scenario(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    put_then_get_returns_the_same_connection,
+    unknown_connection_is_none_and_removing_it_succeeds,
+    topic_recipients_are_exactly_its_live_subscribers,
+    subscribe_enforces_the_topic_limit_atomically,
+    unsubscribe_removes_only_the_named_topics,
+    subscribing_an_unknown_connection_is_refused,
+    remove_connection_removes_every_subscription,
+    user_target_finds_all_connections_of_that_user,
+    all_target_and_count_cover_every_live_connection_across_pages,
+    connections_target_returns_only_live_ids,
+    remove_connections_handles_more_than_one_batch,
+    expired_rows_are_invisible_before_ttl_deletes_them,
+);
+
+// ---- fixtures ----
+
+fn id(n: impl std::fmt::Display) -> ConnectionId {
+    ConnectionId::new(format!("conn{n}="))
+}
+
+fn topic(name: &str) -> Topic {
+    Topic::parse(name).unwrap()
+}
+
+fn connection(n: impl std::fmt::Display, user: &str) -> Connection {
+    Connection {
+        id: id(n),
+        user_id: UserId::new(user),
+        connected_at: 1_700_000_000_123,
+        endpoint: "https://abc123.execute-api.eu-west-1.amazonaws.com/prod".into(),
+        expires_at: now_seconds() + 7_200,
+    }
+}
+
+async fn ids_of(store: &dyn Store, target: &Target) -> Vec<ConnectionId> {
+    let pages: Vec<_> = store.recipients(target).try_collect().await.unwrap();
+    let mut ids: Vec<ConnectionId> = pages
+        .into_iter()
+        .flatten()
+        .map(|r| r.connection_id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(ids: impl IntoIterator<Item = ConnectionId>) -> Vec<ConnectionId> {
+    let set: BTreeSet<ConnectionId> = ids.into_iter().collect();
+    set.into_iter().collect()
+}
+
+// ---- scenarios ----
+
+async fn put_then_get_returns_the_same_connection(store: &dyn Store) {
+    let alice = connection(1, "alice");
+    store.put_connection(&alice).await.unwrap();
+    assert_eq!(store.get_connection(&alice.id).await.unwrap(), Some(alice));
+}
+
+async fn unknown_connection_is_none_and_removing_it_succeeds(store: &dyn Store) {
+    assert_eq!(store.get_connection(&id("nobody")).await.unwrap(), None);
+    store.remove_connection(&id("nobody")).await.unwrap();
+    store.remove_connections(&[id("x"), id("y")]).await.unwrap();
+}
+
+async fn topic_recipients_are_exactly_its_live_subscribers(store: &dyn Store) {
+    // GIVEN ten connections, the even ones on "list:1", all on "list:2", one subscribing twice
+    for n in 0..10 {
+        store.put_connection(&connection(n, "u")).await.unwrap();
+        let topics = if n % 2 == 0 {
+            vec![topic("list:1"), topic("list:2")]
+        } else {
+            vec![topic("list:2")]
+        };
+        store.subscribe(&id(n), &topics, 10).await.unwrap();
+    }
+    store
+        .subscribe(&id(0), &[topic("list:1")], 10)
+        .await
+        .unwrap();
+    // THEN each topic lists exactly its subscribers, each once, across several pages
+    assert_eq!(
+        ids_of(store, &Target::Topic(topic("list:1"))).await,
+        sorted((0..10).step_by(2).map(id))
+    );
+    assert_eq!(
+        ids_of(store, &Target::Topic(topic("list:2"))).await,
+        sorted((0..10).map(id))
+    );
+    assert!(
+        ids_of(store, &Target::Topic(topic("empty")))
+            .await
+            .is_empty()
+    );
+    let pages: Vec<_> = store
+        .recipients(&Target::Topic(topic("list:2")))
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(pages.len() >= 10 / PAGE_SIZE, "only {} pages", pages.len());
+}
+
+async fn subscribe_enforces_the_topic_limit_atomically(store: &dyn Store) {
+    store.put_connection(&connection(1, "u")).await.unwrap();
+    store
+        .subscribe(&id(1), &[topic("a"), topic("b")], 3)
+        .await
+        .unwrap();
+    // "b" is held already, so only "c" counts against the limit
+    store
+        .subscribe(&id(1), &[topic("b"), topic("c")], 3)
+        .await
+        .unwrap();
+    let refused = store.subscribe(&id(1), &[topic("a"), topic("d")], 3).await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::TooManyTopics {
+                current: 3,
+                adding: 1,
+                limit: 3
+            })
+        ),
+        "{refused:?}"
+    );
+    assert!(ids_of(store, &Target::Topic(topic("d"))).await.is_empty());
+    // re-subscribing to held topics at the limit is fine
+    store.subscribe(&id(1), &[topic("a")], 3).await.unwrap();
+    for held in ["a", "b", "c"] {
+        assert_eq!(
+            ids_of(store, &Target::Topic(topic(held))).await,
+            vec![id(1)]
+        );
+    }
+}
+
+async fn unsubscribe_removes_only_the_named_topics(store: &dyn Store) {
+    store.put_connection(&connection(1, "u")).await.unwrap();
+    store.put_connection(&connection(2, "u")).await.unwrap();
+    for n in [1, 2] {
+        store
+            .subscribe(&id(n), &[topic("a"), topic("b")], 10)
+            .await
+            .unwrap();
+    }
+    store
+        .unsubscribe(&id(1), &[topic("a"), topic("never-held")])
+        .await
+        .unwrap();
+    assert_eq!(ids_of(store, &Target::Topic(topic("a"))).await, vec![id(2)]);
+    assert_eq!(
+        ids_of(store, &Target::Topic(topic("b"))).await,
+        vec![id(1), id(2)]
+    );
+    // the freed slot can be used again
+    store.subscribe(&id(1), &[topic("c")], 2).await.unwrap();
+}
+
+async fn subscribing_an_unknown_connection_is_refused(store: &dyn Store) {
+    let subscribed = store.subscribe(&id("ghost"), &[topic("a")], 10).await;
+    assert!(matches!(subscribed, Err(StoreError::NotConnected(_))));
+    let unsubscribed = store.unsubscribe(&id("ghost"), &[topic("a")]).await;
+    assert!(matches!(unsubscribed, Err(StoreError::NotConnected(_))));
+    assert!(ids_of(store, &Target::Topic(topic("a"))).await.is_empty());
+}
+
+async fn remove_connection_removes_every_subscription(store: &dyn Store) {
+    store.put_connection(&connection(1, "u")).await.unwrap();
+    store.put_connection(&connection(2, "u")).await.unwrap();
+    let topics: Vec<Topic> = (0..8).map(|n| topic(&format!("t{n}"))).collect();
+    store.subscribe(&id(1), &topics, 10).await.unwrap();
+    store.subscribe(&id(2), &topics[..1], 10).await.unwrap();
+
+    store.remove_connection(&id(1)).await.unwrap();
+    store.remove_connection(&id(1)).await.unwrap();
+
+    assert_eq!(store.get_connection(&id(1)).await.unwrap(), None);
+    assert_eq!(
+        ids_of(store, &Target::Topic(topics[0].clone())).await,
+        vec![id(2)]
+    );
+    for t in &topics[1..] {
+        assert!(ids_of(store, &Target::Topic(t.clone())).await.is_empty());
+    }
+    assert_eq!(store.count_connections().await.unwrap(), 1);
+}
+
+async fn user_target_finds_all_connections_of_that_user(store: &dyn Store) {
+    for n in 0..7 {
+        store.put_connection(&connection(n, "alice")).await.unwrap();
+    }
+    store.put_connection(&connection(99, "bob")).await.unwrap();
+    assert_eq!(
+        ids_of(store, &Target::User(UserId::new("alice"))).await,
+        sorted((0..7).map(id))
+    );
+    assert_eq!(
+        ids_of(store, &Target::User(UserId::new("bob"))).await,
+        vec![id(99)]
+    );
+    assert!(
+        ids_of(store, &Target::User(UserId::new("carol")))
+            .await
+            .is_empty()
+    );
+}
+
+async fn all_target_and_count_cover_every_live_connection_across_pages(store: &dyn Store) {
+    // 60 connections over 16 shards with pages of 3: most shards need several pages.
+    for n in 0..60 {
+        store
+            .put_connection(&connection(n, &format!("user{}", n % 5)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(ids_of(store, &Target::All).await, sorted((0..60).map(id)));
+    assert_eq!(store.count_connections().await.unwrap(), 60);
+}
+
+async fn connections_target_returns_only_live_ids(store: &dyn Store) {
+    store.put_connection(&connection(1, "u")).await.unwrap();
+    store.put_connection(&connection(2, "u")).await.unwrap();
+    let target = Target::Connections(vec![id(1), id("unknown"), id(2)]);
+    assert_eq!(ids_of(store, &target).await, vec![id(1), id(2)]);
+    // more ids than one BatchGetItem takes
+    let many: Vec<ConnectionId> = (0..150)
+        .map(|n| id(format!("x{n}")))
+        .chain([id(2)])
+        .collect();
+    assert_eq!(ids_of(store, &Target::Connections(many)).await, vec![id(2)]);
+}
+
+async fn remove_connections_handles_more_than_one_batch(store: &dyn Store) {
+    // 30 connections with 2 topics each: 90 rows, several BatchWriteItem calls of 25
+    let ids: Vec<ConnectionId> = (0..30).map(id).collect();
+    for n in 0..30 {
+        store.put_connection(&connection(n, "u")).await.unwrap();
+        store
+            .subscribe(&id(n), &[topic("a"), topic("b")], 10)
+            .await
+            .unwrap();
+    }
+    store
+        .put_connection(&connection("keep", "u"))
+        .await
+        .unwrap();
+    store
+        .subscribe(&id("keep"), &[topic("a")], 10)
+        .await
+        .unwrap();
+
+    store.remove_connections(&ids).await.unwrap();
+
+    assert_eq!(
+        ids_of(store, &Target::Topic(topic("a"))).await,
+        vec![id("keep")]
+    );
+    assert!(ids_of(store, &Target::Topic(topic("b"))).await.is_empty());
+    assert_eq!(ids_of(store, &Target::All).await, vec![id("keep")]);
+}
+
+async fn expired_rows_are_invisible_before_ttl_deletes_them(store: &dyn Store) {
+    // GIVEN a connection that expires within two seconds, subscribed to a topic
+    let mut short = connection("short", "alice");
+    short.expires_at = now_seconds() + 2;
+    store.put_connection(&short).await.unwrap();
+    store.subscribe(&short.id, &[topic("t")], 10).await.unwrap();
+    store
+        .put_connection(&connection("long", "alice"))
+        .await
+        .unwrap();
+    store
+        .subscribe(&id("long"), &[topic("t")], 10)
+        .await
+        .unwrap();
+    assert_eq!(store.count_connections().await.unwrap(), 2);
+
+    // WHEN its expiry passes (DynamoDB TTL deletes rows only eventually)
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+
+    // THEN no read returns it, and it cannot subscribe any more
+    let alive = vec![id("long")];
+    assert_eq!(store.get_connection(&short.id).await.unwrap(), None);
+    assert_eq!(ids_of(store, &Target::Topic(topic("t"))).await, alive);
+    assert_eq!(
+        ids_of(store, &Target::User(UserId::new("alice"))).await,
+        alive
+    );
+    assert_eq!(ids_of(store, &Target::All).await, alive);
+    let named = Target::Connections(vec![short.id.clone(), id("long")]);
+    assert_eq!(ids_of(store, &named).await, alive);
+    assert_eq!(store.count_connections().await.unwrap(), 1);
+    assert!(matches!(
+        store.subscribe(&short.id, &[topic("u")], 10).await,
+        Err(StoreError::NotConnected(_))
+    ));
+    // and removing it still cleans up its rows
+    store.remove_connection(&short.id).await.unwrap();
+}
