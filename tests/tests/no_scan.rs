@@ -34,6 +34,8 @@ fn no_dynamodb_scan_in_the_code() {
     );
     let offenders: Vec<String> = files
         .iter()
+        // This file names what it looks for.
+        .filter(|f| !f.ends_with("tests/tests/no_scan.rs"))
         .filter(|f| {
             let text = std::fs::read_to_string(f).unwrap_or_default();
             text.contains(".scan()") || text.contains("ScanInput") || text.contains("scan::Scan")
