@@ -24,4 +24,13 @@ echo "DynamoDB Local at $endpoint (pid $pid)"
 export WSBRIDGE_TEST_DYNAMODB_ENDPOINT=$endpoint
 
 step "cargo test --workspace"
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+set +e
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One total over every test binary (cargo prints one line per binary, doc-tests last).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$status"

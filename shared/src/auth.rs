@@ -106,8 +106,12 @@ impl TokenVerifier {
 /// The token of a `$connect` request: the `token` query parameter (browsers cannot set headers
 /// on a WebSocket), else `Authorization: Bearer …` (servers and native clients).
 pub fn token_of(request: &ApiGatewayWebsocketProxyRequest) -> Option<&str> {
-    if let Some(token) = request.query_string_parameters.first("token") {
-        return Some(token).filter(|t| !t.is_empty());
+    if let Some(token) = request
+        .query_string_parameters
+        .first("token")
+        .filter(|t| !t.is_empty())
+    {
+        return Some(token);
     }
     let header = request
         .headers
@@ -350,6 +354,16 @@ mod tests {
             .headers
             .insert("authorization", "Basic abc".parse().unwrap());
         assert_eq!(token_of(&request), None);
+        request
+            .headers
+            .insert("authorization", "Bearer abc".parse().unwrap());
+        request.query_string_parameters =
+            std::collections::HashMap::from([("token".to_owned(), String::new())]).into();
+        assert_eq!(
+            token_of(&request),
+            Some("abc"),
+            "an empty ?token= falls back"
+        );
         request.query_string_parameters =
             std::collections::HashMap::from([("token".to_owned(), "q".to_owned())]).into();
         assert_eq!(token_of(&request), Some("q"));

@@ -10,3 +10,6 @@ pub mod handlers;
 pub mod protocol;
 pub mod sender;
 pub mod store;
+
+#[cfg(test)]
+mod test_support;

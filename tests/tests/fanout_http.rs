@@ -18,10 +18,12 @@ use wsbridge::sender::{ApiGatewaySender, ConnectionSender, SendError};
 use wsbridge::store::{Connection, ConnectionStore, Recipient, RecipientStore};
 use wsbridge_tests::{fresh_dynamodb_store, local_sdk_config};
 
+/// (stage, connection id, body) of a POST answered 200.
+type Received = (String, String, Vec<u8>);
+
 #[derive(Clone, Default)]
 struct Sink {
-    /// (stage, connection id, body) of every POST answered 200.
-    received: Arc<Mutex<Vec<(String, String, Vec<u8>)>>>,
+    received: Arc<Mutex<Vec<Received>>>,
     /// Calls per connection id, retries included.
     calls: Arc<Mutex<HashMap<String, u32>>>,
 }

@@ -54,3 +54,152 @@ pub async fn handle(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use jsonwebtoken::Algorithm;
+
+    use super::*;
+    use crate::auth::{Claims, DEV_SECRET, sign_hs256};
+    use crate::config::{AuthConfig, JwtKey};
+    use crate::protocol::{ConnectionId, UserId};
+    use crate::store::MemoryStore;
+    use crate::test_support::{CONNECTED_AT, ENDPOINT, FailingStore, ws_request};
+
+    const TTL: Duration = Duration::from_secs(7_200);
+
+    fn verifier() -> TokenVerifier {
+        TokenVerifier::new(&AuthConfig {
+            algorithm: Algorithm::HS256,
+            key: JwtKey::Secret(DEV_SECRET.to_owned()),
+            issuer: None,
+            audience: None,
+            leeway: Duration::ZERO,
+        })
+        .unwrap()
+    }
+
+    fn session() -> SessionConfig {
+        SessionConfig {
+            connection_ttl: TTL,
+            ..SessionConfig::default()
+        }
+    }
+
+    fn claims_of(sub: &str, exp: u64) -> Claims {
+        Claims {
+            sub: sub.to_owned(),
+            exp,
+            nbf: None,
+            iss: None,
+            aud: None,
+        }
+    }
+
+    fn token_for(sub: &str) -> String {
+        sign_hs256(DEV_SECRET, &claims_of(sub, now_seconds() + 600)).unwrap()
+    }
+
+    /// `$connect` of `c-new` with `?token=…`.
+    fn connect_request(token: Option<&str>) -> ApiGatewayWebsocketProxyRequest {
+        let mut request = ws_request("c-new", None);
+        if let Some(token) = token {
+            request.query_string_parameters =
+                HashMap::from([("token".to_owned(), token.to_owned())]).into();
+        }
+        request
+    }
+
+    #[tokio::test]
+    async fn a_valid_token_registers_the_connection_for_its_subject() {
+        // GIVEN a $connect with a token for alice
+        let store = MemoryStore::new();
+        let request = connect_request(Some(&token_for("alice")));
+
+        // WHEN it is handled
+        let before = now_seconds();
+        let response = handle(&request, &verifier(), &store, &session()).await;
+        let after = now_seconds();
+
+        // THEN the handshake succeeds and the connection belongs to alice, reachable at the
+        // API's management endpoint, until about now + TTL
+        assert_eq!(response.status_code, 200);
+        let stored = store
+            .get_connection(&ConnectionId::new("c-new"))
+            .await
+            .unwrap()
+            .expect("connection registered");
+        assert_eq!(stored.user_id, UserId::new("alice"));
+        assert_eq!(stored.endpoint, ENDPOINT);
+        assert_eq!(stored.connected_at, CONNECTED_AT);
+        assert!(
+            (before + TTL.as_secs()..=after + TTL.as_secs()).contains(&stored.expires_at),
+            "expires_at {} not now + {}s",
+            stored.expires_at,
+            TTL.as_secs()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bearer_header_is_accepted_like_the_query_parameter() {
+        // GIVEN a $connect from a server-side client with Authorization: Bearer
+        let store = MemoryStore::new();
+        let mut request = connect_request(None);
+        let header = format!("Bearer {}", token_for("bob"));
+        request
+            .headers
+            .insert("authorization", header.parse().unwrap());
+
+        // WHEN it is handled
+        let response = handle(&request, &verifier(), &store, &session()).await;
+
+        // THEN bob's connection is registered
+        assert_eq!(response.status_code, 200);
+        let stored = store.get_connection(&ConnectionId::new("c-new")).await;
+        assert_eq!(stored.unwrap().unwrap().user_id, UserId::new("bob"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_invalid_token_is_refused_with_401_and_nothing_stored() {
+        let expired = sign_hs256(DEV_SECRET, &claims_of("alice", now_seconds() - 60)).unwrap();
+        let foreign = sign_hs256(
+            "some-other-secret-that-is-long-enough",
+            &claims_of("alice", now_seconds() + 600),
+        )
+        .unwrap();
+        for (case, token) in [
+            ("missing", None),
+            ("garbage", Some("not-a-jwt")),
+            ("expired", Some(expired.as_str())),
+            ("wrong secret", Some(foreign.as_str())),
+        ] {
+            // GIVEN a $connect whose token is missing or does not verify
+            let store = MemoryStore::new();
+            let request = connect_request(token);
+
+            // WHEN it is handled
+            let response = handle(&request, &verifier(), &store, &session()).await;
+
+            // THEN the handshake is refused without detail and nothing is registered
+            assert_eq!(response.status_code, 401, "{case}");
+            assert_eq!(response.body, None, "{case}");
+            let stored = store.get_connection(&ConnectionId::new("c-new")).await;
+            assert_eq!(stored.unwrap(), None, "{case}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_answers_500() {
+        // GIVEN a valid token but a store that is down
+        let request = connect_request(Some(&token_for("alice")));
+
+        // WHEN it is handled
+        let response = handle(&request, &verifier(), &FailingStore, &session()).await;
+
+        // THEN API Gateway refuses the handshake with a server error
+        assert_eq!(response.status_code, 500);
+    }
+}

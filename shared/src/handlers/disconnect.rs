@@ -28,3 +28,55 @@ pub async fn handle(
     }
     ws_response(200, None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ConnectionId;
+    use crate::test_support::{
+        FailingStore, ids, store_with, subscribe_all, subscribers, ws_request,
+    };
+
+    #[tokio::test]
+    async fn disconnect_forgets_the_connection_and_its_subscriptions() {
+        // GIVEN alice and bob both watch board:1, alice also board:2
+        let store = store_with(&[("c-alice", "alice"), ("c-bob", "bob")]).await;
+        subscribe_all(&store, &["c-alice", "c-bob"], "board:1").await;
+        subscribe_all(&store, &["c-alice"], "board:2").await;
+
+        // WHEN alice disconnects
+        let response = handle(&ws_request("c-alice", None), &store).await;
+
+        // THEN her connection and both subscriptions are gone, bob's are untouched
+        assert_eq!(response.status_code, 200);
+        let alice = store.get_connection(&ConnectionId::new("c-alice")).await;
+        assert_eq!(alice.unwrap(), None);
+        assert_eq!(subscribers(&store, "board:1").await, ids(&["c-bob"]));
+        assert!(subscribers(&store, "board:2").await.is_empty());
+        let bob = store.get_connection(&ConnectionId::new("c-bob")).await;
+        assert!(bob.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_second_disconnect_still_answers_200() {
+        // GIVEN alice already disconnected once (API Gateway may deliver $disconnect twice)
+        let store = store_with(&[("c-alice", "alice")]).await;
+        handle(&ws_request("c-alice", None), &store).await;
+
+        // WHEN $disconnect arrives again
+        let response = handle(&ws_request("c-alice", None), &store).await;
+
+        // THEN it is still a success
+        assert_eq!(response.status_code, 200);
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_still_answers_200() {
+        // GIVEN a store that is down
+        // WHEN $disconnect arrives
+        let response = handle(&ws_request("c-alice", None), &FailingStore).await;
+
+        // THEN API Gateway still gets 200: the rows will expire by TTL
+        assert_eq!(response.status_code, 200);
+    }
+}

@@ -101,3 +101,8 @@ pub trait RecipientStore: Send + Sync {
     /// Removes connections and their subscriptions, as `remove_connection` does for one.
     async fn remove_connections(&self, ids: &[ConnectionId]) -> Result<(), StoreError>;
 }
+
+/// Both halves, for code that runs every route in one process (the local gateway, tests).
+pub trait Store: ConnectionStore + RecipientStore {}
+
+impl<T: ConnectionStore + RecipientStore> Store for T {}

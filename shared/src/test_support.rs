@@ -1,0 +1,225 @@
+//! Fixtures the unit tests of fan-out and the route handlers share: connections as `$connect`
+//! stores them, WebSocket events as API Gateway sends them, a sender that records every post,
+//! and a store that always fails.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use aws_lambda_events::encodings::Body;
+use futures::TryStreamExt;
+use serde_json::Value;
+
+use crate::auth::now_seconds;
+use crate::protocol::broadcast::Target;
+use crate::protocol::{ConnectionId, Topic, UserId};
+use crate::sender::{ConnectionSender, SendError};
+use crate::store::{
+    Connection, ConnectionStore, MemoryStore, Recipient, RecipientStore, StoreError,
+};
+
+/// The API Gateway domain and stage of every fixture connection and event.
+pub const DOMAIN: &str = "abc123.execute-api.eu-west-1.amazonaws.com";
+pub const STAGE: &str = "prod";
+/// `https://{DOMAIN}/{STAGE}`, as `$connect` derives it.
+pub const ENDPOINT: &str = "https://abc123.execute-api.eu-west-1.amazonaws.com/prod";
+/// API Gateway's `connectedAt` of every fixture event, in milliseconds.
+pub const CONNECTED_AT: i64 = 1_700_000_000_000;
+
+/// A live connection of `user`, an hour away from expiry.
+pub fn connection(id: &str, user: &str) -> Connection {
+    Connection {
+        id: ConnectionId::new(id),
+        user_id: UserId::new(user),
+        connected_at: CONNECTED_AT,
+        endpoint: ENDPOINT.to_owned(),
+        expires_at: now_seconds() + 3_600,
+    }
+}
+
+pub fn topic(name: &str) -> Topic {
+    Topic::parse(name).expect("fixture topic names are valid")
+}
+
+pub fn ids(names: &[&str]) -> Vec<ConnectionId> {
+    names.iter().map(|name| ConnectionId::new(*name)).collect()
+}
+
+/// A memory store holding `connections`, each `(connection id, user id)`.
+pub async fn store_with(connections: &[(&str, &str)]) -> MemoryStore {
+    let store = MemoryStore::new();
+    register(&store, connections).await;
+    store
+}
+
+pub async fn register(store: &MemoryStore, connections: &[(&str, &str)]) {
+    for (id, user) in connections {
+        store
+            .put_connection(&connection(id, user))
+            .await
+            .expect("the memory store accepts every connection");
+    }
+}
+
+/// Subscribes every connection in `ids` to `topic_name`.
+pub async fn subscribe_all(store: &MemoryStore, ids: &[&str], topic_name: &str) {
+    for id in ids {
+        store
+            .subscribe(&ConnectionId::new(*id), &[topic(topic_name)], 10)
+            .await
+            .expect("fixture connections are registered");
+    }
+}
+
+/// The connections the store lists for `topic_name`, sorted.
+pub async fn subscribers(store: &MemoryStore, topic_name: &str) -> Vec<ConnectionId> {
+    let target = Target::Topic(topic(topic_name));
+    let pages: Vec<Vec<Recipient>> = store
+        .recipients(&target)
+        .try_collect()
+        .await
+        .expect("the memory store lists recipients");
+    let mut ids: Vec<ConnectionId> = pages
+        .into_iter()
+        .flatten()
+        .map(|recipient| recipient.connection_id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// A WebSocket event of `connection_id` as API Gateway sends it to a route's Lambda.
+pub fn ws_request(connection_id: &str, body: Option<&str>) -> ApiGatewayWebsocketProxyRequest {
+    // Both types are `#[non_exhaustive]`: only `Default` plus field assignment builds them.
+    let mut request = ApiGatewayWebsocketProxyRequest::default();
+    request.request_context.connection_id = Some(connection_id.to_owned());
+    request.request_context.domain_name = Some(DOMAIN.to_owned());
+    request.request_context.stage = Some(STAGE.to_owned());
+    request.request_context.connected_at = CONNECTED_AT;
+    request.body = body.map(str::to_owned);
+    request
+}
+
+/// The JSON frame a WebSocket route answered with.
+pub fn frame_of(response: &ApiGatewayProxyResponse) -> Value {
+    match &response.body {
+        Some(Body::Text(text)) => serde_json::from_str(text).expect("frames are JSON"),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+/// One successful post.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Post {
+    pub connection_id: ConnectionId,
+    pub payload: Vec<u8>,
+}
+
+/// A `ConnectionSender` that records what it posts, answers chosen connections with an
+/// error, can take its time, and remembers how many posts were ever in flight at once.
+#[derive(Default)]
+pub struct RecordingSender {
+    failures: HashMap<ConnectionId, SendError>,
+    delay: Option<Duration>,
+    posts: Mutex<Vec<Post>>,
+    attempts: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+impl RecordingSender {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Posts to `id` fail with `error` (and are not recorded as posts).
+    pub fn failing(mut self, id: &str, error: SendError) -> Self {
+        self.failures.insert(ConnectionId::new(id), error);
+        self
+    }
+
+    /// Every post takes `delay`, so that posts overlap.
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// Successful posts, sorted by connection id.
+    pub fn posts(&self) -> Vec<Post> {
+        let mut posts = self.posts.lock().unwrap().clone();
+        posts.sort();
+        posts
+    }
+
+    /// Connections that got a successful post, sorted.
+    pub fn delivered_to(&self) -> Vec<ConnectionId> {
+        self.posts().into_iter().map(|p| p.connection_id).collect()
+    }
+
+    /// Every call to `send`, failed ones included.
+    pub fn attempts(&self) -> usize {
+        self.attempts.load(Ordering::SeqCst)
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl ConnectionSender for RecordingSender {
+    async fn send(&self, recipient: &Recipient, payload: &[u8]) -> Result<(), SendError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Some(error) = self.failures.get(&recipient.connection_id) {
+            return Err(error.clone());
+        }
+        self.posts.lock().unwrap().push(Post {
+            connection_id: recipient.connection_id.clone(),
+            payload: payload.to_vec(),
+        });
+        Ok(())
+    }
+}
+
+/// The error a `FailingStore` answers every call with.
+pub fn backend_error(operation: &'static str) -> StoreError {
+    StoreError::Backend {
+        operation,
+        message: "service unavailable".to_owned(),
+    }
+}
+
+/// A `ConnectionStore` whose backend is down.
+pub struct FailingStore;
+
+#[async_trait]
+impl ConnectionStore for FailingStore {
+    async fn put_connection(&self, _: &Connection) -> Result<(), StoreError> {
+        Err(backend_error("PutItem"))
+    }
+
+    async fn get_connection(&self, _: &ConnectionId) -> Result<Option<Connection>, StoreError> {
+        Err(backend_error("GetItem"))
+    }
+
+    async fn remove_connection(&self, _: &ConnectionId) -> Result<(), StoreError> {
+        Err(backend_error("TransactWriteItems"))
+    }
+
+    async fn subscribe(&self, _: &ConnectionId, _: &[Topic], _: usize) -> Result<(), StoreError> {
+        Err(backend_error("TransactWriteItems"))
+    }
+
+    async fn unsubscribe(&self, _: &ConnectionId, _: &[Topic]) -> Result<(), StoreError> {
+        Err(backend_error("TransactWriteItems"))
+    }
+}
