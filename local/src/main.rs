@@ -1,0 +1,228 @@
+//! `wsbridge-local`: run the whole bridge on this machine, mint dev tokens, try it from a
+//! terminal.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use wsbridge::auth::{Claims, DEV_SECRET, now_seconds, sign_hs256};
+use wsbridge::config::{AuthConfig, BroadcastConfig, JwtKey, SessionConfig};
+use wsbridge_local::{GatewayConfig, Limits, RunningGateway, Storage};
+
+/// The whole wsbridge on one machine: API Gateway's WebSocket API and @connections
+/// management API, and the broadcast HTTP API, running the same handlers as the Lambda
+/// functions. JWT and limit settings read the same environment variables as the functions
+/// (JWT_SECRET defaults to the public dev secret).
+#[derive(Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (loopback by default: the dev secret is public).
+    #[arg(long, env = "WSBRIDGE_BIND", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    bind: IpAddr,
+    /// Port of the WebSocket API and the @connections management API.
+    #[arg(long, env = "WSBRIDGE_WS_PORT", default_value_t = 3001)]
+    ws_port: u16,
+    /// Port of the broadcast HTTP API.
+    #[arg(long, env = "WSBRIDGE_HTTP_PORT", default_value_t = 3000)]
+    http_port: u16,
+    /// Stage name reported in events.
+    #[arg(long, env = "WSBRIDGE_STAGE", default_value = "local")]
+    stage: String,
+    /// Keep connections in DynamoDB at this endpoint (e.g. DynamoDB Local) instead of memory;
+    /// the table is created if absent.
+    #[arg(long, env = "WSBRIDGE_DYNAMODB_ENDPOINT")]
+    dynamodb_endpoint: Option<String>,
+    /// Table name with --dynamodb-endpoint.
+    #[arg(long, env = "TABLE_NAME", default_value = "wsbridge-local")]
+    table: String,
+    /// Largest WebSocket frame in bytes (API Gateway: 32 KB).
+    #[arg(long, env = "WSBRIDGE_MAX_FRAME_BYTES", default_value_t = 32 * 1024)]
+    max_frame_bytes: usize,
+    /// Largest WebSocket message in bytes (API Gateway: 128 KB).
+    #[arg(long, env = "WSBRIDGE_MAX_MESSAGE_BYTES", default_value_t = 128 * 1024)]
+    max_message_bytes: usize,
+    /// Seconds without a client frame before the connection is closed (API Gateway: 600).
+    #[arg(long, env = "WSBRIDGE_IDLE_TIMEOUT_SECONDS", default_value_t = 600)]
+    idle_timeout_seconds: u64,
+    /// Seconds before any connection is closed (API Gateway: 7200).
+    #[arg(long, env = "WSBRIDGE_MAX_CONNECTION_SECONDS", default_value_t = 7_200)]
+    max_connection_seconds: u64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print an HS256 token for a user, signed with JWT_SECRET (default: the dev secret).
+    Token {
+        /// The user id (`sub` claim).
+        #[arg(long)]
+        sub: String,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl_seconds: u64,
+    },
+    /// Connect to a running gateway; print what arrives, send each line typed.
+    Client {
+        /// Connect as this user with a fresh dev token.
+        #[arg(long, conflicts_with = "token")]
+        sub: Option<String>,
+        /// Connect with this token.
+        #[arg(long)]
+        token: Option<String>,
+        /// The WebSocket API.
+        #[arg(long, default_value = "ws://127.0.0.1:3001")]
+        url: String,
+    },
+}
+
+fn auth_config() -> Result<AuthConfig, String> {
+    AuthConfig::from_lookup(|name| match std::env::var(name).ok() {
+        None if name == "JWT_SECRET" => Some(DEV_SECRET.to_owned()),
+        value => value,
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn mint(sub: &str, ttl_seconds: u64) -> Result<String, String> {
+    let config = auth_config()?;
+    let JwtKey::Secret(secret) = &config.key else {
+        return Err("tokens can only be minted for HS256 (JWT_ALGORITHM is not HS256)".into());
+    };
+    let claims = Claims {
+        sub: sub.to_owned(),
+        exp: now_seconds() + ttl_seconds,
+        nbf: None,
+        iss: config.issuer.clone(),
+        aud: config.audience.clone(),
+    };
+    sign_hs256(secret, &claims).map_err(|e| e.to_string())
+}
+
+fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
+    Ok(GatewayConfig {
+        ws_address: SocketAddr::new(args.bind, args.ws_port),
+        http_address: SocketAddr::new(args.bind, args.http_port),
+        stage: args.stage.clone(),
+        limits: Limits {
+            max_frame_bytes: args.max_frame_bytes,
+            max_message_bytes: args.max_message_bytes,
+            idle_timeout: Duration::from_secs(args.idle_timeout_seconds),
+            max_connection_duration: Duration::from_secs(args.max_connection_seconds),
+            ..Limits::default()
+        },
+        auth: auth_config()?,
+        session: SessionConfig::from_env().map_err(|e| e.to_string())?,
+        broadcast: BroadcastConfig::from_env().map_err(|e| e.to_string())?,
+        storage: match &args.dynamodb_endpoint {
+            Some(endpoint) => Storage::DynamoDb {
+                endpoint: endpoint.clone(),
+                table: args.table.clone(),
+            },
+            None => Storage::Memory,
+        },
+    })
+}
+
+fn banner(gateway: &RunningGateway, config: &GatewayConfig, token: &str) -> String {
+    let ws = gateway.ws_url();
+    let http = gateway.http_url();
+    let store = match &config.storage {
+        Storage::Memory => "in memory (gone when this stops)".to_owned(),
+        Storage::DynamoDb { endpoint, table } => format!("DynamoDB at {endpoint}, table {table}"),
+    };
+    let release = if cfg!(debug_assertions) {
+        ""
+    } else {
+        " --release"
+    };
+    let key_header = match &config.broadcast.api_key {
+        Some(key) => format!(" -H 'x-api-key: {key}'"),
+        None => String::new(),
+    };
+    format!(
+        "\nwsbridge local gateway\n\
+         \n  WebSocket API    {ws}\
+         \n  @connections     {management}/@connections/{{connection_id}}\
+         \n  broadcast API    {http}/broadcast   {http}/connections/count\
+         \n  store            {store}\
+         \n\nA dev token for user alice (24 h):\n  {token}\
+         \n\nTry it:\
+         \n  1. connect a client, in a second shell (either one):\
+         \n       cargo run -q{release} -p wsbridge-local -- client --sub alice --url {ws}\
+         \n       npx -y wscat -c '{ws}/?token={token}'\
+         \n  2. in the client, subscribe:\
+         \n       {{\"action\":\"subscribe\",\"topic\":\"demo\"}}\
+         \n  3. broadcast, in a third shell:\
+         \n       curl -s -X POST {http}/broadcast -H 'content-type: application/json'{key_header} -d '{{\"topic\":\"demo\",\"event\":\"hello\",\"data\":{{\"n\":1}}}}'\
+         \n  4. post to one connection with the AWS CLI (its id: send {{\"action\":\"whoami\"}}):\
+         \n       AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1 aws apigatewaymanagementapi post-to-connection --endpoint-url {management} --connection-id CONNECTION_ID --data '{{\"hi\":1}}'\
+         \n\nMore tokens: cargo run -q{release} -p wsbridge-local -- token --sub bob\
+         \nLogs: one line per connect, message, broadcast and disconnect (RUST_LOG adjusts).\n",
+        management = gateway.management_url(),
+    )
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Some(Command::Token { sub, ttl_seconds }) => {
+            mint(&sub, ttl_seconds).map(|t| println!("{t}"))
+        }
+        Some(Command::Client { sub, token, url }) => client(sub, token, &url).await,
+        None => serve(&cli.serve).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("wsbridge-local: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn client(sub: Option<String>, token: Option<String>, url: &str) -> Result<(), String> {
+    let token = match (token, sub) {
+        (Some(token), _) => token,
+        (None, Some(sub)) => mint(&sub, 86_400)?,
+        (None, None) => return Err("pass --sub USER or --token TOKEN".into()),
+    };
+    // A bare `ws://host:port` would otherwise be requested as `GET ?token=…`.
+    let has_path = url
+        .split_once("://")
+        .is_some_and(|(_, rest)| rest.contains('/'));
+    let path = if has_path { "" } else { "/" };
+    let separator = if url.contains('?') { '&' } else { '?' };
+    wsbridge_local::client::run(&format!("{url}{path}{separator}token={token}"))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn serve(args: &ServeArgs) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("wsbridge_local=info,wsbridge=warn")),
+        )
+        .with_target(false)
+        .init();
+    let config = gateway_config(args)?;
+    let token = mint("alice", 86_400)?;
+    let gateway = wsbridge_local::start(config.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("{}", banner(&gateway, &config, &token));
+    tokio::select! {
+        () = gateway.wait() => Ok(()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
