@@ -1,5 +1,7 @@
-//! Support for the end-to-end tests: DynamoDB Local, the sample events, and a recording
-//! sender for handler tests that must not reach a management API.
+//! Support for the end-to-end tests: DynamoDB Local, the local gateway, the sample events,
+//! and a recording sender for handler tests that must not reach a management API.
+
+pub mod gateway;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
