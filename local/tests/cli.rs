@@ -1,0 +1,199 @@
+//! The binary as a newcomer uses it: start it, read the banner, and run the commands it
+//! prints (the `client` subcommand, the WebSocket URL with its token, the `curl` broadcast,
+//! the `token` subcommand) exactly as printed.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::time::timeout;
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::Message;
+use wsbridge::auth::{DEV_SECRET, TokenVerifier};
+use wsbridge::config::AuthConfig;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_wsbridge-local");
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Kills the child when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
+    timeout(PATIENCE, lines.next_line())
+        .await
+        .expect("a line within the patience window")
+        .expect("stdout readable")
+        .expect("the process is still running")
+}
+
+/// The banner, up to its last line.
+async fn banner(lines: &mut Lines<BufReader<ChildStdout>>) -> Vec<String> {
+    let mut banner = Vec::new();
+    loop {
+        let line = next_line(lines).await;
+        let last = line.starts_with("Logs:");
+        banner.push(line);
+        if last {
+            return banner;
+        }
+    }
+}
+
+fn line_after<'a>(banner: &'a [String], marker: &str) -> &'a str {
+    let at = banner
+        .iter()
+        .position(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no {marker:?} in the banner:\n{}", banner.join("\n")));
+    banner[at + 1].trim()
+}
+
+fn line_with<'a>(banner: &'a [String], needle: &str) -> &'a str {
+    banner
+        .iter()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} in the banner:\n{}", banner.join("\n")))
+        .trim()
+}
+
+/// `cargo run -q -p wsbridge-local -- ARGS` as printed, run as the built binary.
+fn printed_subcommand(line: &str) -> Vec<String> {
+    let (_, args) = line
+        .split_once(" -- ")
+        .unwrap_or_else(|| panic!("not a cargo run line: {line}"));
+    args.split_whitespace().map(str::to_owned).collect()
+}
+
+fn dev_verifier() -> TokenVerifier {
+    let config =
+        AuthConfig::from_lookup(|name| (name == "JWT_SECRET").then(|| DEV_SECRET.to_owned()))
+            .unwrap();
+    TokenVerifier::new(&config).unwrap()
+}
+
+#[tokio::test]
+async fn the_printed_commands_work_as_printed() {
+    // GIVEN the gateway started as the README says, on free ports
+    let mut gateway = Command::new(BINARY)
+        .args(["--ws-port", "0", "--http-port", "0"])
+        .env_remove("JWT_SECRET")
+        .env_remove("BROADCAST_API_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = BufReader::new(gateway.stdout.take().unwrap()).lines();
+    let _gateway = Running(gateway);
+    let banner = banner(&mut lines).await;
+
+    // THEN the dev token it prints is valid for alice
+    let token = line_after(&banner, "A dev token for user alice");
+    assert_eq!(dev_verifier().verify(token).unwrap().as_str(), "alice");
+
+    // AND the printed client command connects and subscribes
+    let client_line = line_with(&banner, "-- client --sub alice");
+    let mut client = Command::new(BINARY)
+        .args(printed_subcommand(client_line))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the client starts");
+    let mut client_in = client.stdin.take().unwrap();
+    let mut client_out = BufReader::new(client.stdout.take().unwrap()).lines();
+    let _client = Running(client);
+    let subscribe = line_after(&banner, "in the client, subscribe");
+    client_in
+        .write_all(format!("{subscribe}\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_line(&mut client_out).await,
+        r#"{"action":"subscribed","topics":["demo"]}"#
+    );
+
+    // AND the printed WebSocket URL (the wscat line) connects with its token
+    let wscat = line_with(&banner, "wscat -c");
+    let url = wscat.split('\'').nth(1).expect("a quoted URL");
+    let (mut socket, _) = connect_async(url).await.expect("the printed URL connects");
+    socket
+        .send(Message::text(subscribe.to_owned()))
+        .await
+        .unwrap();
+    let reply = timeout(PATIENCE, socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        reply.into_text().unwrap().as_str(),
+        r#"{"action":"subscribed","topics":["demo"]}"#
+    );
+
+    // AND the printed curl broadcast reaches both, and reports it
+    let curl = line_with(&banner, "curl -s -X POST");
+    let output = Command::new("sh")
+        .args(["-c", curl])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{curl}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["delivered"], 2, "{report}");
+    let envelope: serde_json::Value =
+        serde_json::from_str(&next_line(&mut client_out).await).unwrap();
+    assert_eq!(
+        (&envelope["topic"], &envelope["event"], &envelope["data"]),
+        (
+            &"demo".into(),
+            &"hello".into(),
+            &serde_json::json!({"n": 1})
+        )
+    );
+    let received = timeout(PATIENCE, socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let received: serde_json::Value = serde_json::from_str(received.to_text().unwrap()).unwrap();
+    assert_eq!(received["id"], report["id"]);
+
+    // AND the printed token command mints a valid token for bob
+    let token_line = line_with(&banner, "-- token --sub bob");
+    let output = Command::new(BINARY)
+        .args(printed_subcommand(token_line))
+        .output()
+        .await
+        .unwrap();
+    let minted = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        dev_verifier().verify(minted.trim()).unwrap().as_str(),
+        "bob"
+    );
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let output = Command::new(BINARY)
+        .args(["--ws-port", &port, "--http-port", "0"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
