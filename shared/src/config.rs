@@ -213,6 +213,9 @@ impl Default for SessionConfig {
     }
 }
 
+/// PostToConnection calls in flight at once, unless `FANOUT_CONCURRENCY` says otherwise.
+pub const DEFAULT_FANOUT_CONCURRENCY: usize = 50;
+
 /// How the broadcast function fans out and who may call it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BroadcastConfig {
@@ -223,6 +226,8 @@ pub struct BroadcastConfig {
     pub management_endpoint: Option<String>,
     /// When set, `POST /broadcast` and `GET /connections/count` need `x-api-key: <key>`.
     pub api_key: Option<String>,
+    /// Print one CloudWatch Embedded Metric Format line per broadcast (in Lambda).
+    pub emit_metrics: bool,
 }
 
 impl BroadcastConfig {
@@ -238,10 +243,27 @@ impl BroadcastConfig {
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(Self {
-            concurrency: number(&lookup, "FANOUT_CONCURRENCY", 50, 1..=1_000)?,
+            concurrency: number(
+                &lookup,
+                "FANOUT_CONCURRENCY",
+                DEFAULT_FANOUT_CONCURRENCY,
+                1..=1_000,
+            )?,
             management_endpoint: optional(&lookup, "WS_MANAGEMENT_ENDPOINT"),
             api_key: optional(&lookup, "BROADCAST_API_KEY"),
+            emit_metrics: false,
         })
+    }
+}
+
+impl Default for BroadcastConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: DEFAULT_FANOUT_CONCURRENCY,
+            management_endpoint: None,
+            api_key: None,
+            emit_metrics: false,
+        }
     }
 }
 

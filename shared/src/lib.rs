@@ -11,5 +11,5 @@ pub mod protocol;
 pub mod sender;
 pub mod store;
 
-#[cfg(test)]
-mod test_support;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;

@@ -2,12 +2,19 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_apigatewaymanagement::Client;
-use aws_sdk_apigatewaymanagement::error::{DisplayErrorContext, SdkError};
+use aws_sdk_apigatewaymanagement::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_apigatewaymanagement::config::{
+    ConfigBag, Intercept, RuntimeComponents, retry::RetryConfig, timeout::TimeoutConfig,
+};
+use aws_sdk_apigatewaymanagement::error::{BoxError, DisplayErrorContext, SdkError};
 use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
+use aws_smithy_types::body::SdkBody;
+use bytes::Bytes;
 
 use crate::store::Recipient;
 
@@ -17,23 +24,33 @@ pub enum SendError {
     /// 410: the connection no longer exists; its rows should go.
     #[error("connection is gone")]
     Gone,
-    /// 429: the account's `@connections` rate, or the client's buffer, is full.
+    /// 429: the account's `@connections` rate, or the client's buffer, is full. Retryable.
     #[error("throttled: {0}")]
     Throttled(String),
-    /// Anything else: 403, 413, 5xx, network.
+    /// 5xx, a timeout, a dropped connection: worth another try.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Anything else (403, 413, …): another try would fail the same way.
     #[error("{0}")]
     Failed(String),
 }
 
-/// Delivers one payload to one connection.
+/// Delivers one payload to one connection. `payload` is shared by every post of a
+/// broadcast: implementations must not need a copy of it per recipient.
 #[async_trait]
 pub trait ConnectionSender: Send + Sync {
-    async fn send(&self, recipient: &Recipient, payload: &[u8]) -> Result<(), SendError>;
+    async fn send(&self, recipient: &Recipient, payload: &Bytes) -> Result<(), SendError>;
 }
+
+/// Most a post may take before it counts as a transient failure.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// PostToConnection through `aws-sdk-apigatewaymanagement`. The management API lives at the
 /// WebSocket API's own `https://{domain}/{stage}`, so there is one client per endpoint; all
 /// share the SDK config's HTTP client, hence one connection pool.
+///
+/// The SDK's own retries are off: fan-out retries 429 and 5xx itself, within the
+/// invocation's deadline, and counts them.
 pub struct ApiGatewaySender {
     config: aws_config::SdkConfig,
     endpoint_override: Option<String>,
@@ -66,6 +83,12 @@ impl ApiGatewaySender {
         let client = Client::from_conf(
             aws_sdk_apigatewaymanagement::config::Builder::from(&self.config)
                 .endpoint_url(endpoint)
+                .retry_config(RetryConfig::disabled())
+                .timeout_config(
+                    TimeoutConfig::builder()
+                        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                        .build(),
+                )
                 .build(),
         );
         self.clients
@@ -77,13 +100,42 @@ impl ApiGatewaySender {
     }
 }
 
+/// Puts the shared payload into the request just before signing. The SDK's `Blob` owns a
+/// `Vec<u8>`, which would copy the message once per recipient; a `Bytes` body is a
+/// reference-counted view of the one buffer.
+#[derive(Debug)]
+struct SharedBody(Bytes);
+
+impl Intercept for SharedBody {
+    fn name(&self) -> &'static str {
+        "wsbridge::SharedBody"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request_mut();
+        request
+            .headers_mut()
+            .insert("content-length", self.0.len().to_string());
+        *request.body_mut() = SdkBody::from(self.0.clone());
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ConnectionSender for ApiGatewaySender {
-    async fn send(&self, recipient: &Recipient, payload: &[u8]) -> Result<(), SendError> {
+    async fn send(&self, recipient: &Recipient, payload: &Bytes) -> Result<(), SendError> {
         self.client_for(&recipient.endpoint)
             .post_to_connection()
             .connection_id(recipient.connection_id.as_str())
-            .data(Blob::new(payload))
+            // Empty here; `SharedBody` supplies the bytes.
+            .data(Blob::new(Vec::new()))
+            .customize()
+            .interceptor(SharedBody(payload.clone()))
             .send()
             .await
             .map(|_| ())
@@ -91,12 +143,19 @@ impl ConnectionSender for ApiGatewaySender {
     }
 }
 
-fn classify<R: std::fmt::Debug>(error: SdkError<PostToConnectionError, R>) -> SendError {
-    match error.as_service_error() {
-        Some(PostToConnectionError::GoneException(_)) => SendError::Gone,
-        Some(PostToConnectionError::LimitExceededException(_)) => {
-            SendError::Throttled(DisplayErrorContext(&error).to_string())
+fn classify(error: SdkError<PostToConnectionError>) -> SendError {
+    let reason = DisplayErrorContext(&error).to_string();
+    match &error {
+        SdkError::ServiceError(service) => match service.err() {
+            PostToConnectionError::GoneException(_) => SendError::Gone,
+            PostToConnectionError::LimitExceededException(_) => SendError::Throttled(reason),
+            _ if service.raw().status().is_server_error() => SendError::Transient(reason),
+            _ if service.raw().status().as_u16() == 429 => SendError::Throttled(reason),
+            _ => SendError::Failed(reason),
+        },
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            SendError::Transient(reason)
         }
-        _ => SendError::Failed(DisplayErrorContext(&error).to_string()),
+        _ => SendError::Failed(reason),
     }
 }

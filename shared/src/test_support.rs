@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
+use bytes::Bytes;
 use futures::TryStreamExt;
 use serde_json::Value;
 
@@ -171,7 +172,7 @@ impl RecordingSender {
 
 #[async_trait]
 impl ConnectionSender for RecordingSender {
-    async fn send(&self, recipient: &Recipient, payload: &[u8]) -> Result<(), SendError> {
+    async fn send(&self, recipient: &Recipient, payload: &Bytes) -> Result<(), SendError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);

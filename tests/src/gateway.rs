@@ -34,8 +34,7 @@ pub async fn start_gateway(limits: Limits, storage: Storage) -> RunningGateway {
         session: SessionConfig::default(),
         broadcast: BroadcastConfig {
             concurrency: 16,
-            management_endpoint: None,
-            api_key: None,
+            ..BroadcastConfig::default()
         },
         storage,
     };

@@ -1,20 +1,16 @@
-//! Support for the end-to-end tests: DynamoDB Local, the local gateway, the sample events,
-//! and a recording sender for handler tests that must not reach a management API.
+//! Support for the end-to-end tests: DynamoDB Local, the local gateway, the sample events.
+//! (Fixtures shared with the library's unit tests, such as `RecordingSender`, are in
+//! `wsbridge::test_support`.)
 
 pub mod gateway;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
-use wsbridge::protocol::ConnectionId;
-use wsbridge::sender::{ConnectionSender, SendError};
+use wsbridge::store::DynamoDbStore;
 use wsbridge::store::dynamodb::schema;
-use wsbridge::store::{DynamoDbStore, Recipient};
 
 /// Set by the test command (`scripts/test.sh`) to the DynamoDB Local it started.
 pub const DYNAMODB_ENDPOINT_VAR: &str = "WSBRIDGE_TEST_DYNAMODB_ENDPOINT";
@@ -72,40 +68,4 @@ pub fn event_path(name: &str) -> PathBuf {
 pub fn event(name: &str) -> String {
     let path = event_path(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Records every post instead of sending it; answers 410 for the connections named gone.
-/// Only for handler tests: fan-out over HTTP is tested against a real management endpoint.
-#[derive(Default)]
-pub struct RecordingSender {
-    pub gone: HashSet<ConnectionId>,
-    sent: Mutex<Vec<(ConnectionId, Vec<u8>)>>,
-}
-
-impl RecordingSender {
-    pub fn with_gone(gone: impl IntoIterator<Item = ConnectionId>) -> Self {
-        Self {
-            gone: gone.into_iter().collect(),
-            sent: Mutex::default(),
-        }
-    }
-
-    /// Every successful post so far, in completion order.
-    pub fn sent(&self) -> Vec<(ConnectionId, Vec<u8>)> {
-        self.sent.lock().unwrap().clone()
-    }
-}
-
-#[async_trait]
-impl ConnectionSender for RecordingSender {
-    async fn send(&self, recipient: &Recipient, payload: &[u8]) -> Result<(), SendError> {
-        if self.gone.contains(&recipient.connection_id) {
-            return Err(SendError::Gone);
-        }
-        self.sent
-            .lock()
-            .unwrap()
-            .push((recipient.connection_id.clone(), payload.to_vec()));
-        Ok(())
-    }
 }

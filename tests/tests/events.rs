@@ -19,7 +19,8 @@ use wsbridge::handlers::{broadcast, connect, default, disconnect};
 use wsbridge::protocol::broadcast::Target;
 use wsbridge::protocol::{ConnectionId, Topic, UserId};
 use wsbridge::store::{Connection, ConnectionStore, MemoryStore, RecipientStore};
-use wsbridge_tests::{RecordingSender, event, event_path};
+use wsbridge::test_support::RecordingSender;
+use wsbridge_tests::{event, event_path};
 
 // ---- the files ----
 
@@ -406,7 +407,7 @@ async fn broadcast_topic_reaches_the_subscribers_except_the_excluded_connection(
         topic_recipients(&store, "list:123").await,
         ids(&[CONNECTION_ID, BOB_ON_LIST])
     );
-    let sender = RecordingSender::default();
+    let sender = RecordingSender::new();
 
     // WHEN the app backend broadcasts alice's edit to list:123
     let before = now_millis();
@@ -429,9 +430,13 @@ async fn broadcast_topic_reaches_the_subscribers_except_the_excluded_connection(
     assert!(!id.is_empty());
     assert_eq!(
         report,
-        json!({"id": id, "recipients": 1, "delivered": 1, "gone": 0, "failed": 0})
+        json!({"id": id, "recipients": 1, "delivered": 1, "gone": 0, "failed": 0, "retries": 0, "deadline_reached": false})
     );
-    let sent = sender.sent();
+    let sent: Vec<(ConnectionId, Vec<u8>)> = sender
+        .posts()
+        .into_iter()
+        .map(|post| (post.connection_id, post.payload))
+        .collect();
     assert_eq!(
         sent.iter().map(|(to, _)| to.clone()).collect::<Vec<_>>(),
         vec![ConnectionId::new(BOB_ON_LIST)]
@@ -464,7 +469,7 @@ async fn broadcast_user_reaches_every_connection_of_alice_and_none_of_bob() {
     let store = connected_store().await;
     seed(&store, ALICE_PHONE, TOKEN_SUB, &[]).await;
     seed(&store, BOB_ON_LIST, "bob", &["list:123"]).await;
-    let sender = RecordingSender::default();
+    let sender = RecordingSender::new();
 
     // WHEN the app backend notifies alice
     let before = now_millis();
@@ -486,9 +491,13 @@ async fn broadcast_user_reaches_every_connection_of_alice_and_none_of_bob() {
         .to_owned();
     assert_eq!(
         report,
-        json!({"id": id, "recipients": 2, "delivered": 2, "gone": 0, "failed": 0})
+        json!({"id": id, "recipients": 2, "delivered": 2, "gone": 0, "failed": 0, "retries": 0, "deadline_reached": false})
     );
-    let sent = sender.sent();
+    let sent: Vec<(ConnectionId, Vec<u8>)> = sender
+        .posts()
+        .into_iter()
+        .map(|post| (post.connection_id, post.payload))
+        .collect();
     assert_eq!(
         sent.iter()
             .map(|(to, _)| to.clone())
@@ -521,7 +530,7 @@ async fn broadcast_invalid_body_is_refused_as_invalid_json_and_sends_nothing() {
     // GIVEN subscribers on list:123, the topic the form-encoded body names
     let store = subscribed_store().await;
     seed(&store, BOB_ON_LIST, "bob", &["list:123"]).await;
-    let sender = RecordingSender::default();
+    let sender = RecordingSender::new();
 
     // WHEN a backend posts the broadcast form-encoded (curl -d without a JSON body)
     let response = broadcast::handle(
@@ -543,7 +552,7 @@ async fn broadcast_invalid_body_is_refused_as_invalid_json_and_sends_nothing() {
                         the body must be JSON, sent with content-type: application/json"
         })
     );
-    assert_eq!(sender.sent(), vec![]);
+    assert!(sender.posts().is_empty());
 }
 
 #[tokio::test]
@@ -562,7 +571,7 @@ async fn connections_count_returns_the_live_connections() {
     let response = broadcast::handle(
         &http_event(CONNECTIONS_COUNT),
         &store,
-        &RecordingSender::default(),
+        &RecordingSender::new(),
         &broadcast_config(),
     )
     .await;
@@ -733,8 +742,7 @@ fn verifier() -> TokenVerifier {
 fn broadcast_config() -> BroadcastConfig {
     BroadcastConfig {
         concurrency: 4,
-        management_endpoint: None,
-        api_key: None,
+        ..BroadcastConfig::default()
     }
 }
 

@@ -1,21 +1,26 @@
-//! Fan-out through the real `aws-sdk-apigatewaymanagement` client to a local `@connections`
-//! endpoint, with recipients read from DynamoDB Local. The endpoint is a small stand-in for
-//! API Gateway's management API because 410/429/500 cannot be provoked from the real one
-//! here; it answers as API Gateway does (status + `x-amzn-ErrorType`).
+//! The fan-out engine through the real `aws-sdk-apigatewaymanagement` client to a local
+//! `@connections` endpoint, with recipients read from DynamoDB Local. The endpoint is a small
+//! stand-in for API Gateway's management API, because its faults (410, 429, 5xx, slowness)
+//! cannot be provoked from the real one here; it answers as API Gateway does (status and
+//! `x-amzn-ErrorType`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Bytes as BodyBytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use wsbridge::fanout::fan_out;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use tokio::time::Instant;
+use wsbridge::fanout::{FanoutOptions, RetryPolicy, fan_out};
 use wsbridge::protocol::broadcast::{Exclusions, FanoutReport, Target};
 use wsbridge::protocol::{ConnectionId, Topic, UserId};
 use wsbridge::sender::{ApiGatewaySender, ConnectionSender, SendError};
-use wsbridge::store::{Connection, ConnectionStore, Recipient, RecipientStore};
+use wsbridge::store::{Connection, ConnectionStore, DynamoDbStore, Recipient, RecipientStore};
 use wsbridge_tests::{fresh_dynamodb_store, local_sdk_config};
 
 /// (stage, connection id, body) of a POST answered 200.
@@ -28,32 +33,59 @@ struct Sink {
     calls: Arc<Mutex<HashMap<String, u32>>>,
 }
 
-/// Answers by the connection id's prefix: `gone-` 410, `busy-` 429, `broken-` 500, else 200.
+impl Sink {
+    fn calls(&self, id: &str) -> u32 {
+        self.calls
+            .lock()
+            .unwrap()
+            .get(id)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// Answers by the connection id's prefix:
+/// `gone-` 410; `busy-` always 429; `busy2-` 429 twice, then 200; `broken-` always 500;
+/// `flaky-` 500 once, then 200; `forbidden-` 403; `slow-` 200 after 300 ms; else 200.
 async fn post_to_connection(
     State(sink): State<Sink>,
     Path((stage, id)): Path<(String, String)>,
-    body: Bytes,
+    body: BodyBytes,
 ) -> (StatusCode, HeaderMap, &'static str) {
-    *sink.calls.lock().unwrap().entry(id.clone()).or_default() += 1;
-    let (status, error_type) = if id.starts_with("gone-") {
-        (StatusCode::GONE, "GoneException")
-    } else if id.starts_with("busy-") {
-        (StatusCode::TOO_MANY_REQUESTS, "LimitExceededException")
-    } else if id.starts_with("broken-") {
-        (
+    let call = {
+        let mut calls = sink.calls.lock().unwrap();
+        let count = calls.entry(id.clone()).or_default();
+        *count += 1;
+        *count
+    };
+    let fault = match id.split('-').next().unwrap_or_default() {
+        "gone" => Some((StatusCode::GONE, "GoneException")),
+        "busy" => Some((StatusCode::TOO_MANY_REQUESTS, "LimitExceededException")),
+        "busy2" if call <= 2 => Some((StatusCode::TOO_MANY_REQUESTS, "LimitExceededException")),
+        "broken" => Some((
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalServerErrorException",
-        )
-    } else {
-        sink.received
-            .lock()
-            .unwrap()
-            .push((stage, id, body.to_vec()));
-        return (StatusCode::OK, HeaderMap::new(), "");
+        )),
+        "flaky" if call == 1 => Some((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerErrorException",
+        )),
+        "forbidden" => Some((StatusCode::FORBIDDEN, "ForbiddenException")),
+        _ => None,
     };
-    let mut headers = HeaderMap::new();
-    headers.insert("x-amzn-ErrorType", error_type.parse().unwrap());
-    (status, headers, r#"{"message":null}"#)
+    if let Some((status, error_type)) = fault {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-amzn-ErrorType", error_type.parse().unwrap());
+        return (status, headers, r#"{"message":null}"#);
+    }
+    if id.starts_with("slow-") {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    sink.received
+        .lock()
+        .unwrap()
+        .push((stage, id, body.to_vec()));
+    (StatusCode::OK, HeaderMap::new(), "")
 }
 
 /// Serves the sink on a free loopback port; returns its base URL.
@@ -75,18 +107,58 @@ fn recipient(id: &str, endpoint: &str) -> Recipient {
     }
 }
 
+/// Four attempts, millisecond backoff: retried faults stay fast to test.
+fn fast_retries(concurrency: usize) -> FanoutOptions {
+    FanoutOptions::new(concurrency).with_retry(RetryPolicy {
+        max_attempts: 4,
+        base: Duration::from_millis(2),
+        cap: Duration::from_millis(10),
+    })
+}
+
+/// Registers `count` connections named `{prefix}{n}=` on `topics`, reached through
+/// `endpoint`.
+async fn register(
+    store: &DynamoDbStore,
+    endpoint: &str,
+    prefix: &str,
+    count: usize,
+    topics: &[Topic],
+) {
+    for n in 0..count {
+        let id = ConnectionId::new(format!("{prefix}{n}="));
+        let connection = Connection {
+            id: id.clone(),
+            user_id: UserId::new(format!("user-{prefix}{n}")),
+            connected_at: 1,
+            endpoint: endpoint.to_owned(),
+            expires_at: wsbridge::auth::now_seconds() + 600,
+        };
+        store.put_connection(&connection).await.unwrap();
+        store.subscribe(&id, topics, 10).await.unwrap();
+    }
+}
+
+async fn subscribers(store: &DynamoDbStore, topic: &str) -> Vec<ConnectionId> {
+    let target = Target::Topic(Topic::parse(topic).unwrap());
+    let pages: Vec<Vec<Recipient>> = store.recipients(&target).try_collect().await.unwrap();
+    pages
+        .into_iter()
+        .flatten()
+        .map(|r| r.connection_id)
+        .collect()
+}
+
 #[tokio::test]
-async fn sdk_sender_posts_to_the_stage_path_and_classifies_errors() {
+async fn sdk_sender_posts_to_the_stage_path_and_classifies_each_answer_once() {
     let sink = Sink::default();
     let base = start_sink(sink.clone()).await;
     let endpoint = format!("{base}/prod");
     let sender = ApiGatewaySender::new(&local_sdk_config(&base), None);
+    let payload = Bytes::from_static(b"{\"hello\":1}");
 
     sender
-        .send(
-            &recipient("ok-L0SM9cOFvHcCIhw=", &endpoint),
-            b"{\"hello\":1}",
-        )
+        .send(&recipient("ok-L0SM9cOFvHcCIhw=", &endpoint), &payload)
         .await
         .unwrap();
     assert_eq!(
@@ -97,20 +169,26 @@ async fn sdk_sender_posts_to_the_stage_path_and_classifies_errors() {
             b"{\"hello\":1}".to_vec()
         )]
     );
-    assert_eq!(
-        sender.send(&recipient("gone-1", &endpoint), b"x").await,
-        Err(SendError::Gone)
-    );
+    let send = |id: &'static str| {
+        let sender = &sender;
+        let endpoint = endpoint.clone();
+        let payload = payload.clone();
+        async move { sender.send(&recipient(id, &endpoint), &payload).await }
+    };
+    assert_eq!(send("gone-1").await, Err(SendError::Gone));
+    assert!(matches!(send("busy-1").await, Err(SendError::Throttled(_))));
     assert!(matches!(
-        sender.send(&recipient("busy-1", &endpoint), b"x").await,
-        Err(SendError::Throttled(_))
+        send("broken-1").await,
+        Err(SendError::Transient(_))
     ));
     assert!(matches!(
-        sender.send(&recipient("broken-1", &endpoint), b"x").await,
+        send("forbidden-1").await,
         Err(SendError::Failed(_))
     ));
-    // 410 is final: it is not retried
-    assert_eq!(sink.calls.lock().unwrap()["gone-1"], 1);
+    // the SDK does not retry on its own: the engine decides, and counts
+    for id in ["gone-1", "busy-1", "broken-1", "forbidden-1"] {
+        assert_eq!(sink.calls(id), 1, "{id}");
+    }
 }
 
 #[tokio::test]
@@ -119,91 +197,142 @@ async fn endpoint_override_wins_over_the_stored_endpoint() {
     let base = start_sink(sink.clone()).await;
     let sender = ApiGatewaySender::new(&local_sdk_config(&base), Some(format!("{base}/local")));
     let stored = "https://abc123.execute-api.eu-west-1.amazonaws.com/prod";
-    sender.send(&recipient("c1", stored), b"m").await.unwrap();
+    sender
+        .send(&recipient("c1", stored), &Bytes::from_static(b"m"))
+        .await
+        .unwrap();
     assert_eq!(sink.received.lock().unwrap()[0].0, "local");
 }
 
 #[tokio::test]
-async fn broadcast_from_dynamodb_reports_exactly_and_deletes_gone_rows() {
-    // GIVEN 40 subscribers of a topic in DynamoDB Local: 30 live, 6 gone, 4 broken,
-    // plus one live subscriber that is excluded
+async fn every_fault_is_counted_exactly_and_every_gone_row_is_deleted() {
+    // GIVEN subscribers in DynamoDB Local that answer in every way API Gateway can:
+    // 30 fine, 30 gone (more than one deletion batch), 5 throttled twice then fine, 5 failing
+    // once with a 500 then fine, 3 always throttled, 2 always failing, 1 forbidden — plus one
+    // fine subscriber that is excluded
     let sink = Sink::default();
     let base = start_sink(sink.clone()).await;
     let endpoint = format!("{base}/prod");
     let store = fresh_dynamodb_store().await.with_page_size(7);
-    let news = Topic::parse("news").unwrap();
-    let mut ids = Vec::new();
-    for (prefix, count) in [("live-", 30), ("gone-", 6), ("broken-", 4), ("me-", 1)] {
-        for n in 0..count {
-            let id = ConnectionId::new(format!("{prefix}{n}="));
-            let connection = Connection {
-                id: id.clone(),
-                user_id: UserId::new(format!("user{n}")),
-                connected_at: 1,
-                endpoint: endpoint.clone(),
-                expires_at: wsbridge::auth::now_seconds() + 600,
-            };
-            store.put_connection(&connection).await.unwrap();
-            store
-                .subscribe(&id, &[news.clone(), Topic::parse("other").unwrap()], 10)
-                .await
-                .unwrap();
-            ids.push(id);
-        }
+    let topics = [
+        Topic::parse("news").unwrap(),
+        Topic::parse("other").unwrap(),
+    ];
+    let groups = [
+        ("live-", 30),
+        ("gone-", 30),
+        ("busy2-", 5),
+        ("flaky-", 5),
+        ("busy-", 3),
+        ("broken-", 2),
+        ("forbidden-", 1),
+        ("me-", 1),
+    ];
+    for (prefix, count) in groups {
+        register(&store, &endpoint, prefix, count, &topics).await;
     }
     let sender = ApiGatewaySender::new(&local_sdk_config(&base), None);
     let exclusions = Exclusions {
-        user: None,
-        connection: Some(ConnectionId::new("me-0=")),
+        user: Some(UserId::new("user-me-0")),
+        connection: None,
     };
+    let payload = Bytes::from_static(b"{\"event\":\"e\"}");
 
-    // WHEN one payload fans out to the topic
-    let report = fan_out(
+    // WHEN one payload fans out to the topic, four attempts per post at most
+    let summary = fan_out(
         &store,
         &sender,
-        &Target::Topic(news.clone()),
+        &Target::Topic(topics[0].clone()),
         &exclusions,
-        b"{\"event\":\"e\"}",
-        8,
+        &payload,
+        &fast_retries(8),
     )
     .await
     .unwrap();
 
-    // THEN the report is exact, every live subscriber got the payload once
+    // THEN the report is exact
     assert_eq!(
-        report,
+        summary.report,
         FanoutReport {
-            recipients: 40,
-            delivered: 30,
-            gone: 6,
-            failed: 4
+            recipients: 76,
+            delivered: 40,
+            gone: 30,
+            failed: 6
         }
     );
+    // 2 retries for each busy2, 1 for each flaky, 3 (the most) for each busy and broken
+    assert_eq!(summary.retries, 5 * 2 + 5 + 3 * 3 + 2 * 3);
+    assert!(!summary.deadline_reached);
+    assert_eq!(sink.calls("busy2-0="), 3);
+    assert_eq!(sink.calls("busy-0="), 4);
+    assert_eq!(sink.calls("gone-0="), 1);
+    assert_eq!(sink.calls("forbidden-0="), 1);
+    assert_eq!(sink.calls("me-0="), 0);
+    // AND every delivered post carried the payload to the stage path
     let received = sink.received.lock().unwrap().clone();
-    assert_eq!(received.len(), 30);
-    assert!(received.iter().all(|(stage, id, body)| stage == "prod"
-        && id.starts_with("live-")
-        && body == b"{\"event\":\"e\"}"));
-    // AND every row of the gone connections is deleted, from every topic
-    for n in 0..6 {
+    assert_eq!(received.len(), 40);
+    assert!(
+        received
+            .iter()
+            .all(|(stage, _, body)| stage == "prod" && body == &payload[..])
+    );
+
+    // AND every row of every gone connection is deleted: connection rows and both topics'
+    // subscription rows
+    for n in 0..30 {
         let gone = ConnectionId::new(format!("gone-{n}="));
-        assert_eq!(store.get_connection(&gone).await.unwrap(), None);
+        assert_eq!(store.get_connection(&gone).await.unwrap(), None, "{gone}");
     }
     for topic in ["news", "other"] {
-        let target = Target::Topic(Topic::parse(topic).unwrap());
-        let left: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(store.recipients(&target))
-            .await
-            .unwrap()
-            .into_iter()
-            .flatten()
-            .collect();
-        assert_eq!(left.len(), 35, "{topic}");
+        let left = subscribers(&store, topic).await;
+        assert_eq!(left.len(), 47, "{topic}");
         assert!(
-            left.iter()
-                .all(|r| !r.connection_id.as_str().starts_with("gone-"))
+            left.iter().all(|id| !id.as_str().starts_with("gone-")),
+            "{topic}"
         );
     }
-    // AND the broken ones stay: a 500 is not proof that a connection is gone
+    // AND failing connections are kept: a 429 or 500 is no proof that a client is gone
     let broken = ConnectionId::new("broken-0=");
     assert!(store.get_connection(&broken).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn at_the_deadline_the_fan_out_stops_and_counts_what_it_did_not_send() {
+    // GIVEN 40 subscribers whose posts each take 300 ms, 4 at a time: 3 s of work
+    let sink = Sink::default();
+    let base = start_sink(sink.clone()).await;
+    let endpoint = format!("{base}/prod");
+    let store = fresh_dynamodb_store().await;
+    let topic = [Topic::parse("slow").unwrap()];
+    register(&store, &endpoint, "slow-", 40, &topic).await;
+    let sender = ApiGatewaySender::new(&local_sdk_config(&base), None);
+
+    // WHEN the invocation has 1.2 s left
+    let started = Instant::now();
+    let options = fast_retries(4).with_deadline(Some(started + Duration::from_millis(1_200)));
+    let summary = fan_out(
+        &store,
+        &sender,
+        &Target::Topic(topic[0].clone()),
+        &Exclusions::default(),
+        &Bytes::from_static(b"{}"),
+        &options,
+    )
+    .await
+    .unwrap();
+
+    // THEN it returns before the deadline, having sent some and reported the rest as failed
+    assert!(
+        started.elapsed() < Duration::from_millis(1_200),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(summary.deadline_reached);
+    let report = summary.report;
+    assert_eq!(report.recipients, 40);
+    assert_eq!(report.delivered + report.failed, 40, "{report:?}");
+    assert!(report.delivered >= 4, "{report:?}");
+    assert!(summary.unsent >= 20, "{summary:?}");
+    assert!(report.failed >= summary.unsent);
+    assert_eq!(report.gone, 0);
 }

@@ -10,7 +10,10 @@ use wsbridge::store::DynamoDbStore;
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     let table = StoreConfig::from_env()?.table_name;
-    let config = BroadcastConfig::from_env()?;
+    let config = BroadcastConfig {
+        emit_metrics: true,
+        ..BroadcastConfig::from_env()?
+    };
     let aws = aws_config::load_from_env().await;
     let store = DynamoDbStore::from_sdk_config(&aws, table);
     let sender = ApiGatewaySender::new(&aws, config.management_endpoint.clone());

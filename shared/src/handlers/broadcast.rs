@@ -1,6 +1,10 @@
 //! The broadcast HTTP API: `POST /broadcast` and `GET /connections/count`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use lambda_http::RequestExt;
+use tokio::time::Instant;
 
 use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
@@ -9,7 +13,7 @@ use subtle::ConstantTimeEq;
 use tracing::{error, info};
 
 use crate::config::BroadcastConfig;
-use crate::fanout::fan_out;
+use crate::fanout::{FanoutOptions, fan_out, metrics};
 use crate::protocol::broadcast::{
     ApiError, ApiErrorCode, Broadcast, BroadcastResponse, ConnectionCount,
 };
@@ -106,21 +110,35 @@ async fn broadcast(
         }
     };
     let id = uuid::Uuid::new_v4().to_string();
-    let payload = match broadcast.payload(&id, now_millis()) {
-        Ok(payload) => payload,
+    let accepted_at = now_millis();
+    let payload = match broadcast.payload(&id, accepted_at) {
+        Ok(payload) => Bytes::from(payload),
         Err(mistake) => return error_response(mistake),
     };
+    let options = FanoutOptions::new(config.concurrency).with_deadline(deadline_of(request));
     let outcome = fan_out(
         store,
         sender,
         &broadcast.target,
         &broadcast.exclusions,
         &payload,
-        config.concurrency,
+        &options,
     )
     .await;
+    let summary = match &outcome {
+        Ok(summary) => summary,
+        Err(e) => &e.summary,
+    };
+    if config.emit_metrics {
+        // Stdout, not the logger: an EMF document must be a log line of its own.
+        println!(
+            "{}",
+            metrics::emf(summary, &broadcast.target, &id, accepted_at)
+        );
+    }
     match outcome {
-        Ok(report) => {
+        Ok(summary) => {
+            let report = summary.report;
             info!(
                 broadcast_id = %id,
                 target = ?broadcast.target,
@@ -128,9 +146,19 @@ async fn broadcast(
                 delivered = report.delivered,
                 gone = report.gone,
                 failed = report.failed,
+                retries = summary.retries,
+                elapsed_ms = summary.elapsed.as_millis() as u64,
                 "broadcast"
             );
-            json_response(StatusCode::OK, &BroadcastResponse { id, report })
+            json_response(
+                StatusCode::OK,
+                &BroadcastResponse {
+                    id,
+                    report,
+                    retries: summary.retries,
+                    deadline_reached: summary.deadline_reached,
+                },
+            )
         }
         Err(e) => {
             error!(broadcast_id = %id, error = %e, "broadcast stopped");
@@ -138,11 +166,18 @@ async fn broadcast(
                 ApiErrorCode::InternalError,
                 format!(
                     "recipients could not be read after {} sends ({} delivered); retry later",
-                    e.report.recipients, e.report.delivered
+                    e.summary.report.recipients, e.summary.report.delivered
                 ),
             ))
         }
     }
+}
+
+/// When the Lambda invocation ends, from its context; `None` outside Lambda.
+fn deadline_of(request: &Request) -> Option<Instant> {
+    let deadline_ms = request.lambda_context_ref()?.deadline;
+    let now_ms = u64::try_from(now_millis()).ok()?;
+    Some(Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
 }
 
 fn internal_error() -> ApiError {
@@ -192,8 +227,7 @@ mod tests {
     fn open_config() -> BroadcastConfig {
         BroadcastConfig {
             concurrency: 4,
-            management_endpoint: None,
-            api_key: None,
+            ..BroadcastConfig::default()
         }
     }
 

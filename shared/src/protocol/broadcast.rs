@@ -246,6 +246,11 @@ pub struct BroadcastResponse {
     pub id: String,
     #[serde(flatten)]
     pub report: FanoutReport,
+    /// Posts tried again after a 429 or 5xx.
+    pub retries: u64,
+    /// The invocation's deadline stopped the fan-out: recipients not yet reached are not in
+    /// `recipients`, and those read but not sent to are in `failed`.
+    pub deadline_reached: bool,
 }
 
 /// The body of `GET /connections/count`.

@@ -1,122 +1,301 @@
-//! Fan-out: one payload to every recipient of a target, with bounded concurrency, and a
-//! report of what happened to each.
+//! The fan-out engine: one payload to every recipient of a target, as fast as the
+//! management API allows, in flat memory, within the invocation's time, with a report.
+//!
+//! * Recipients stream in page by page; the next page loads while the current one is sent,
+//!   and at most about two pages are held, whatever the number of recipients.
+//! * At most `concurrency` posts are in flight; the payload is one shared buffer.
+//! * 429 and 5xx are retried with jittered exponential backoff (`RetryPolicy`), never past
+//!   the deadline. At the deadline the engine stops: what it did not send is counted as
+//!   failed, logged, and flagged, never a silent timeout.
+//! * Connections that answer 410 are deleted in batches while the sends go on.
+
+pub mod metrics;
+mod retry;
 
 use std::collections::HashSet;
 use std::future::ready;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use futures::stream::{self, StreamExt, TryStreamExt};
+use bytes::Bytes;
+use futures::stream::{self, FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, timeout_at};
 use tracing::{debug, warn};
+
+pub use retry::RetryPolicy;
 
 use crate::protocol::ConnectionId;
 use crate::protocol::broadcast::{Exclusions, FanoutReport, Target};
 use crate::sender::{ConnectionSender, SendError};
-use crate::store::{RecipientStore, StoreError};
+use crate::store::{Recipient, RecipientStore, StoreError};
 
-/// Reading recipients failed part-way; `report` covers every recipient read before that
+/// Gone connections deleted per batch: one BatchWriteItem's worth of connection rows.
+pub const GONE_BATCH: usize = 25;
+
+/// Time kept back before the deadline: for in-flight posts to finish, gone rows to be
+/// deleted, and the response to go out before Lambda ends the invocation.
+pub const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
+/// How one fan-out runs.
+#[derive(Debug, Clone)]
+pub struct FanoutOptions {
+    /// Posts in flight at once.
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+    /// When the invocation ends (Lambda's context deadline); `None`: no limit.
+    pub deadline: Option<Instant>,
+}
+
+impl FanoutOptions {
+    pub fn new(concurrency: usize) -> Self {
+        Self {
+            concurrency: concurrency.max(1),
+            retry: RetryPolicy::default(),
+            deadline: None,
+        }
+    }
+
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// When to stop starting work.
+    fn stop_at(&self) -> Option<Instant> {
+        self.deadline.map(|deadline| {
+            deadline
+                .checked_sub(DEADLINE_MARGIN)
+                .unwrap_or(deadline)
+                .max(Instant::now().min(deadline))
+        })
+    }
+}
+
+/// What a fan-out did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanoutSummary {
+    pub report: FanoutReport,
+    /// Posts tried again after a 429 or 5xx.
+    pub retries: u64,
+    /// Recipients read but never posted to because the deadline came (counted in `failed`).
+    pub unsent: u64,
+    /// The deadline stopped the fan-out; recipients not yet read are in no count.
+    pub deadline_reached: bool,
+    pub elapsed: Duration,
+}
+
+/// Reading recipients failed part-way; `summary` covers every recipient read before that
 /// (their posts are finished, not abandoned), and nobody after it.
 #[derive(Debug, thiserror::Error)]
-#[error("fan-out stopped after {} of its recipients: {source}", report.recipients)]
+#[error("fan-out stopped after {} of its recipients: {source}", summary.report.recipients)]
 pub struct FanoutError {
-    pub report: FanoutReport,
+    pub summary: FanoutSummary,
     #[source]
     pub source: StoreError,
 }
 
-/// Sends `payload` to every live connection `target` names, except `exclusions`, at most
-/// `concurrency` posts at a time, and removes the connections that answered 410.
-///
-/// Recipients stream in page by page, so sends start with the first page. One failing
-/// connection never fails the broadcast; it is counted and logged.
+/// What became of one recipient.
+enum Delivery {
+    Delivered,
+    Gone,
+    Failed(SendError),
+    /// The deadline came before it was posted to.
+    Unsent,
+}
+
+/// Posts to one recipient, retrying 429 and 5xx while the policy and the deadline allow.
+async fn deliver(
+    sender: &dyn ConnectionSender,
+    recipient: &Recipient,
+    payload: &Bytes,
+    retry: &RetryPolicy,
+    stop_at: Option<Instant>,
+) -> (Delivery, u32) {
+    let mut retries = 0;
+    loop {
+        if stop_at.is_some_and(|at| Instant::now() >= at) {
+            return (Delivery::Unsent, retries);
+        }
+        let sent = match stop_at {
+            Some(at) => timeout_at(at, sender.send(recipient, payload))
+                .await
+                .unwrap_or_else(|_| Err(SendError::Transient("deadline reached mid-post".into()))),
+            None => sender.send(recipient, payload).await,
+        };
+        let error = match sent {
+            Ok(()) => return (Delivery::Delivered, retries),
+            Err(SendError::Gone) => return (Delivery::Gone, retries),
+            Err(error @ (SendError::Throttled(_) | SendError::Transient(_))) => error,
+            Err(error) => return (Delivery::Failed(error), retries),
+        };
+        let wait = retry.backoff(retries);
+        let out_of_time = stop_at.is_some_and(|at| Instant::now() + wait >= at);
+        if retries + 1 >= retry.max_attempts || out_of_time {
+            return (Delivery::Failed(error), retries);
+        }
+        sleep(wait).await;
+        retries += 1;
+    }
+}
+
+/// Sends `payload` to every live connection `target` names, except `exclusions`, and
+/// removes the connections that answered 410. One failing connection never fails the
+/// broadcast; it is counted and logged.
 pub async fn fan_out(
     store: &dyn RecipientStore,
     sender: &dyn ConnectionSender,
     target: &Target,
     exclusions: &Exclusions,
-    payload: &[u8],
-    concurrency: usize,
-) -> Result<FanoutReport, FanoutError> {
-    let mut report = FanoutReport::default();
-    let mut gone: Vec<ConnectionId> = Vec::new();
-    // Only for `Target::Connections`: ids the store did not return are gone too.
-    let mut found: HashSet<ConnectionId> = HashSet::new();
-    let track_found = matches!(target, Target::Connections(_));
+    payload: &Bytes,
+    options: &FanoutOptions,
+) -> Result<FanoutSummary, FanoutError> {
+    let started = Instant::now();
+    let stop_at = options.stop_at();
+    let deadline_reached = AtomicBool::new(false);
 
-    let mut results = store
-        .recipients(target)
-        // The stream ends with the first failed page; it reaches the loop below as one more
-        // result, so posts already in flight still finish and are counted instead of being
-        // dropped half-sent.
-        .scan(false, |failed, page| {
-            if *failed {
-                return ready(None);
-            }
-            *failed = page.is_err();
-            ready(Some(page))
-        })
-        .map_ok(|page| stream::iter(page.into_iter().map(Ok)))
-        .try_flatten()
-        // Before exclusions: an excluded connection is live, not gone.
-        .inspect_ok(|recipient| {
-            if track_found {
-                found.insert(recipient.connection_id.clone());
-            }
-        })
-        .try_filter(|recipient| {
-            ready(!exclusions.excludes(&recipient.connection_id, &recipient.user_id))
-        })
-        .map(|recipient| async move {
-            let recipient = recipient?;
-            let outcome = sender.send(&recipient, payload).await;
-            Ok::<_, StoreError>((recipient, outcome))
-        })
-        .buffer_unordered(concurrency.max(1));
-
-    let mut failure = None;
-    while let Some(result) = results.next().await {
-        let (recipient, outcome) = match result {
-            Ok(sent) => sent,
-            Err(e) => {
-                failure = Some(e);
-                continue;
-            }
-        };
-        report.recipients += 1;
-        match outcome {
-            Ok(()) => report.delivered += 1,
-            Err(SendError::Gone) => {
-                debug!(connection_id = %recipient.connection_id, "gone");
-                report.gone += 1;
-                gone.push(recipient.connection_id);
-            }
-            Err(e) => {
-                warn!(connection_id = %recipient.connection_id, reason = %e, "post failed");
-                report.failed += 1;
+    // The producer reads pages into a one-page channel: while the consumer sends page N,
+    // page N+1 is loading, and nothing beyond that is held.
+    let (pages_in, mut pages_out) = mpsc::channel::<Result<Vec<Recipient>, StoreError>>(1);
+    let producer = async {
+        // Moved in, so that it is dropped when the producer ends, which ends the consumer.
+        let pages_in = pages_in;
+        let mut pages = store.recipients(target);
+        loop {
+            let next = match stop_at {
+                Some(at) => match timeout_at(at, pages.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        deadline_reached.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                },
+                None => pages.next().await,
+            };
+            let Some(page) = next else { break };
+            let failed = page.is_err();
+            if pages_in.send(page).await.is_err() || failed {
+                break;
             }
         }
-    }
-    drop(results);
+    };
 
-    if let (Target::Connections(ids), None) = (target, &failure) {
+    // Only for `Target::Connections`: ids the store did not return are gone too.
+    let track_found = matches!(target, Target::Connections(_));
+    let mut found: HashSet<ConnectionId> = HashSet::new();
+    let consumer = async {
+        let mut summary = FanoutSummary::default();
+        let mut failure = None;
+        let mut gone: Vec<ConnectionId> = Vec::new();
+        let mut deletions = FuturesUnordered::new();
+        let recipients = stream::poll_fn(|cx| pages_out.poll_recv(cx))
+            .flat_map(|page| match page {
+                Ok(page) => stream::iter(page).map(Ok).left_stream(),
+                Err(e) => stream::once(ready(Err(e))).right_stream(),
+            })
+            // Before exclusions: an excluded connection is live, not gone.
+            .inspect(|recipient| {
+                if let (true, Ok(recipient)) = (track_found, recipient) {
+                    found.insert(recipient.connection_id.clone());
+                }
+            })
+            .filter(|recipient| {
+                ready(
+                    !recipient
+                        .as_ref()
+                        .is_ok_and(|r| exclusions.excludes(&r.connection_id, &r.user_id)),
+                )
+            })
+            .map(|recipient| async move {
+                let recipient = recipient?;
+                let (delivery, retries) =
+                    deliver(sender, &recipient, payload, &options.retry, stop_at).await;
+                Ok::<_, StoreError>((recipient, delivery, retries))
+            })
+            .buffer_unordered(options.concurrency.max(1));
+        tokio::pin!(recipients);
+
+        loop {
+            tokio::select! {
+                next = recipients.next() => {
+                    let Some(result) = next else { break };
+                    let (recipient, delivery, retries) = match result {
+                        Ok(done) => done,
+                        Err(e) => {
+                            failure = Some(e);
+                            continue;
+                        }
+                    };
+                    let report = &mut summary.report;
+                    report.recipients += 1;
+                    summary.retries += u64::from(retries);
+                    match delivery {
+                        Delivery::Delivered => report.delivered += 1,
+                        Delivery::Gone => {
+                            debug!(connection_id = %recipient.connection_id, "gone");
+                            report.gone += 1;
+                            gone.push(recipient.connection_id);
+                            if gone.len() >= GONE_BATCH {
+                                deletions.push(remove(store, std::mem::take(&mut gone)));
+                            }
+                        }
+                        Delivery::Failed(e) => {
+                            warn!(connection_id = %recipient.connection_id, reason = %e, retries, "post failed");
+                            report.failed += 1;
+                        }
+                        Delivery::Unsent => {
+                            report.failed += 1;
+                            summary.unsent += 1;
+                        }
+                    }
+                }
+                Some(()) = deletions.next(), if !deletions.is_empty() => {}
+            }
+        }
+        if !gone.is_empty() {
+            deletions.push(remove(store, gone));
+        }
+        while deletions.next().await.is_some() {}
+        (summary, failure)
+    };
+
+    let ((), (mut summary, failure)) = futures::join!(producer, consumer);
+    summary.deadline_reached = deadline_reached.load(Ordering::Relaxed) || summary.unsent > 0;
+
+    if let (Target::Connections(ids), None, false) = (target, &failure, summary.deadline_reached) {
         let unknown = ids
             .iter()
             .filter(|id| !found.contains(*id) && exclusions.connection.as_ref() != Some(*id));
         for id in unknown {
             debug!(connection_id = %id, "not connected");
-            report.recipients += 1;
-            report.gone += 1;
+            summary.report.recipients += 1;
+            summary.report.gone += 1;
         }
     }
-
-    if !gone.is_empty() {
-        // Rows of gone connections also expire by TTL, so a failed clean-up costs only
-        // a few wasted posts later; it does not fail the broadcast.
-        if let Err(e) = store.remove_connections(&gone).await {
-            warn!(count = gone.len(), error = %e, "could not remove gone connections");
-        }
+    if summary.deadline_reached {
+        warn!(
+            unsent = summary.unsent,
+            delivered = summary.report.delivered,
+            "deadline reached: fan-out stopped; recipients not yet read were not sent to"
+        );
     }
+    summary.elapsed = started.elapsed();
     match failure {
-        Some(source) => Err(FanoutError { report, source }),
-        None => Ok(report),
+        Some(source) => Err(FanoutError { summary, source }),
+        None => Ok(summary),
+    }
+}
+
+/// Deletes a batch of gone connections. Their rows also expire by TTL, so a failure costs
+/// only a few wasted posts later; it is logged and does not fail the broadcast.
+async fn remove(store: &dyn RecipientStore, ids: Vec<ConnectionId>) {
+    if let Err(e) = store.remove_connections(&ids).await {
+        warn!(count = ids.len(), error = %e, "could not remove gone connections");
     }
 }
 
@@ -138,6 +317,19 @@ mod tests {
 
     const PAYLOAD: &[u8] = br#"{"event":"card.moved","data":{"card":7}}"#;
     const CONCURRENCY: usize = 8;
+
+    fn payload() -> Bytes {
+        Bytes::from_static(PAYLOAD)
+    }
+
+    /// Retries that take milliseconds, so that tests of retried failures stay fast.
+    fn options(concurrency: usize) -> FanoutOptions {
+        FanoutOptions::new(concurrency).with_retry(RetryPolicy {
+            max_attempts: 3,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(4),
+        })
+    }
 
     fn to_topic(name: &str) -> Target {
         Target::Topic(topic(name))
@@ -189,14 +381,14 @@ mod tests {
             &sender,
             &to_topic("board:1"),
             &no_exclusions(),
-            PAYLOAD,
-            CONCURRENCY,
+            &payload(),
+            &options(CONCURRENCY),
         )
         .await
         .unwrap();
 
         // THEN exactly those three got it, once each, byte for byte
-        assert_eq!(outcome, report(3, 3, 0, 0));
+        assert_eq!(outcome.report, report(3, 3, 0, 0));
         assert_eq!(sender.attempts(), 3);
         assert_eq!(
             sender.delivered_to(),
@@ -223,14 +415,14 @@ mod tests {
             &sender,
             &to_topic("board:1"),
             &exclusions,
-            PAYLOAD,
-            CONCURRENCY,
+            &payload(),
+            &options(CONCURRENCY),
         )
         .await
         .unwrap();
 
         // THEN only bob receives it, and the excluded are not recipients at all
-        assert_eq!(outcome, report(1, 1, 0, 0));
+        assert_eq!(outcome.report, report(1, 1, 0, 0));
         assert_eq!(sender.delivered_to(), ids(&["c-bob"]));
     }
 
@@ -250,14 +442,14 @@ mod tests {
             &sender,
             &Target::Connections(ids(&["c-alice-laptop", "c-bob"])),
             &exclusions,
-            PAYLOAD,
-            CONCURRENCY,
+            &payload(),
+            &options(CONCURRENCY),
         )
         .await
         .unwrap();
 
         // THEN bob alone is a recipient; alice's live connection is not reported gone
-        assert_eq!(outcome, report(1, 1, 0, 0));
+        assert_eq!(outcome.report, report(1, 1, 0, 0));
         assert_eq!(sender.delivered_to(), ids(&["c-bob"]));
         assert!(
             store
@@ -281,14 +473,14 @@ mod tests {
             &sender,
             &to_topic("board:1"),
             &no_exclusions(),
-            PAYLOAD,
-            CONCURRENCY,
+            &payload(),
+            &options(CONCURRENCY),
         )
         .await
         .unwrap();
 
         // THEN bob counts as gone, and his connection and every subscription are forgotten
-        assert_eq!(outcome, report(3, 2, 1, 0));
+        assert_eq!(outcome.report, report(3, 2, 1, 0));
         assert_eq!(
             sender.delivered_to(),
             ids(&["c-alice-laptop", "c-alice-phone"])
@@ -304,10 +496,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_recipient_is_counted_and_the_others_still_receive() {
-        // GIVEN posts to bob fail (5xx) and to one of alice's tabs are throttled
+        // GIVEN posts to bob are refused (403) and to one of alice's tabs are always throttled
         let store = board_store().await;
         let sender = RecordingSender::new()
-            .failing("c-bob", SendError::Failed("500 internal".to_owned()))
+            .failing("c-bob", SendError::Failed("403 forbidden".to_owned()))
             .failing("c-alice-phone", SendError::Throttled("429".to_owned()));
 
         // WHEN board:1 fans out
@@ -316,14 +508,14 @@ mod tests {
             &sender,
             &to_topic("board:1"),
             &no_exclusions(),
-            PAYLOAD,
-            CONCURRENCY,
+            &payload(),
+            &options(CONCURRENCY),
         )
         .await
         .unwrap();
 
         // THEN both failures are counted, the laptop still gets it, and nobody is removed
-        assert_eq!(outcome, report(3, 1, 0, 2));
+        assert_eq!(outcome.report, report(3, 1, 0, 2));
         assert_eq!(sender.delivered_to(), ids(&["c-alice-laptop"]));
         assert_eq!(
             subscribers(&store, "board:1").await,
@@ -343,14 +535,14 @@ mod tests {
             &sender,
             &Target::Connections(ids(&["c-bob", "c-ghost-1", "c-ghost-2"])),
             &no_exclusions(),
-            PAYLOAD,
-            CONCURRENCY,
+            &payload(),
+            &options(CONCURRENCY),
         )
         .await
         .unwrap();
 
         // THEN the live one is delivered to and the two unknown ones are reported gone
-        assert_eq!(outcome, report(3, 1, 2, 0));
+        assert_eq!(outcome.report, report(3, 1, 2, 0));
         assert_eq!(sender.delivered_to(), ids(&["c-bob"]));
     }
 
@@ -403,9 +595,16 @@ mod tests {
             .with_delay(Duration::from_millis(5));
 
         // WHEN everyone is targeted
-        let error = fan_out(&store, &sender, &Target::All, &no_exclusions(), PAYLOAD, 2)
-            .await
-            .unwrap_err();
+        let error = fan_out(
+            &store,
+            &sender,
+            &Target::All,
+            &no_exclusions(),
+            &payload(),
+            &options(2),
+        )
+        .await
+        .unwrap_err();
 
         // THEN the error carries the store failure and what the first page got, the gone
         // connection is still removed, and nothing after the failed page is sent
@@ -416,7 +615,7 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(error.report, report(3, 2, 1, 0));
+        assert_eq!(error.summary.report, report(3, 2, 1, 0));
         assert_eq!(sender.delivered_to(), ids(&["p1-a", "p1-c"]));
         assert_eq!(sender.attempts(), 3);
         assert_eq!(*store.removed.lock().unwrap(), ids(&["p1-b"]));
@@ -449,14 +648,14 @@ mod tests {
                 &sender,
                 &to_topic("board:big"),
                 &no_exclusions(),
-                PAYLOAD,
-                concurrency,
+                &payload(),
+                &options(concurrency),
             )
             .await
             .unwrap();
 
             // THEN everyone is delivered to with exactly `concurrency` posts at a time at most
-            assert_eq!(outcome, report(20, 20, 0, 0));
+            assert_eq!(outcome.report, report(20, 20, 0, 0));
             assert_eq!(
                 sender.max_in_flight(),
                 concurrency,
@@ -477,14 +676,14 @@ mod tests {
             &sender,
             &to_topic("board:big"),
             &no_exclusions(),
-            PAYLOAD,
-            CONCURRENCY,
+            &payload(),
+            &options(CONCURRENCY),
         )
         .await
         .unwrap();
 
         // THEN all four pages were read: each of the 10 got it once
-        assert_eq!(outcome, report(10, 10, 0, 0));
+        assert_eq!(outcome.report, report(10, 10, 0, 0));
         let expected: Vec<ConnectionId> = (0..10)
             .map(|n| ConnectionId::new(format!("c-{n:02}")))
             .collect();
