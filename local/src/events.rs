@@ -112,35 +112,35 @@ fn parse(event: Value) -> ApiGatewayWebsocketProxyRequest {
     })
 }
 
-fn header_maps(headers: &HeaderMap) -> (Value, Value) {
+/// API Gateway's two views of repeated names: `name → last value` and `name → [values]`.
+fn single_and_multi(pairs: impl Iterator<Item = (String, String)>) -> (Value, Value) {
     let mut single = Map::new();
     let mut multi: Map<String, Value> = Map::new();
-    for (name, value) in headers {
-        let Ok(value) = value.to_str() else { continue };
-        single.insert(name.to_string(), json!(value));
-        match multi.get_mut(name.as_str()) {
+    for (name, value) in pairs {
+        match multi.get_mut(&name) {
             Some(Value::Array(values)) => values.push(json!(value)),
             _ => {
-                multi.insert(name.to_string(), json!([value]));
+                multi.insert(name.clone(), json!([value]));
             }
         }
+        single.insert(name, json!(value));
     }
     (Value::Object(single), Value::Object(multi))
 }
 
+fn header_maps(headers: &HeaderMap) -> (Value, Value) {
+    single_and_multi(
+        headers
+            .iter()
+            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned()))),
+    )
+}
+
 fn query_maps(raw_query: Option<&str>) -> (Value, Value) {
-    let mut single = Map::new();
-    let mut multi: Map<String, Value> = Map::new();
-    for (name, value) in form_urlencoded::parse(raw_query.unwrap_or_default().as_bytes()) {
-        single.insert(name.to_string(), json!(value));
-        match multi.get_mut(name.as_ref()) {
-            Some(Value::Array(values)) => values.push(json!(value)),
-            _ => {
-                multi.insert(name.to_string(), json!([value]));
-            }
-        }
-    }
-    (Value::Object(single), Value::Object(multi))
+    single_and_multi(
+        form_urlencoded::parse(raw_query.unwrap_or_default().as_bytes())
+            .map(|(name, value)| (name.into_owned(), value.into_owned())),
+    )
 }
 
 /// `$connect`: the handshake's headers and query string, no body.
@@ -285,4 +285,84 @@ pub fn http_api(request: &HttpRequest<'_>) -> Result<lambda_http::Request, serde
         "isBase64Encoded": is_base64_encoded,
     });
     lambda_http::request::from_str(&event.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api() -> ApiInfo {
+        ApiInfo {
+            api_id: "local".into(),
+            stage: "local".into(),
+            domain: "127.0.0.1:3001".into(),
+        }
+    }
+
+    fn client() -> ClientInfo {
+        ClientInfo {
+            source_ip: "127.0.0.1".into(),
+            user_agent: Some("test-agent".into()),
+        }
+    }
+
+    #[test]
+    fn ids_look_like_api_gateway_ids_and_are_safe_on_a_command_line() {
+        for _ in 0..200 {
+            let id = gateway_id();
+            assert_eq!(id.len(), 16, "{id}");
+            assert!(id.ends_with('='), "{id}");
+            assert!(!id.starts_with(['-', '_']), "{id}");
+            assert!(!id.contains(['/', '+']), "{id}");
+        }
+    }
+
+    #[test]
+    fn connect_event_carries_headers_query_and_every_context_field() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-multi", "a".parse().unwrap());
+        headers.append("x-multi", "b".parse().unwrap());
+        let event = connect(
+            &api(),
+            "abc=",
+            42,
+            &client(),
+            &headers,
+            Some("token=t&tag=1&tag=2"),
+        );
+        let context = &event.request_context;
+        assert_eq!(context.route_key.as_deref(), Some("$connect"));
+        assert_eq!(context.event_type.as_deref(), Some("CONNECT"));
+        assert_eq!(context.connection_id.as_deref(), Some("abc="));
+        assert_eq!(context.connected_at, 42);
+        assert!(context.request_time_epoch > 0);
+        assert!(
+            context
+                .request_time
+                .as_deref()
+                .is_some_and(|t| t.ends_with("+0000"))
+        );
+        assert_eq!(context.domain_name.as_deref(), Some("127.0.0.1:3001"));
+        assert_eq!(context.identity.user_agent.as_deref(), Some("test-agent"));
+        assert_eq!(event.query_string_parameters.first("token"), Some("t"));
+        assert_eq!(
+            event.multi_value_query_string_parameters.all("tag"),
+            Some(vec!["1", "2"])
+        );
+        let multi: Vec<_> = event
+            .multi_value_headers
+            .get_all("x-multi")
+            .iter()
+            .collect();
+        assert_eq!(multi.len(), 2);
+    }
+
+    #[test]
+    fn disconnect_event_reports_code_and_reason() {
+        let event = disconnect(&api(), "abc=", 1, &client(), 1006, "gone");
+        let context = &event.request_context;
+        assert_eq!(context.event_type.as_deref(), Some("DISCONNECT"));
+        assert_eq!(context.disconnect_status_code, Some(1006));
+        assert_eq!(context.disconnect_reason.as_deref(), Some("gone"));
+    }
 }
