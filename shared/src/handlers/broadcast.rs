@@ -173,11 +173,14 @@ async fn broadcast(
     }
 }
 
-/// When the Lambda invocation ends, from its context; `None` outside Lambda.
+/// When the Lambda invocation ends, from its context; `None` outside Lambda, and when the
+/// runtime reports no usable deadline (emulators send 0 or a time already past: taking that
+/// at its word would stop every broadcast before its first post).
 fn deadline_of(request: &Request) -> Option<Instant> {
     let deadline_ms = request.lambda_context_ref()?.deadline;
     let now_ms = u64::try_from(now_millis()).ok()?;
-    Some(Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
+    let remaining = deadline_ms.checked_sub(now_ms).filter(|ms| *ms > 0)?;
+    Some(Instant::now() + Duration::from_millis(remaining))
 }
 
 fn internal_error() -> ApiError {
@@ -269,6 +272,35 @@ mod tests {
 
     fn card_moved() -> Value {
         json!({"topic": "board:1", "event": "card.moved", "data": {"card": 7}})
+    }
+
+    #[tokio::test]
+    async fn the_lambda_deadline_is_honoured_only_when_it_is_usable() {
+        let store = board_store().await;
+        let now_ms = u64::try_from(now_millis()).unwrap();
+        // 0 (emulators) and a time already past are no deadline; a minute ahead is ample
+        for (deadline, reached) in [
+            (0, false),
+            (now_ms - 1_000, false),
+            (now_ms + 60_000, false),
+        ] {
+            let sender = RecordingSender::new();
+            let mut context = lambda_http::Context::default();
+            context.deadline = deadline;
+            let request = post_broadcast(&card_moved()).with_lambda_context(context);
+            let body = json_of(&handle(&request, &store, &sender, &open_config()).await);
+            assert_eq!(body["deadline_reached"], reached, "deadline {deadline}");
+            assert_eq!(body["delivered"], 3, "deadline {deadline}");
+        }
+        // 100 ms ahead is inside the safety margin: nothing is sent, and the answer says why
+        let sender = RecordingSender::new();
+        let mut context = lambda_http::Context::default();
+        context.deadline = now_ms + 100;
+        let request = post_broadcast(&card_moved()).with_lambda_context(context);
+        let body = json_of(&handle(&request, &store, &sender, &open_config()).await);
+        assert_eq!(body["deadline_reached"], true);
+        assert_eq!(body["delivered"], 0);
+        assert!(sender.posts().is_empty());
     }
 
     #[tokio::test]
