@@ -15,6 +15,10 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "template.yaml: sam validate --lint, cfn-lint, checkov"
+# Installs SAM CLI, cfn-lint and checkov into .cache/ on first use; offline checks only.
+scripts/check-template.sh
+
 step "DynamoDB Local"
 # A failed start ends the run here: the store tests must never run without their database.
 started=$(scripts/dynamodb-local.sh start)

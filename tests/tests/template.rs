@@ -1,0 +1,941 @@
+//! `template.yaml` against the code it deploys. The template repeats what the code decides:
+//! binary names, the variables each function reads, the table's keys and indexes, the routes,
+//! the DynamoDB calls each function makes. Each test here fails when the two drift apart,
+//! before a deployment would.
+//!
+//! The template is also evaluated for the parameter values a user may choose (conditions
+//! decided, `AWS::NoValue` dropped) and the result fed to the functions' own config parsers,
+//! so a value the template allows but a function refuses at start-up fails here.
+
+#[path = "template/cfn.rs"]
+mod cfn;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, KeySchemaElement};
+use serde_json::Value as Json;
+use serde_norway::Value;
+use wsbridge::auth::{DEV_SECRET, TokenVerifier, token_of};
+use wsbridge::config::{AuthConfig, BroadcastConfig, ConfigError, SessionConfig, StoreConfig};
+use wsbridge::store::dynamodb::schema;
+use wsbridge_tests::event;
+
+use cfn::{Template, get_att, one_or_many, ref_name, scalar, sub_names, sub_text};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn template() -> Template {
+    let path = root().join("template.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    Template::parse(&text)
+}
+
+// ---- the workspace, as cargo sees it ----
+
+/// Every binary in the workspace: name -> path of its `main.rs`.
+fn workspace_binaries() -> BTreeMap<String, PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
+        .arg(root().join("Cargo.toml"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        output.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: Json = serde_json::from_slice(&output.stdout).expect("cargo metadata is JSON");
+    let mut binaries = BTreeMap::new();
+    for package in metadata["packages"].as_array().expect("packages") {
+        for target in package["targets"].as_array().expect("targets") {
+            if target["kind"]
+                .as_array()
+                .expect("kind")
+                .contains(&"bin".into())
+            {
+                binaries.insert(
+                    target["name"].as_str().expect("name").to_owned(),
+                    PathBuf::from(target["src_path"].as_str().expect("src_path")),
+                );
+            }
+        }
+    }
+    binaries
+}
+
+/// The config types a binary reads: every `XConfig::from_env` in its `main.rs`.
+fn configs_read_by(main_rs: &Path) -> BTreeSet<String> {
+    let source = std::fs::read_to_string(main_rs)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", main_rs.display()));
+    source
+        .match_indices("::from_env")
+        .map(|(at, _)| {
+            let before = &source[..at];
+            let start = before
+                .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .map_or(0, |i| i + 1);
+            before[start..].to_owned()
+        })
+        .collect()
+}
+
+type Env = BTreeMap<String, String>;
+
+/// What this test knows of a config type: the variables it reads and its parser.
+struct ConfigKind {
+    env_vars: &'static [&'static str],
+    parse: fn(&Env) -> Result<(), ConfigError>,
+}
+
+fn lookup(env: &Env) -> impl Fn(&str) -> Option<String> + '_ {
+    |name| env.get(name).cloned()
+}
+
+fn config_kind(name: &str) -> ConfigKind {
+    match name {
+        "StoreConfig" => ConfigKind {
+            env_vars: StoreConfig::ENV_VARS,
+            parse: |env| StoreConfig::from_lookup(lookup(env)).map(drop),
+        },
+        "AuthConfig" => ConfigKind {
+            env_vars: AuthConfig::ENV_VARS,
+            parse: |env| AuthConfig::from_lookup(lookup(env)).map(drop),
+        },
+        "SessionConfig" => ConfigKind {
+            env_vars: SessionConfig::ENV_VARS,
+            parse: |env| SessionConfig::from_lookup(lookup(env)).map(drop),
+        },
+        "BroadcastConfig" => ConfigKind {
+            env_vars: BroadcastConfig::ENV_VARS,
+            parse: |env| BroadcastConfig::from_lookup(lookup(env)).map(drop),
+        },
+        other => panic!("a main.rs reads {other}::from_env; add it to config_kind in this test"),
+    }
+}
+
+/// Variables a function may be given that the AWS SDK reads, not our configs.
+const SDK_VARIABLES: &[&str] = &["AWS_ENDPOINT_URL_DYNAMODB"];
+
+/// The template's functions: logical id -> binary, and the binary's configs.
+struct Function {
+    id: String,
+    binary: String,
+    configs: BTreeSet<String>,
+}
+
+fn functions(template: &Template) -> Vec<Function> {
+    let binaries = workspace_binaries();
+    template
+        .resources_of("AWS::Serverless::Function")
+        .into_iter()
+        .map(|(id, _)| {
+            let metadata = template.resource(id).get("Metadata");
+            let binary = metadata
+                .and_then(|m| m.get("BuildProperties"))
+                .and_then(|p| p.get("Binary"))
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("{id} has no Metadata.BuildProperties.Binary"));
+            let main_rs = binaries.get(binary).unwrap_or_else(|| {
+                panic!(
+                    "{id} builds binary {binary}, which no [[bin]] of the workspace defines \
+                     (binaries: {:?})",
+                    binaries.keys()
+                )
+            });
+            let configs = configs_read_by(main_rs);
+            assert!(
+                !configs.is_empty(),
+                "{} reads no XConfig::from_env; the scan in this test is broken",
+                main_rs.display()
+            );
+            Function {
+                id: id.to_owned(),
+                binary: binary.to_owned(),
+                configs,
+            }
+        })
+        .collect()
+}
+
+fn function_of_binary<'a>(functions: &'a [Function], binary: &str) -> &'a Function {
+    functions
+        .iter()
+        .find(|f| f.binary == binary)
+        .unwrap_or_else(|| panic!("no function in template.yaml builds {binary}"))
+}
+
+/// The variables a function's configs read.
+fn variables_read(function: &Function) -> BTreeSet<&'static str> {
+    function
+        .configs
+        .iter()
+        .flat_map(|c| config_kind(c).env_vars.iter().copied())
+        .collect()
+}
+
+// ---- binaries and build ----
+
+#[test]
+fn every_function_builds_one_binary_of_the_workspace_and_every_lambda_binary_is_deployed() {
+    let template = template();
+    let functions = functions(&template);
+    let globals = template.doc.get("Globals").and_then(|g| g.get("Function"));
+    for (id, properties) in template.resources_of("AWS::Serverless::Function") {
+        let setting = |name: &str| {
+            properties
+                .get(name)
+                .or_else(|| globals.and_then(|g| g.get(name)))
+                .unwrap_or_else(|| panic!("{id} has no {name}, itself or in Globals"))
+        };
+        let metadata = template.resource(id).get("Metadata").expect("Metadata");
+        assert_eq!(
+            metadata.get("BuildMethod").and_then(Value::as_str),
+            Some("rust-cargolambda"),
+            "{id}"
+        );
+        assert_eq!(scalar(setting("Runtime")), "provided.al2023", "{id}");
+        assert_eq!(scalar(setting("Handler")), "bootstrap", "{id}");
+        // cargo-lambda runs in CodeUri: it must be the workspace root to find Cargo.lock.
+        let code_uri = root().join(scalar(setting("CodeUri")));
+        let manifest = std::fs::read_to_string(code_uri.join("Cargo.toml")).unwrap_or_default();
+        assert!(
+            manifest.contains("[workspace]"),
+            "{id}: CodeUri {} is not the workspace root",
+            code_uri.display()
+        );
+        let architectures = setting("Architectures").as_sequence().expect("a list");
+        assert_eq!(architectures.len(), 1, "{id}");
+        assert_eq!(ref_name(&architectures[0]), Some("Architecture"), "{id}");
+    }
+    let architecture = template.section("Parameters").get("Architecture").unwrap();
+    assert_eq!(scalar(architecture.get("Default").unwrap()), "arm64");
+    let allowed: BTreeSet<String> = architecture
+        .get("AllowedValues")
+        .unwrap()
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(scalar)
+        .collect();
+    assert_eq!(allowed, BTreeSet::from(["arm64".into(), "x86_64".into()]));
+
+    let deployed: BTreeSet<&str> = functions.iter().map(|f| f.binary.as_str()).collect();
+    assert_eq!(
+        deployed.len(),
+        functions.len(),
+        "two functions build the same binary"
+    );
+    let lambda_binaries: BTreeSet<String> = workspace_binaries()
+        .into_iter()
+        .filter(|(_, main_rs)| {
+            main_rs.starts_with(root().join("functions").canonicalize().unwrap())
+        })
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(
+        deployed,
+        lambda_binaries.iter().map(String::as_str).collect(),
+        "every binary under functions/ is a Lambda function of the template, and only those"
+    );
+}
+
+// ---- environment ----
+
+#[test]
+fn every_variable_a_function_reads_is_declared_and_nothing_else() {
+    let template = template();
+    for function in functions(&template) {
+        let declared = template.declared_environment(&function.id);
+        let read = variables_read(&function);
+        for variable in &read {
+            assert!(
+                declared.contains(*variable),
+                "{} ({}) reads {variable} (through {:?}) but template.yaml does not set it",
+                function.id,
+                function.binary,
+                function.configs
+            );
+        }
+        for variable in &declared {
+            assert!(
+                read.contains(variable.as_str()) || SDK_VARIABLES.contains(&variable.as_str()),
+                "template.yaml sets {variable} for {}, which reads no such variable (a typo?)",
+                function.id
+            );
+        }
+    }
+}
+
+/// Stand-ins for what CloudFormation resolves at deploy time.
+fn resolve_dynamic_references(mut env: Env) -> Env {
+    for value in env.values_mut() {
+        if value.starts_with("{{resolve:secretsmanager:") {
+            *value = "a-secret-of-at-least-thirty-two-bytes-from-secrets-manager".into();
+        } else if value.starts_with("{{resolve:ssm:") {
+            *value = "-----BEGIN PUBLIC KEY-----\\nMFkw...\\n-----END PUBLIC KEY-----".into();
+        }
+    }
+    env
+}
+
+/// Every value a parameter allows that a function's environment uses: its default, each of
+/// its AllowedValues, its MinValue and MaxValue.
+fn parameter_choices(template: &Template) -> Vec<(String, String)> {
+    let mut choices = Vec::new();
+    for (name, spec) in template.section("Parameters") {
+        let name = scalar(name);
+        for key in ["Default", "MinValue", "MaxValue"] {
+            if let Some(value) = spec.get(key) {
+                choices.push((name.clone(), scalar(value)));
+            }
+        }
+        if let Some(allowed) = spec.get("AllowedValues").and_then(Value::as_sequence) {
+            choices.extend(allowed.iter().map(|v| (name.clone(), scalar(v))));
+        }
+    }
+    choices.push(("WebSocketCustomDomainName".into(), "ws.example.com".into()));
+    choices.push(("JwtIssuer".into(), "https://issuer.example.com".into()));
+    choices.push(("JwtAudience".into(), "wsbridge".into()));
+    choices
+}
+
+#[test]
+fn every_parameter_value_the_template_allows_gives_environments_the_functions_accept() {
+    let template = template();
+    let functions = functions(&template);
+    for (parameter, value) in parameter_choices(&template) {
+        let parameters = template.parameters(&[(&parameter, &value)]);
+        for function in &functions {
+            let env = resolve_dynamic_references(template.environment(&function.id, &parameters));
+            for config in &function.configs {
+                if let Err(e) = (config_kind(config).parse)(&env) {
+                    panic!(
+                        "with {parameter}={value}, {} would refuse to start: {e}\n(environment: {env:?})",
+                        function.id
+                    );
+                }
+            }
+        }
+    }
+    // The algorithm parameter is the one the function reads.
+    let connect = function_of_binary(&functions, "wsbridge-connect");
+    for algorithm in ["HS256", "RS256", "ES256"] {
+        let parameters = template.parameters(&[("JwtAlgorithm", algorithm)]);
+        let env = resolve_dynamic_references(template.environment(&connect.id, &parameters));
+        let config = AuthConfig::from_lookup(lookup(&env)).unwrap();
+        assert_eq!(format!("{:?}", config.algorithm), algorithm);
+    }
+}
+
+#[test]
+fn keys_come_from_dynamic_references_and_only_the_needed_ones_are_set() {
+    let template = template();
+    let functions = functions(&template);
+    let connect = &function_of_binary(&functions, "wsbridge-connect").id;
+    let broadcast = &function_of_binary(&functions, "wsbridge-broadcast").id;
+    let env = |function: &str, overrides: &[(&str, &str)]| {
+        template.environment(function, &template.parameters(overrides))
+    };
+
+    // HS256 (the default): the secret from Secrets Manager, no public key.
+    let hs256 = env(connect, &[]);
+    assert_eq!(
+        hs256.get("JWT_SECRET").map(String::as_str),
+        Some("{{resolve:secretsmanager:wsbridge/jwt-secret}}")
+    );
+    assert!(!hs256.contains_key("JWT_PUBLIC_KEY"));
+    assert!(!hs256.contains_key("JWT_ISSUER") && !hs256.contains_key("JWT_AUDIENCE"));
+    // RS256/ES256: the public key from SSM, no secret.
+    for algorithm in ["RS256", "ES256"] {
+        let asymmetric = env(connect, &[("JwtAlgorithm", algorithm)]);
+        assert_eq!(
+            asymmetric.get("JWT_PUBLIC_KEY").map(String::as_str),
+            Some("{{resolve:ssm:/wsbridge/jwt-public-key}}")
+        );
+        assert!(!asymmetric.contains_key("JWT_SECRET"));
+    }
+    let claims = env(
+        connect,
+        &[
+            ("JwtIssuer", "https://id.example.com"),
+            ("JwtAudience", "app"),
+        ],
+    );
+    assert_eq!(claims["JWT_ISSUER"], "https://id.example.com");
+    assert_eq!(claims["JWT_AUDIENCE"], "app");
+
+    // Broadcast: IAM by default, so no key; API_KEY mode takes it from Secrets Manager.
+    let iam = env(broadcast, &[]);
+    assert!(!iam.contains_key("BROADCAST_API_KEY"));
+    let api_key = env(broadcast, &[("BroadcastAuth", "API_KEY")]);
+    assert_eq!(
+        api_key.get("BROADCAST_API_KEY").map(String::as_str),
+        Some("{{resolve:secretsmanager:wsbridge/broadcast-api-key}}")
+    );
+
+    // The stored https://{domainName}/{stage} is right unless a custom domain is in front.
+    assert!(!iam.contains_key("WS_MANAGEMENT_ENDPOINT"));
+    let custom = env(
+        broadcast,
+        &[("WebSocketCustomDomainName", "ws.example.com")],
+    );
+    assert_eq!(
+        custom["WS_MANAGEMENT_ENDPOINT"],
+        "https://<WebSocketApi>.execute-api.<AWS::Region>.<AWS::URLSuffix>/prod"
+    );
+
+    // A deployment never talks to a DynamoDB Local.
+    for function in &functions {
+        assert!(
+            !env(&function.id, &[]).contains_key("AWS_ENDPOINT_URL_DYNAMODB"),
+            "{}",
+            function.id
+        );
+    }
+
+    // No secret parameter carries a value of its own: secrets are referenced by name.
+    for (name, spec) in template.section("Parameters") {
+        let name = scalar(name);
+        if name.contains("Secret") || name.contains("Key") {
+            assert!(
+                name.ends_with("Name"),
+                "parameter {name} looks like it holds a secret; take it by reference instead"
+            );
+            assert!(
+                spec.get("NoEcho").is_none(),
+                "{name} is a name, not a secret"
+            );
+        }
+    }
+}
+
+// ---- the table ----
+
+fn key_schema_of(value: &Value) -> Vec<(String, String)> {
+    value
+        .as_sequence()
+        .expect("KeySchema is a list")
+        .iter()
+        .map(|k| (scalar(&k["AttributeName"]), scalar(&k["KeyType"])))
+        .collect()
+}
+
+fn expected_key_schema(keys: &[KeySchemaElement]) -> Vec<(String, String)> {
+    keys.iter()
+        .map(|k| {
+            (
+                k.attribute_name().to_owned(),
+                k.key_type().as_str().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// An index as (name, key schema, projection type, non-key attributes).
+type IndexShape = (String, Vec<(String, String)>, String, BTreeSet<String>);
+
+fn expected_index(index: &GlobalSecondaryIndex) -> IndexShape {
+    let projection = index.projection().expect("projection");
+    (
+        index.index_name().to_owned(),
+        expected_key_schema(index.key_schema()),
+        projection
+            .projection_type()
+            .expect("type")
+            .as_str()
+            .to_owned(),
+        projection.non_key_attributes().iter().cloned().collect(),
+    )
+}
+
+#[test]
+fn the_table_has_the_keys_indexes_and_ttl_of_the_store_schema() {
+    let template = template();
+    let tables = template.resources_of("AWS::DynamoDB::Table");
+    let [(id, table)] = tables.as_slice() else {
+        panic!("expected one table, found {}", tables.len());
+    };
+    assert_eq!(
+        key_schema_of(&table["KeySchema"]),
+        expected_key_schema(&schema::key_schema()),
+        "{id}: KeySchema"
+    );
+    let attributes: BTreeSet<(String, String)> = table["AttributeDefinitions"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| (scalar(&a["AttributeName"]), scalar(&a["AttributeType"])))
+        .collect();
+    let expected_attributes: BTreeSet<(String, String)> = schema::attribute_definitions()
+        .iter()
+        .map(|a| {
+            (
+                a.attribute_name().to_owned(),
+                a.attribute_type().as_str().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attributes, expected_attributes,
+        "{id}: AttributeDefinitions"
+    );
+
+    let indexes: BTreeSet<IndexShape> = table["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                scalar(&i["IndexName"]),
+                key_schema_of(&i["KeySchema"]),
+                scalar(&i["Projection"]["ProjectionType"]),
+                i["Projection"]
+                    .get("NonKeyAttributes")
+                    .and_then(Value::as_sequence)
+                    .map(|a| a.iter().map(scalar).collect())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    let expected_indexes: BTreeSet<IndexShape> = schema::global_secondary_indexes()
+        .iter()
+        .map(expected_index)
+        .collect();
+    assert_eq!(indexes, expected_indexes, "{id}: GlobalSecondaryIndexes");
+
+    let ttl = &table["TimeToLiveSpecification"];
+    assert_eq!(scalar(&ttl["AttributeName"]), schema::TTL_ATTRIBUTE);
+    assert_eq!(ttl["Enabled"].as_bool(), Some(true));
+    assert_eq!(scalar(&table["BillingMode"]), "PAY_PER_REQUEST");
+    assert_eq!(
+        table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        table["SSESpecification"]["SSEEnabled"].as_bool(),
+        Some(true)
+    );
+}
+
+// ---- routes ----
+
+/// The API resource of `protocol`: its logical id and properties.
+fn api<'a>(template: &'a Template, protocol: &str) -> (&'a str, &'a Value) {
+    let apis: Vec<_> = template
+        .resources_of("AWS::ApiGatewayV2::Api")
+        .into_iter()
+        .filter(|(_, p)| p["ProtocolType"].as_str() == Some(protocol))
+        .collect();
+    match apis.as_slice() {
+        [api] => *api,
+        other => panic!("expected one {protocol} API, found {}", other.len()),
+    }
+}
+
+/// Route key -> (route id, the function its integration invokes) for one API.
+fn routes(template: &Template, api_id: &str) -> BTreeMap<String, (String, String)> {
+    template
+        .resources_of("AWS::ApiGatewayV2::Route")
+        .into_iter()
+        .filter(|(_, route)| ref_name(&route["ApiId"]) == Some(api_id))
+        .map(|(route_id, route)| {
+            let target = sub_text(&route["Target"]).expect("Target is !Sub integrations/${..}");
+            let integration_id = target
+                .strip_prefix("integrations/${")
+                .and_then(|t| t.strip_suffix('}'))
+                .unwrap_or_else(|| panic!("{route_id}: Target {target} names no integration"));
+            let integration = template.properties(integration_id);
+            assert_eq!(
+                ref_name(&integration["ApiId"]),
+                Some(api_id),
+                "{integration_id}"
+            );
+            assert_eq!(
+                scalar(&integration["IntegrationType"]),
+                "AWS_PROXY",
+                "{integration_id}"
+            );
+            let uri = &integration["IntegrationUri"];
+            let function = get_att(uri)
+                .map(|(resource, _)| resource)
+                .or_else(|| {
+                    let text = sub_text(uri)?;
+                    let name = sub_names(text).into_iter().find(|n| n.ends_with(".Arn"))?;
+                    Some(name.trim_end_matches(".Arn").to_owned())
+                })
+                .unwrap_or_else(|| panic!("{integration_id}: IntegrationUri names no function"));
+            (scalar(&route["RouteKey"]), (route_id.to_owned(), function))
+        })
+        .collect()
+}
+
+/// Lambda permissions: (function, source ARN as written in the !Sub).
+fn permissions(template: &Template) -> Vec<(String, String)> {
+    template
+        .resources_of("AWS::Lambda::Permission")
+        .into_iter()
+        .map(|(id, p)| {
+            assert_eq!(scalar(&p["Principal"]), "apigateway.amazonaws.com", "{id}");
+            assert_eq!(scalar(&p["Action"]), "lambda:InvokeFunction", "{id}");
+            (
+                ref_name(&p["FunctionName"])
+                    .expect("FunctionName: !Ref")
+                    .to_owned(),
+                sub_text(&p["SourceArn"])
+                    .expect("SourceArn: !Sub")
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn binary_of(functions: &[Function], id: &str) -> String {
+    functions
+        .iter()
+        .find(|f| f.id == id)
+        .map(|f| f.binary.clone())
+        .unwrap_or_else(|| panic!("{id} is not a function of the template"))
+}
+
+/// Route keys of the sample events in `events/` of one kind.
+fn sample_route_keys(http: bool) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    for entry in std::fs::read_dir(root().join("events")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name == "env.json" {
+            continue;
+        }
+        let sample: Json = serde_json::from_str(&event(&name)).unwrap();
+        let key = sample
+            .get("routeKey")
+            .or_else(|| sample["requestContext"].get("routeKey"))
+            .and_then(Json::as_str)
+            .unwrap_or_else(|| panic!("events/{name} has no routeKey"));
+        if (sample["version"] == "2.0") == http {
+            keys.insert(key.to_owned());
+        }
+    }
+    keys
+}
+
+#[test]
+fn websocket_routes_reach_their_handlers_and_default_replies_reach_the_client() {
+    let template = template();
+    let functions = functions(&template);
+    let (api_id, api) = api(&template, "WEBSOCKET");
+    assert_eq!(
+        scalar(&api["RouteSelectionExpression"]),
+        "$request.body.action"
+    );
+
+    let routes = routes(&template, api_id);
+    let reached: BTreeMap<&str, String> = routes
+        .iter()
+        .map(|(key, (_, function))| (key.as_str(), binary_of(&functions, function)))
+        .collect();
+    assert_eq!(
+        reached,
+        BTreeMap::from([
+            ("$connect", "wsbridge-connect".into()),
+            ("$disconnect", "wsbridge-disconnect".into()),
+            ("$default", "wsbridge-default".into()),
+        ])
+    );
+    let samples = sample_route_keys(false);
+    assert!(
+        samples.iter().all(|k| routes.contains_key(k)),
+        "sample events use routes {samples:?}; the API has {:?}",
+        routes.keys()
+    );
+
+    // $default is two-way: its Lambda response body is the reply frame.
+    let (default_route, _) = &routes["$default"];
+    let route = template.properties(default_route);
+    assert_eq!(
+        scalar(&route["RouteResponseSelectionExpression"]),
+        "$default"
+    );
+    let responses = template.resources_of("AWS::ApiGatewayV2::RouteResponse");
+    let [(response_id, response)] = responses.as_slice() else {
+        panic!("expected one RouteResponse, found {}", responses.len());
+    };
+    assert_eq!(ref_name(&response["RouteId"]), Some(default_route.as_str()));
+    assert_eq!(scalar(&response["RouteResponseKey"]), "$default");
+
+    // The deployment waits for every route, the stage serves it, with throttling.
+    let deployments = template.resources_of("AWS::ApiGatewayV2::Deployment");
+    let [(deployment_id, _)] = deployments.as_slice() else {
+        panic!("expected one Deployment, found {}", deployments.len());
+    };
+    let depends_on: BTreeSet<String> = one_or_many(&template.resource(deployment_id)["DependsOn"])
+        .into_iter()
+        .map(scalar)
+        .collect();
+    for (route_id, _) in routes.values() {
+        assert!(
+            depends_on.contains(route_id),
+            "{deployment_id} must depend on {route_id}"
+        );
+    }
+    assert!(depends_on.contains(*response_id));
+    let stage = template
+        .resources_of("AWS::ApiGatewayV2::Stage")
+        .into_iter()
+        .find(|(_, s)| ref_name(&s["ApiId"]) == Some(api_id))
+        .expect("a stage of the WebSocket API")
+        .1;
+    assert_eq!(ref_name(&stage["DeploymentId"]), Some(*deployment_id));
+    assert_eq!(ref_name(&stage["StageName"]), Some("StageName"));
+    for limit in ["ThrottlingRateLimit", "ThrottlingBurstLimit"] {
+        assert!(
+            stage["DefaultRouteSettings"].get(limit).is_some(),
+            "stage {limit}"
+        );
+    }
+
+    // Each function may be invoked by this API's stage on its own route only.
+    let permissions = permissions(&template);
+    for (key, (_, function)) in &routes {
+        let expected = format!("${{{api_id}}}/${{StageName}}/{key}");
+        assert!(
+            permissions
+                .iter()
+                .any(|(f, arn)| f == function && arn.ends_with(&expected)),
+            "no permission lets {api_id} invoke {function} on {key} (wanted a SourceArn ending {expected})"
+        );
+    }
+}
+
+#[test]
+fn broadcast_routes_reach_the_broadcast_function_signed_with_iam_unless_api_key_mode() {
+    let template = template();
+    let functions = functions(&template);
+    let (api_id, _) = api(&template, "HTTP");
+    let routes = routes(&template, api_id);
+    assert_eq!(
+        routes.keys().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from([
+            "POST /broadcast".to_owned(),
+            "GET /connections/count".to_owned()
+        ])
+    );
+    assert_eq!(sample_route_keys(true), routes.keys().cloned().collect());
+    let iam = template.parameters(&[]);
+    let api_key = template.parameters(&[("BroadcastAuth", "API_KEY")]);
+    let permissions = permissions(&template);
+    for (key, (route_id, function)) in &routes {
+        assert_eq!(
+            binary_of(&functions, function),
+            "wsbridge-broadcast",
+            "{key}"
+        );
+        let route = template.properties(route_id);
+        let authorization = &route["AuthorizationType"];
+        assert_eq!(
+            template.evaluate(authorization, &iam).as_deref(),
+            Some("AWS_IAM"),
+            "{key}"
+        );
+        assert_eq!(
+            template.evaluate(authorization, &api_key).as_deref(),
+            Some("NONE"),
+            "{key}"
+        );
+        let integration_id = sub_text(&route["Target"]).unwrap();
+        let integration_id = &integration_id["integrations/${".len()..integration_id.len() - 1];
+        assert_eq!(
+            scalar(&template.properties(integration_id)["PayloadFormatVersion"]),
+            "2.0",
+            "lambda_http reads payload format 2.0"
+        );
+        let (method, path) = key.split_once(' ').unwrap();
+        let expected = format!("${{{api_id}}}/*/{method}{path}");
+        assert!(
+            permissions
+                .iter()
+                .any(|(f, arn)| f == function && arn.ends_with(&expected)),
+            "no permission lets {api_id} invoke {function} on {key}"
+        );
+    }
+}
+
+// ---- least privilege ----
+
+/// The AWS actions each function's code calls, and nothing more:
+/// - connect: `put_connection` (PutItem);
+/// - disconnect: `remove_connection` reads the row's topics (BatchGetItem) and deletes the
+///   rows (BatchWriteItem);
+/// - default: the connection row (GetItem) for subscribe/unsubscribe/whoami, and one
+///   TransactWriteItems of an Update plus Puts (subscribe) or Deletes (unsubscribe);
+/// - broadcast: recipients by Query (table, by_user, by_shard) and BatchGetItem, gone
+///   connections removed (BatchGetItem + BatchWriteItem), PostToConnection.
+fn expected_actions(binary: &str) -> BTreeSet<&'static str> {
+    BTreeSet::from_iter(match binary {
+        "wsbridge-connect" => vec!["dynamodb:PutItem"],
+        "wsbridge-disconnect" => vec!["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"],
+        "wsbridge-default" => vec![
+            "dynamodb:GetItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:PutItem",
+            "dynamodb:DeleteItem",
+        ],
+        "wsbridge-broadcast" => vec![
+            "dynamodb:Query",
+            "dynamodb:BatchGetItem",
+            "dynamodb:BatchWriteItem",
+            "execute-api:ManageConnections",
+        ],
+        other => panic!("no expected actions for {other}; add them here"),
+    })
+}
+
+#[test]
+fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api() {
+    let template = template();
+    let table = &template.resources_of("AWS::DynamoDB::Table")[0]
+        .0
+        .to_owned();
+    let (websocket_api, _) = api(&template, "WEBSOCKET");
+    let index_arn = |index: &str| format!("${{{table}.Arn}}/index/{index}");
+    let indexes: BTreeSet<String> = schema::global_secondary_indexes()
+        .iter()
+        .map(|i| index_arn(i.index_name()))
+        .collect();
+    let connections_arn = format!(
+        "arn:${{AWS::Partition}}:execute-api:${{AWS::Region}}:${{AWS::AccountId}}:${{{websocket_api}}}/${{StageName}}/POST/@connections/*"
+    );
+
+    for function in functions(&template) {
+        let id = &function.id;
+        let mut actions = BTreeSet::new();
+        let mut queried = BTreeSet::new();
+        let policies = template.properties(id)["Policies"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{id} has no Policies"));
+        for policy in policies {
+            // Inline statements only: a managed policy or a SAM policy template would grant
+            // actions this test cannot see.
+            let statements = policy
+                .get("Statement")
+                .and_then(Value::as_sequence)
+                .unwrap_or_else(|| {
+                    panic!("{id}: policy {policy:?} is not an inline statement list")
+                });
+            for statement in statements {
+                assert_eq!(scalar(&statement["Effect"]), "Allow", "{id}");
+                let resources = one_or_many(&statement["Resource"]);
+                for action in one_or_many(&statement["Action"]).into_iter().map(scalar) {
+                    assert!(!action.contains('*'), "{id}: wildcard action {action}");
+                    for resource in &resources {
+                        if action.starts_with("dynamodb:") {
+                            let on_table = get_att(resource) == Some((table.clone(), "Arn".into()));
+                            let on_index = sub_text(resource).is_some_and(|t| indexes.contains(t));
+                            assert!(
+                                on_table || (on_index && action == "dynamodb:Query"),
+                                "{id}: {action} on {resource:?}, not the table (or, for Query, its indexes)"
+                            );
+                            if action == "dynamodb:Query" {
+                                queried.insert(
+                                    sub_text(resource).map_or("table".into(), str::to_owned),
+                                );
+                            }
+                        } else {
+                            assert_eq!(
+                                sub_text(resource),
+                                Some(connections_arn.as_str()),
+                                "{id}: {action} beyond this stage's @connections"
+                            );
+                        }
+                    }
+                    actions.insert(action);
+                }
+            }
+        }
+        let expected = expected_actions(&function.binary);
+        assert_eq!(
+            actions.iter().map(String::as_str).collect::<BTreeSet<_>>(),
+            expected,
+            "{id}: IAM actions"
+        );
+        if expected.contains("dynamodb:Query") {
+            let mut wanted = indexes.clone();
+            wanted.insert("table".into());
+            assert_eq!(queried, wanted, "{id} queries the table and every index");
+        }
+    }
+    let text = std::fs::read_to_string(root().join("template.yaml")).unwrap();
+    assert!(
+        !text.contains("dynamodb:Scan"),
+        "the code never scans; the template must not allow it"
+    );
+}
+
+// ---- events/env.json ----
+
+#[test]
+fn env_json_configures_every_function_for_sam_local_invoke() {
+    let template = template();
+    let functions = functions(&template);
+    let path = root().join("events/env.json");
+    let file: BTreeMap<String, BTreeMap<String, String>> = serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap_or_else(|e| panic!("{} is not {{name: {{VAR: value}}}}: {e}", path.display()));
+
+    for section in file.keys() {
+        assert!(
+            section == "Parameters" || functions.iter().any(|f| &f.id == section),
+            "env.json has a section {section}, which is no function of template.yaml"
+        );
+    }
+    for function in &functions {
+        // SAM applies `Parameters` to every function, then the function's own section.
+        let mut env: Env = file.get("Parameters").cloned().unwrap_or_default();
+        env.extend(file.get(&function.id).cloned().unwrap_or_default());
+        // SAM only overrides variables the template declares: any other would be ignored.
+        let declared = template.declared_environment(&function.id);
+        for variable in env.keys() {
+            assert!(
+                declared.contains(variable),
+                "env.json sets {variable} for {}, but template.yaml does not declare it, so \
+                 sam local invoke would silently drop it",
+                function.id
+            );
+        }
+        assert!(
+            env.get("AWS_ENDPOINT_URL_DYNAMODB")
+                .is_some_and(|e| e.starts_with("http://")),
+            "{}: env.json must point at a DynamoDB Local",
+            function.id
+        );
+        for config in &function.configs {
+            if let Err(e) = (config_kind(config).parse)(&env) {
+                panic!(
+                    "with events/env.json, {} would refuse to start: {e}",
+                    function.id
+                );
+            }
+        }
+    }
+
+    // The sample tokens verify with the connect function's local configuration.
+    let connect = function_of_binary(&functions, "wsbridge-connect");
+    let mut env: Env = file["Parameters"].clone();
+    env.extend(file[&connect.id].clone());
+    assert_eq!(env.get("JWT_SECRET").map(String::as_str), Some(DEV_SECRET));
+    let verifier = TokenVerifier::new(&AuthConfig::from_lookup(lookup(&env)).unwrap()).unwrap();
+    let request = serde_json::from_str(&event("connect.json")).unwrap();
+    let token = token_of(&request).expect("connect.json carries a token");
+    assert_eq!(verifier.verify(token).unwrap().as_str(), "alice");
+}
