@@ -4,14 +4,15 @@
 pub mod schema;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, DeleteRequest, KeysAndAttributes, Put, Select, TransactWriteItem,
-    Update, WriteRequest,
+    AttributeValue, Delete, DeleteRequest, KeysAndAttributes, Put, ReturnConsumedCapacity, Select,
+    TransactWriteItem, Update, WriteRequest,
 };
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rand::Rng;
@@ -186,12 +187,35 @@ async fn backoff(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(wait)).await;
 }
 
+/// Read capacity units consumed by a store's Query and BatchGetItem calls, summed. Opt-in
+/// (`DynamoDbStore::with_consumed_capacity`): asking for it makes every response longer, and
+/// only benchmarks and cost checks need it.
+#[derive(Debug, Default)]
+pub struct ConsumedCapacity {
+    // Eventually consistent reads come in half units: an f64 sum of them stays exact.
+    units: Mutex<f64>,
+}
+
+impl ConsumedCapacity {
+    /// Read capacity units consumed so far.
+    pub fn read_units(&self) -> f64 {
+        *self.units.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, consumed: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>) {
+        if let Some(units) = consumed.and_then(|c| c.capacity_units()) {
+            *self.units.lock().unwrap_or_else(|p| p.into_inner()) += units;
+        }
+    }
+}
+
 /// The DynamoDB implementation of both store traits, on one table (see `schema`).
 #[derive(Clone)]
 pub struct DynamoDbStore {
     client: Client,
     table: String,
     page_size: Option<i32>,
+    consumed: Option<Arc<ConsumedCapacity>>,
 }
 
 impl DynamoDbStore {
@@ -200,6 +224,7 @@ impl DynamoDbStore {
             client,
             table: table.into(),
             page_size: None,
+            consumed: None,
         }
     }
 
@@ -213,6 +238,19 @@ impl DynamoDbStore {
     pub fn with_page_size(mut self, page_size: i32) -> Self {
         self.page_size = Some(page_size.max(1));
         self
+    }
+
+    /// Adds the read capacity every Query and BatchGetItem consumes to `consumed`.
+    pub fn with_consumed_capacity(mut self, consumed: Arc<ConsumedCapacity>) -> Self {
+        self.consumed = Some(consumed);
+        self
+    }
+
+    /// `Total` when consumed capacity is counted, else nothing (DynamoDB's default: none).
+    fn return_consumed_capacity(&self) -> Option<ReturnConsumedCapacity> {
+        self.consumed
+            .as_ref()
+            .map(|_| ReturnConsumedCapacity::Total)
     }
 
     pub fn client(&self) -> &Client {
@@ -257,14 +295,18 @@ impl DynamoDbStore {
             .expression_attribute_values(":k", s(key_value))
             .expression_attribute_values(":now", n(now_seconds()))
             .set_limit(self.page_size)
+            .set_return_consumed_capacity(self.return_consumed_capacity())
             .into_paginator()
             .send();
         Box::pin(
             stream::unfold(pages, |mut pages| async move {
                 pages.next().await.map(|page| (page, pages))
             })
-            .map(|page| {
+            .map(move |page| {
                 let page = page.map_err(|e| backend("Query", e))?;
+                if let Some(consumed) = &self.consumed {
+                    consumed.add(page.consumed_capacity());
+                }
                 page.items().iter().map(recipient_of).collect()
             }),
         )
@@ -293,9 +335,16 @@ impl DynamoDbStore {
                     .client
                     .batch_get_item()
                     .request_items(&self.table, keys)
+                    .set_return_consumed_capacity(self.return_consumed_capacity())
                     .send()
                     .await
                     .map_err(|e| backend("BatchGetItem", e))?;
+                if let Some(consumed) = &self.consumed {
+                    output
+                        .consumed_capacity()
+                        .iter()
+                        .for_each(|c| consumed.add(Some(c)));
+                }
                 if let Some(mut found) = output.responses {
                     rows.extend(found.remove(&self.table).unwrap_or_default());
                 }
@@ -571,6 +620,7 @@ impl RecipientStore for DynamoDbStore {
                     .expression_attribute_values(":k", s(shard.to_string()))
                     .expression_attribute_values(":now", n(now))
                     .set_limit(self.page_size)
+                    .set_return_consumed_capacity(self.return_consumed_capacity())
                     .into_paginator()
                     .send()
                     .try_collect()
@@ -578,6 +628,11 @@ impl RecipientStore for DynamoDbStore {
             .buffer_unordered(SHARDS_IN_FLIGHT)
             .map(|pages| {
                 let pages = pages.map_err(|e| backend("Query", e))?;
+                if let Some(consumed) = &self.consumed {
+                    pages
+                        .iter()
+                        .for_each(|p| consumed.add(p.consumed_capacity()));
+                }
                 Ok::<u64, StoreError>(pages.iter().map(|p| p.count() as u64).sum())
             });
         counts

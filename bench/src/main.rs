@@ -1,0 +1,250 @@
+//! wsbridge's benchmark harness: `cargo run --release -p wsbridge-bench -- <scenario>`.
+//! Each scenario prints its tables and the targets, and writes its results as JSON
+//! (`bench/results/<scenario>.json`, or `--json PATH`). BENCHMARKS.md has the numbers of one
+//! run and what they mean for a deployed stack.
+
+mod cold_start;
+mod dynamodb_local;
+mod e2e;
+mod engine;
+mod fixtures;
+mod lambda_stub;
+mod load;
+mod memory;
+mod report;
+mod sink;
+mod store;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use wsbridge::config::DEFAULT_FANOUT_CONCURRENCY;
+
+use crate::report::{Result, write_json};
+
+#[derive(Parser)]
+#[command(version, about = "Benchmarks of wsbridge's broadcast path")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// Where to write the results (default: bench/results/<scenario>.json).
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Fan-out engine vs. the raw capacity of a local @connections sink, with and without
+    /// injected latency, and a concurrency sweep.
+    Engine {
+        #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000, 50_000])]
+        sizes: Vec<usize>,
+        /// Latencies injected per post, in ms, one run of every size each.
+        #[arg(long, value_delimiter = ',', default_values_t = [0, 20])]
+        latencies: Vec<u64>,
+        #[arg(long, default_value_t = DEFAULT_FANOUT_CONCURRENCY)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Concurrencies of the sweep.
+        #[arg(long, value_delimiter = ',', default_values_t = [16, 32, 50, 64, 128, 256, 512])]
+        sweep: Vec<usize>,
+        /// Skip the sweep.
+        #[arg(long)]
+        no_sweep: bool,
+        #[arg(long, default_value_t = 20)]
+        sweep_latency: u64,
+        #[arg(long, default_value_t = 10_000)]
+        sweep_size: usize,
+    },
+    /// The same fan-out with recipients read from DynamoDB Local: time to first send, total,
+    /// read capacity consumed.
+    Store {
+        /// A running DynamoDB Local; default: start one with scripts/dynamodb-local.sh.
+        #[arg(long)]
+        dynamodb_endpoint: Option<String>,
+        #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000, 50_000])]
+        sizes: Vec<usize>,
+        #[arg(long, value_delimiter = ',', default_values_t = [0, 20])]
+        latencies: Vec<u64>,
+        #[arg(long, default_value_t = DEFAULT_FANOUT_CONCURRENCY)]
+        concurrency: usize,
+    },
+    /// Real WebSocket clients on the local gateway, one broadcast to all of them.
+    E2e {
+        #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000])]
+        clients: Vec<usize>,
+        /// The gateway's FANOUT_CONCURRENCY.
+        #[arg(long, default_value_t = DEFAULT_FANOUT_CONCURRENCY)]
+        concurrency: usize,
+    },
+    /// Each function's release binary against a local Lambda Runtime API: spawn → first
+    /// `GET /runtime/invocation/next`; binary sizes.
+    ColdStart {
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Where the release binaries are (default: target/release of this workspace).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Peak RSS of the release broadcast binary during one broadcast, as Lambda runs it.
+    Memory {
+        #[arg(long)]
+        dynamodb_endpoint: Option<String>,
+        #[arg(long, value_delimiter = ',', default_values_t = [10_000, 50_000])]
+        sizes: Vec<usize>,
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = DEFAULT_FANOUT_CONCURRENCY)]
+        concurrency: usize,
+        /// The invocation's time limit (the template's broadcast Timeout).
+        #[arg(long, default_value_t = 29)]
+        timeout_seconds: u64,
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// Also run the harness's copy of the function with these caps on items per Query
+        /// page (0: DynamoDB's own 1 MB pages), to compare.
+        #[arg(long, value_delimiter = ',', default_values_t = [0, 1_000])]
+        page_sizes: Vec<i32>,
+        /// Skip the page-size comparison.
+        #[arg(long)]
+        no_page_sizes: bool,
+    },
+    /// (internal) The broadcast function's wiring with a Query page cap, run by `memory`.
+    #[command(hide = true)]
+    BroadcastFunction {
+        #[arg(long)]
+        page_size: Option<i32>,
+    },
+    /// (internal) The @connections sink, run as a child process.
+    #[command(hide = true)]
+    Sink {
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+    },
+    /// (internal) WebSocket clients of the e2e scenario, run as a child process.
+    #[command(hide = true)]
+    E2eClients {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        clients: usize,
+        #[arg(long)]
+        topic: String,
+    },
+}
+
+impl Scenario {
+    fn name(&self) -> &'static str {
+        match self {
+            Scenario::Engine { .. } => "engine",
+            Scenario::Store { .. } => "store",
+            Scenario::E2e { .. } => "e2e",
+            Scenario::ColdStart { .. } => "cold-start",
+            Scenario::Memory { .. } => "memory",
+            Scenario::Sink { .. } => "sink",
+            Scenario::BroadcastFunction { .. } => "broadcast-function",
+            Scenario::E2eClients { .. } => "e2e-clients",
+        }
+    }
+}
+
+/// This workspace's root (bench/ is one of its members).
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn release_dir(bin_dir: Option<PathBuf>) -> PathBuf {
+    bin_dir.unwrap_or_else(|| workspace_root().join("target/release"))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let name = cli.scenario.name();
+    let started = Instant::now();
+    let results = match cli.scenario {
+        Scenario::Sink { latency_ms } => {
+            return sink::serve(Duration::from_millis(latency_ms)).await;
+        }
+        Scenario::BroadcastFunction { page_size } => {
+            return memory::broadcast_function(page_size).await;
+        }
+        Scenario::E2eClients {
+            url,
+            clients,
+            topic,
+        } => return e2e::clients(&url, clients, &topic).await,
+        Scenario::Engine {
+            sizes,
+            latencies,
+            concurrency,
+            repeat,
+            sweep,
+            no_sweep,
+            sweep_latency,
+            sweep_size,
+        } => {
+            engine::run(&engine::EngineOptions {
+                sizes,
+                latencies_ms: latencies,
+                concurrency,
+                repeat,
+                sweep: if no_sweep { Vec::new() } else { sweep },
+                sweep_latency_ms: sweep_latency,
+                sweep_size,
+            })
+            .await?
+        }
+        Scenario::Store {
+            dynamodb_endpoint,
+            sizes,
+            latencies,
+            concurrency,
+        } => {
+            let dynamodb = dynamodb_local::DynamoDbLocal::start_or_use(dynamodb_endpoint)?;
+            store::run(&dynamodb.endpoint, &sizes, &latencies, concurrency).await?
+        }
+        Scenario::E2e {
+            clients,
+            concurrency,
+        } => e2e::run(&clients, concurrency).await?,
+        Scenario::ColdStart { runs, bin_dir } => {
+            cold_start::run(&release_dir(bin_dir), runs).await?
+        }
+        Scenario::Memory {
+            dynamodb_endpoint,
+            sizes,
+            latency_ms,
+            concurrency,
+            timeout_seconds,
+            bin_dir,
+            page_sizes,
+            no_page_sizes,
+        } => {
+            let dynamodb = dynamodb_local::DynamoDbLocal::start_or_use(dynamodb_endpoint)?;
+            memory::run(&memory::MemoryOptions {
+                dynamodb_endpoint: dynamodb.endpoint.clone(),
+                sizes,
+                latency: Duration::from_millis(latency_ms),
+                concurrency,
+                timeout: Duration::from_secs(timeout_seconds),
+                bin_dir: release_dir(bin_dir),
+                page_sizes: if no_page_sizes {
+                    Vec::new()
+                } else {
+                    page_sizes
+                },
+            })
+            .await?
+        }
+    };
+    let mut results = results;
+    results["run_seconds"] = started.elapsed().as_secs_f64().into();
+    println!("\n{name}: done in {:.0} s", started.elapsed().as_secs_f64());
+    let path = cli.json.unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("results/{name}.json"))
+    });
+    write_json(&path, &results)
+}
