@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 use wsbridge::auth::{Claims, DEV_SECRET, now_seconds, sign_hs256};
-use wsbridge::config::{AuthConfig, BroadcastConfig, JwtKey, SessionConfig};
-use wsbridge_local::{GatewayConfig, Limits, Storage};
+use wsbridge::config::BroadcastConfig;
+use wsbridge_local::GatewayConfig;
 
 use crate::report::{Check, Result, Stats, Table, fmt_count, machine, print_checks};
 
@@ -134,23 +134,11 @@ pub async fn run(client_counts: &[usize], concurrency: usize) -> Result<Value> {
 
 async fn one_run(clients: usize, concurrency: usize) -> Result<Run> {
     let gateway = wsbridge_local::start(GatewayConfig {
-        ws_address: "127.0.0.1:0".parse()?,
-        http_address: "127.0.0.1:0".parse()?,
-        stage: "local".into(),
-        limits: Limits::default(),
-        auth: AuthConfig {
-            algorithm: jsonwebtoken::Algorithm::HS256,
-            key: JwtKey::Secret(DEV_SECRET.into()),
-            issuer: None,
-            audience: None,
-            leeway: Duration::from_secs(0),
-        },
-        session: SessionConfig::default(),
         broadcast: BroadcastConfig {
             concurrency,
             ..BroadcastConfig::default()
         },
-        storage: Storage::Memory,
+        ..GatewayConfig::loopback()
     })
     .await?;
     let mut child = Command::new(std::env::current_exe()?)

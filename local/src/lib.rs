@@ -18,6 +18,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use wsbridge::auth::DEV_SECRET;
 use wsbridge::auth::TokenVerifier;
 use wsbridge::config::{AuthConfig, BroadcastConfig, ConfigError, SessionConfig};
 use wsbridge::protocol::MAX_MESSAGE_BYTES;
@@ -77,6 +78,30 @@ pub struct GatewayConfig {
     pub session: SessionConfig,
     pub broadcast: BroadcastConfig,
     pub storage: Storage,
+}
+
+impl GatewayConfig {
+    /// Free loopback ports, API Gateway's limits, tokens signed with the public dev secret
+    /// (no clock leeway), the in-memory store: what tests and benchmarks start.
+    pub fn loopback() -> Self {
+        Self {
+            ws_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stage: "local".into(),
+            limits: Limits::default(),
+            auth: AuthConfig {
+                leeway: Duration::ZERO,
+                // A constant configuration: HS256 with a secret of the required length.
+                ..AuthConfig::from_lookup(|name| {
+                    (name == "JWT_SECRET").then(|| DEV_SECRET.to_owned())
+                })
+                .expect("the dev secret is a valid HS256 configuration")
+            },
+            session: SessionConfig::default(),
+            broadcast: BroadcastConfig::default(),
+            storage: Storage::Memory,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use wsbridge::auth::{Claims, DEV_SECRET, now_seconds, sign_hs256};
-use wsbridge::config::{AuthConfig, BroadcastConfig, JwtKey, SessionConfig};
+use wsbridge::config::BroadcastConfig;
 use wsbridge_local::{GatewayConfig, Limits, RunningGateway, Storage};
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -20,23 +20,13 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// A gateway on free loopback ports, verifying tokens with the dev secret.
 pub async fn start_gateway(limits: Limits, storage: Storage) -> RunningGateway {
     let config = GatewayConfig {
-        ws_address: "127.0.0.1:0".parse().unwrap(),
-        http_address: "127.0.0.1:0".parse().unwrap(),
-        stage: "local".into(),
         limits,
-        auth: AuthConfig {
-            algorithm: jsonwebtoken::Algorithm::HS256,
-            key: JwtKey::Secret(DEV_SECRET.into()),
-            issuer: None,
-            audience: None,
-            leeway: Duration::from_secs(0),
-        },
-        session: SessionConfig::default(),
+        storage,
         broadcast: BroadcastConfig {
             concurrency: 16,
             ..BroadcastConfig::default()
         },
-        storage,
+        ..GatewayConfig::loopback()
     };
     wsbridge_local::start(config).await.expect("gateway starts")
 }
