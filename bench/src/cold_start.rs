@@ -139,7 +139,9 @@ pub async fn run(bin_dir: &Path, runs: usize) -> Result<Value> {
     Ok(json!({
         "scenario": "cold-start",
         "machine": machine(),
-        "options": {"runs": runs, "bin_dir": bin_dir.display().to_string()},
+        // Relative to the workspace when it is inside it: results are committed, and the
+        // machine's own paths do not belong in them.
+        "options": {"runs": runs, "bin_dir": crate::relative_to_workspace(bin_dir)},
         "functions": measured.iter().map(|m| json!({
             "function": m.function, "binary_bytes": m.bytes,
             "ready_ms": m.ready_ms.json(), "rss_at_ready_kib": m.rss_kib.json(),

@@ -155,6 +155,18 @@ fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// `path` relative to the workspace root where it lies inside it, for results files.
+pub fn relative_to_workspace(path: &std::path::Path) -> String {
+    let root = workspace_root();
+    let normalized = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let root = root.canonicalize().unwrap_or(root);
+    normalized
+        .strip_prefix(&root)
+        .unwrap_or(&normalized)
+        .display()
+        .to_string()
+}
+
 fn release_dir(bin_dir: Option<PathBuf>) -> PathBuf {
     bin_dir.unwrap_or_else(|| workspace_root().join("target/release"))
 }
