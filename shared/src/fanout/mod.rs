@@ -344,6 +344,24 @@ mod tests {
         }
     }
 
+    /// Fans `PAYLOAD` out to `target` at the tests' concurrency.
+    async fn fan_out_to(
+        store: &dyn RecipientStore,
+        sender: &RecordingSender,
+        target: &Target,
+        exclusions: &Exclusions,
+    ) -> Result<FanoutSummary, FanoutError> {
+        fan_out(
+            store,
+            sender,
+            target,
+            exclusions,
+            &payload(),
+            &options(CONCURRENCY),
+        )
+        .await
+    }
+
     fn no_exclusions() -> Exclusions {
         Exclusions::default()
     }
@@ -376,16 +394,9 @@ mod tests {
         let sender = RecordingSender::new();
 
         // WHEN a payload fans out to board:1
-        let outcome = fan_out(
-            &store,
-            &sender,
-            &to_topic("board:1"),
-            &no_exclusions(),
-            &payload(),
-            &options(CONCURRENCY),
-        )
-        .await
-        .unwrap();
+        let outcome = fan_out_to(&store, &sender, &to_topic("board:1"), &no_exclusions())
+            .await
+            .unwrap();
 
         // THEN exactly those three got it, once each, byte for byte
         assert_eq!(outcome.report, report(3, 3, 0, 0));
@@ -410,16 +421,9 @@ mod tests {
         };
 
         // WHEN alice's action is broadcast from carol's tab, excluding both
-        let outcome = fan_out(
-            &store,
-            &sender,
-            &to_topic("board:1"),
-            &exclusions,
-            &payload(),
-            &options(CONCURRENCY),
-        )
-        .await
-        .unwrap();
+        let outcome = fan_out_to(&store, &sender, &to_topic("board:1"), &exclusions)
+            .await
+            .unwrap();
 
         // THEN only bob receives it, and the excluded are not recipients at all
         assert_eq!(outcome.report, report(1, 1, 0, 0));
@@ -437,13 +441,11 @@ mod tests {
         };
 
         // WHEN a broadcast names both connections but excludes alice
-        let outcome = fan_out(
+        let outcome = fan_out_to(
             &store,
             &sender,
             &Target::Connections(ids(&["c-alice-laptop", "c-bob"])),
             &exclusions,
-            &payload(),
-            &options(CONCURRENCY),
         )
         .await
         .unwrap();
@@ -468,16 +470,9 @@ mod tests {
         let sender = RecordingSender::new().failing("c-bob", SendError::Gone);
 
         // WHEN board:1 fans out and API Gateway answers 410 for bob
-        let outcome = fan_out(
-            &store,
-            &sender,
-            &to_topic("board:1"),
-            &no_exclusions(),
-            &payload(),
-            &options(CONCURRENCY),
-        )
-        .await
-        .unwrap();
+        let outcome = fan_out_to(&store, &sender, &to_topic("board:1"), &no_exclusions())
+            .await
+            .unwrap();
 
         // THEN bob counts as gone, and his connection and every subscription are forgotten
         assert_eq!(outcome.report, report(3, 2, 1, 0));
@@ -503,16 +498,9 @@ mod tests {
             .failing("c-alice-phone", SendError::Throttled("429".to_owned()));
 
         // WHEN board:1 fans out
-        let outcome = fan_out(
-            &store,
-            &sender,
-            &to_topic("board:1"),
-            &no_exclusions(),
-            &payload(),
-            &options(CONCURRENCY),
-        )
-        .await
-        .unwrap();
+        let outcome = fan_out_to(&store, &sender, &to_topic("board:1"), &no_exclusions())
+            .await
+            .unwrap();
 
         // THEN both failures are counted, the laptop still gets it, and nobody is removed
         assert_eq!(outcome.report, report(3, 1, 0, 2));
@@ -530,13 +518,11 @@ mod tests {
         let sender = RecordingSender::new();
 
         // WHEN a broadcast names all three
-        let outcome = fan_out(
+        let outcome = fan_out_to(
             &store,
             &sender,
             &Target::Connections(ids(&["c-bob", "c-ghost-1", "c-ghost-2"])),
             &no_exclusions(),
-            &payload(),
-            &options(CONCURRENCY),
         )
         .await
         .unwrap();
@@ -671,16 +657,9 @@ mod tests {
         let sender = RecordingSender::new();
 
         // WHEN the topic fans out
-        let outcome = fan_out(
-            &store,
-            &sender,
-            &to_topic("board:big"),
-            &no_exclusions(),
-            &payload(),
-            &options(CONCURRENCY),
-        )
-        .await
-        .unwrap();
+        let outcome = fan_out_to(&store, &sender, &to_topic("board:big"), &no_exclusions())
+            .await
+            .unwrap();
 
         // THEN all four pages were read: each of the 10 got it once
         assert_eq!(outcome.report, report(10, 10, 0, 0));
