@@ -213,12 +213,7 @@ async fn default_subscribe_subscribes_the_connection_to_both_topics() {
     let store = connected_store().await;
 
     // WHEN she subscribes to list:123 and board:7
-    let response = default::handle(
-        &ws_event(DEFAULT_SUBSCRIBE),
-        &store,
-        &SessionConfig::default(),
-    )
-    .await;
+    let response = run_default(&store, DEFAULT_SUBSCRIBE).await;
 
     // THEN the reply names both topics and a broadcast to either finds her connection
     assert_eq!(response.status_code, 200);
@@ -242,12 +237,7 @@ async fn default_subscribe_from_an_unregistered_connection_is_refused() {
     let store = MemoryStore::new();
 
     // WHEN the subscribe frame arrives
-    let response = default::handle(
-        &ws_event(DEFAULT_SUBSCRIBE),
-        &store,
-        &SessionConfig::default(),
-    )
-    .await;
+    let response = run_default(&store, DEFAULT_SUBSCRIBE).await;
 
     // THEN the client is told to reconnect, and no subscription appears
     assert_eq!(response.status_code, 200);
@@ -267,12 +257,7 @@ async fn default_unsubscribe_drops_board_7_and_keeps_list_123() {
     let store = subscribed_store().await;
 
     // WHEN she unsubscribes from board:7
-    let response = default::handle(
-        &ws_event(DEFAULT_UNSUBSCRIBE),
-        &store,
-        &SessionConfig::default(),
-    )
-    .await;
+    let response = run_default(&store, DEFAULT_UNSUBSCRIBE).await;
 
     // THEN the reply names board:7, which no longer reaches her, while list:123 still does
     assert_eq!(response.status_code, 200);
@@ -324,12 +309,7 @@ async fn default_invalid_json_is_answered_with_an_invalid_json_frame() {
     let store = connected_store().await;
 
     // WHEN a subscribe frame cut off mid-array arrives
-    let response = default::handle(
-        &ws_event(DEFAULT_INVALID_JSON),
-        &store,
-        &SessionConfig::default(),
-    )
-    .await;
+    let response = run_default(&store, DEFAULT_INVALID_JSON).await;
 
     // THEN the error frame says where the JSON broke, and nothing was subscribed
     assert_eq!(response.status_code, 200);
@@ -349,12 +329,7 @@ async fn default_unknown_action_lists_the_supported_actions() {
     let store = connected_store().await;
 
     // WHEN she tries to publish from the socket, which the protocol does not offer
-    let response = default::handle(
-        &ws_event(DEFAULT_UNKNOWN_ACTION),
-        &store,
-        &SessionConfig::default(),
-    )
-    .await;
+    let response = run_default(&store, DEFAULT_UNKNOWN_ACTION).await;
 
     // THEN the error frame names the action and the supported ones, and nothing changed
     assert_eq!(response.status_code, 200);
@@ -739,6 +714,11 @@ fn verifier() -> TokenVerifier {
     TokenVerifier::new(&auth_config()).expect("the dev secret is a valid HS256 key")
 }
 
+/// Runs the `$default` handler on a sample event, with the default limits.
+async fn run_default(store: &MemoryStore, name: &str) -> ApiGatewayProxyResponse {
+    default::handle(&ws_event(name), store, &SessionConfig::default()).await
+}
+
 fn broadcast_config() -> BroadcastConfig {
     BroadcastConfig {
         concurrency: 4,
@@ -777,12 +757,7 @@ async fn connected_store() -> MemoryStore {
 /// A store in which connect.json, then default-subscribe.json, have run.
 async fn subscribed_store() -> MemoryStore {
     let store = connected_store().await;
-    let response = default::handle(
-        &ws_event(DEFAULT_SUBSCRIBE),
-        &store,
-        &SessionConfig::default(),
-    )
-    .await;
+    let response = run_default(&store, DEFAULT_SUBSCRIBE).await;
     assert_eq!(
         ws_json(&response)["action"],
         "subscribed",
