@@ -18,7 +18,7 @@ use tokio::process::Command;
 use tokio::sync::watch;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use wsbridge::auth::{Claims, DEV_SECRET, now_seconds, sign_hs256};
+use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
 use wsbridge::config::BroadcastConfig;
 use wsbridge_local::GatewayConfig;
 
@@ -287,13 +287,7 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect_one(url: &str, n: usize, topic: &str) -> Result<Socket> {
-    let claims = Claims {
-        sub: format!("bench-user-{n}"),
-        exp: now_seconds() + 3_600,
-        nbf: None,
-        iss: None,
-        aud: None,
-    };
+    let claims = Claims::new(format!("bench-user-{n}"), Duration::from_secs(3_600));
     let token = sign_hs256(DEV_SECRET, &claims)?;
     let (mut socket, _) = connect_async(format!("{url}/?token={token}")).await?;
     let subscribe = json!({"action": "subscribe", "topic": topic});

@@ -18,7 +18,6 @@ use axum::Router;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use wsbridge::auth::DEV_SECRET;
 use wsbridge::auth::TokenVerifier;
 use wsbridge::config::{AuthConfig, BroadcastConfig, ConfigError, SessionConfig};
 use wsbridge::protocol::MAX_MESSAGE_BYTES;
@@ -89,14 +88,7 @@ impl GatewayConfig {
             http_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             stage: "local".into(),
             limits: Limits::default(),
-            auth: AuthConfig {
-                leeway: Duration::ZERO,
-                // A constant configuration: HS256 with a secret of the required length.
-                ..AuthConfig::from_lookup(|name| {
-                    (name == "JWT_SECRET").then(|| DEV_SECRET.to_owned())
-                })
-                .expect("the dev secret is a valid HS256 configuration")
-            },
+            auth: AuthConfig::dev(),
             session: SessionConfig::default(),
             broadcast: BroadcastConfig::default(),
             storage: Storage::Memory,

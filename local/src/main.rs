@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use wsbridge::auth::{Claims, DEV_SECRET, now_seconds, sign_hs256};
+use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
 use wsbridge::config::{AuthConfig, BroadcastConfig, JwtKey, SessionConfig};
 use wsbridge_local::{GatewayConfig, Limits, RunningGateway, Storage};
 
@@ -98,11 +98,9 @@ fn mint(sub: &str, ttl_seconds: u64) -> Result<String, String> {
         return Err("tokens can only be minted for HS256 (JWT_ALGORITHM is not HS256)".into());
     };
     let claims = Claims {
-        sub: sub.to_owned(),
-        exp: now_seconds() + ttl_seconds,
-        nbf: None,
         iss: config.issuer.clone(),
         aud: config.audience.clone(),
+        ..Claims::new(sub, Duration::from_secs(ttl_seconds))
     };
     sign_hs256(secret, &claims).map_err(|e| e.to_string())
 }

@@ -11,7 +11,7 @@ use tokio::process::{Child, ChildStdout, Command};
 use tokio::time::timeout;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use wsbridge::auth::{DEV_SECRET, TokenVerifier};
+use wsbridge::auth::TokenVerifier;
 use wsbridge::config::AuthConfig;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_wsbridge-local");
@@ -72,10 +72,7 @@ fn printed_subcommand(line: &str) -> Vec<String> {
 }
 
 fn dev_verifier() -> TokenVerifier {
-    let config =
-        AuthConfig::from_lookup(|name| (name == "JWT_SECRET").then(|| DEV_SECRET.to_owned()))
-            .unwrap();
-    TokenVerifier::new(&config).unwrap()
+    TokenVerifier::new(&AuthConfig::dev()).unwrap()
 }
 
 #[tokio::test]

@@ -29,6 +29,19 @@ pub struct Claims {
     pub aud: Option<String>,
 }
 
+impl Claims {
+    /// A token's claims for `sub`, valid from now for `valid_for`.
+    pub fn new(sub: impl Into<String>, valid_for: std::time::Duration) -> Self {
+        Self {
+            sub: sub.into(),
+            exp: now_seconds() + valid_for.as_secs(),
+            nbf: None,
+            iss: None,
+            aud: None,
+        }
+    }
+}
+
 /// Why a token was refused. Logged for operators, never sent to the client.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -150,13 +163,7 @@ mod tests {
     const EC_PUBLIC: &str = include_str!("../testdata/ec-public.pem");
 
     fn hs256_config() -> AuthConfig {
-        AuthConfig {
-            algorithm: Algorithm::HS256,
-            key: JwtKey::Secret(DEV_SECRET.to_owned()),
-            issuer: None,
-            audience: None,
-            leeway: Duration::from_secs(0),
-        }
+        AuthConfig::dev()
     }
 
     fn pem_config(algorithm: Algorithm, public: &str) -> AuthConfig {
@@ -168,13 +175,7 @@ mod tests {
     }
 
     fn claims(sub: &str) -> Claims {
-        Claims {
-            sub: sub.to_owned(),
-            exp: now_seconds() + 600,
-            nbf: None,
-            iss: None,
-            aud: None,
-        }
+        Claims::new(sub, Duration::from_secs(600))
     }
 
     fn sign_with(algorithm: Algorithm, key: &EncodingKey, claims: &impl Serialize) -> String {

@@ -113,6 +113,18 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
+    /// HS256 with the public development secret, no issuer or audience, no clock leeway:
+    /// what the sample events, the local tools and the tests verify with.
+    pub fn dev() -> Self {
+        Self {
+            algorithm: Algorithm::HS256,
+            key: JwtKey::Secret(crate::auth::DEV_SECRET.to_owned()),
+            issuer: None,
+            audience: None,
+            leeway: Duration::ZERO,
+        }
+    }
+
     pub const ENV_VARS: &'static [&'static str] = &[
         "JWT_ALGORITHM",
         "JWT_SECRET",

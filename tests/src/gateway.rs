@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-use wsbridge::auth::{Claims, DEV_SECRET, now_seconds, sign_hs256};
+use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
 use wsbridge::config::BroadcastConfig;
 use wsbridge_local::{GatewayConfig, Limits, RunningGateway, Storage};
 
@@ -33,14 +33,7 @@ pub async fn start_gateway(limits: Limits, storage: Storage) -> RunningGateway {
 
 /// A dev token for `sub`, valid for an hour.
 pub fn token(sub: &str) -> String {
-    let claims = Claims {
-        sub: sub.into(),
-        exp: now_seconds() + 3_600,
-        nbf: None,
-        iss: None,
-        aud: None,
-    };
-    sign_hs256(DEV_SECRET, &claims).unwrap()
+    sign_hs256(DEV_SECRET, &Claims::new(sub, Duration::from_secs(3_600))).unwrap()
 }
 
 /// Connects as `sub`; panics if the handshake is refused.

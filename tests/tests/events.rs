@@ -4,17 +4,16 @@
 //! handlers accept fails here first.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use futures::TryStreamExt;
-use jsonwebtoken::Algorithm;
 use jsonwebtoken::errors::ErrorKind;
 use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
-use wsbridge::auth::{AuthError, Claims, DEV_SECRET, TokenVerifier, now_seconds, token_of};
-use wsbridge::config::{AuthConfig, BroadcastConfig, JwtKey, SessionConfig};
+use wsbridge::auth::{AuthError, Claims, TokenVerifier, now_seconds, token_of};
+use wsbridge::config::{AuthConfig, BroadcastConfig, SessionConfig};
 use wsbridge::handlers::{broadcast, connect, default, disconnect};
 use wsbridge::protocol::broadcast::Target;
 use wsbridge::protocol::{ConnectionId, Topic, UserId};
@@ -701,13 +700,7 @@ fn http_event(name: &str) -> Request {
 }
 
 fn auth_config() -> AuthConfig {
-    AuthConfig {
-        algorithm: Algorithm::HS256,
-        key: JwtKey::Secret(DEV_SECRET.into()),
-        issuer: None,
-        audience: None,
-        leeway: Duration::from_secs(30),
-    }
+    AuthConfig::dev()
 }
 
 fn verifier() -> TokenVerifier {

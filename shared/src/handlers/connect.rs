@@ -60,11 +60,9 @@ mod tests {
     use std::collections::HashMap;
     use std::time::Duration;
 
-    use jsonwebtoken::Algorithm;
-
     use super::*;
     use crate::auth::{Claims, DEV_SECRET, sign_hs256};
-    use crate::config::{AuthConfig, JwtKey};
+    use crate::config::AuthConfig;
     use crate::protocol::{ConnectionId, UserId};
     use crate::store::MemoryStore;
     use crate::test_support::{CONNECTED_AT, ENDPOINT, FailingStore, ws_request};
@@ -72,14 +70,7 @@ mod tests {
     const TTL: Duration = Duration::from_secs(7_200);
 
     fn verifier() -> TokenVerifier {
-        TokenVerifier::new(&AuthConfig {
-            algorithm: Algorithm::HS256,
-            key: JwtKey::Secret(DEV_SECRET.to_owned()),
-            issuer: None,
-            audience: None,
-            leeway: Duration::ZERO,
-        })
-        .unwrap()
+        TokenVerifier::new(&AuthConfig::dev()).unwrap()
     }
 
     fn session() -> SessionConfig {
