@@ -93,7 +93,10 @@ async fn the_printed_commands_work_as_printed() {
 
     // THEN the dev token it prints is valid for alice
     let token = line_after(&banner, "A dev token for user alice");
-    assert_eq!(dev_verifier().verify(token).unwrap().as_str(), "alice");
+    assert_eq!(
+        dev_verifier().verify(token).await.unwrap().user_id.as_str(),
+        "alice"
+    );
 
     // AND the printed client command connects and subscribes
     let client_line = line_with(&banner, "-- client --sub alice");
@@ -173,7 +176,12 @@ async fn the_printed_commands_work_as_printed() {
         .unwrap();
     let minted = String::from_utf8(output.stdout).unwrap();
     assert_eq!(
-        dev_verifier().verify(minted.trim()).unwrap().as_str(),
+        dev_verifier()
+            .verify(minted.trim())
+            .await
+            .unwrap()
+            .user_id
+            .as_str(),
         "bob"
     );
 }

@@ -4,6 +4,8 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use serde_json::{Map, Value};
+
 use crate::config::{AuthConfig, ConfigError, JwtKey};
 use crate::protocol::UserId;
 
@@ -51,8 +53,19 @@ pub enum AuthError {
     TooLarge(usize),
     #[error("token has an empty sub")]
     EmptySubject,
+    #[error("token's sub is not a string")]
+    SubjectNotAString,
     #[error(transparent)]
     Invalid(#[from] jsonwebtoken::errors::Error),
+}
+
+/// A token that passed verification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedToken {
+    /// The `sub` claim.
+    pub user_id: UserId,
+    /// Every claim of the token, `sub` included.
+    pub claims: Map<String, Value>,
 }
 
 /// Verifies tokens with one pinned algorithm and key, built once at start-up.
@@ -103,16 +116,23 @@ impl TokenVerifier {
         Ok(Self { key, validation })
     }
 
-    /// Verifies a token and returns its user.
-    pub fn verify(&self, token: &str) -> Result<UserId, AuthError> {
+    /// Verifies a token and returns its user and every claim it carries (the channel
+    /// configuration reads grants from a claim it names). Async because a key source may
+    /// need to be fetched (JWKS).
+    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TooLarge(token.len()));
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?;
-        if data.claims.sub.is_empty() {
-            return Err(AuthError::EmptySubject);
-        }
-        Ok(UserId::new(data.claims.sub))
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)?;
+        let user_id = match data.claims.get("sub") {
+            Some(Value::String(sub)) if sub.is_empty() => return Err(AuthError::EmptySubject),
+            Some(Value::String(sub)) => UserId::new(sub.clone()),
+            _ => return Err(AuthError::SubjectNotAString),
+        };
+        Ok(VerifiedToken {
+            user_id,
+            claims: data.claims,
+        })
     }
 }
 
@@ -186,20 +206,25 @@ mod tests {
         TokenVerifier::new(config).unwrap()
     }
 
-    #[test]
-    fn valid_hs256_token_yields_its_subject() {
+    #[tokio::test]
+    async fn valid_hs256_token_yields_its_subject() {
         let token = sign_hs256(DEV_SECRET, &claims("alice")).unwrap();
-        let user = verifier(&hs256_config()).verify(&token).unwrap();
-        assert_eq!(user, UserId::new("alice"));
+        let user = verifier(&hs256_config()).verify(&token).await.unwrap();
+        assert_eq!(user.user_id, UserId::new("alice"));
     }
 
-    #[test]
-    fn valid_rs256_and_es256_tokens_are_accepted() {
+    #[tokio::test]
+    async fn valid_rs256_and_es256_tokens_are_accepted() {
         let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
         let token = sign_with(Algorithm::RS256, &rsa, &claims("rsa-user"));
         let config = pem_config(Algorithm::RS256, RSA_PUBLIC);
         assert_eq!(
-            verifier(&config).verify(&token).unwrap().as_str(),
+            verifier(&config)
+                .verify(&token)
+                .await
+                .unwrap()
+                .user_id
+                .as_str(),
             "rsa-user"
         );
 
@@ -207,13 +232,18 @@ mod tests {
         let token = sign_with(Algorithm::ES256, &ec, &claims("ec-user"));
         let config = pem_config(Algorithm::ES256, EC_PUBLIC);
         assert_eq!(
-            verifier(&config).verify(&token).unwrap().as_str(),
+            verifier(&config)
+                .verify(&token)
+                .await
+                .unwrap()
+                .user_id
+                .as_str(),
             "ec-user"
         );
     }
 
-    #[test]
-    fn alg_none_is_refused() {
+    #[tokio::test]
+    async fn alg_none_is_refused() {
         // GIVEN a token whose header says alg none and whose signature is empty
         let header = base64_url(br#"{"alg":"none","typ":"JWT"}"#);
         let body = base64_url(
@@ -223,21 +253,21 @@ mod tests {
         );
         let token = format!("{header}.{body}.");
         // THEN neither an HS256 nor an RS256 configuration accepts it
-        assert!(verifier(&hs256_config()).verify(&token).is_err());
+        assert!(verifier(&hs256_config()).verify(&token).await.is_err());
         let rs256 = pem_config(Algorithm::RS256, RSA_PUBLIC);
-        assert!(verifier(&rs256).verify(&token).is_err());
+        assert!(verifier(&rs256).verify(&token).await.is_err());
     }
 
-    #[test]
-    fn hs256_token_signed_with_the_public_key_is_refused_by_rs256_config() {
+    #[tokio::test]
+    async fn hs256_token_signed_with_the_public_key_is_refused_by_rs256_config() {
         // The classic key-confusion attack: the public key used as an HMAC secret.
         let forged = sign_hs256(RSA_PUBLIC, &claims("mallory")).unwrap();
         let config = pem_config(Algorithm::RS256, RSA_PUBLIC);
-        assert!(verifier(&config).verify(&forged).is_err());
+        assert!(verifier(&config).verify(&forged).await.is_err());
     }
 
-    #[test]
-    fn expired_and_not_yet_valid_tokens_are_refused() {
+    #[tokio::test]
+    async fn expired_and_not_yet_valid_tokens_are_refused() {
         let v = verifier(&hs256_config());
         let expired = Claims {
             exp: now_seconds() - 10,
@@ -245,22 +275,31 @@ mod tests {
         };
         assert!(
             v.verify(&sign_hs256(DEV_SECRET, &expired).unwrap())
+                .await
                 .is_err()
         );
         let early = Claims {
             nbf: Some(now_seconds() + 600),
             ..claims("alice")
         };
-        assert!(v.verify(&sign_hs256(DEV_SECRET, &early).unwrap()).is_err());
+        assert!(
+            v.verify(&sign_hs256(DEV_SECRET, &early).unwrap())
+                .await
+                .is_err()
+        );
         let started = Claims {
             nbf: Some(now_seconds() - 10),
             ..claims("alice")
         };
-        assert!(v.verify(&sign_hs256(DEV_SECRET, &started).unwrap()).is_ok());
+        assert!(
+            v.verify(&sign_hs256(DEV_SECRET, &started).unwrap())
+                .await
+                .is_ok()
+        );
     }
 
-    #[test]
-    fn issuer_and_audience_are_checked_when_configured() {
+    #[tokio::test]
+    async fn issuer_and_audience_are_checked_when_configured() {
         let config = AuthConfig {
             issuer: Some("https://id.example".into()),
             audience: Some("wsbridge".into()),
@@ -272,13 +311,18 @@ mod tests {
             aud: Some("wsbridge".into()),
             ..claims("alice")
         };
-        assert!(v.verify(&sign_hs256(DEV_SECRET, &good).unwrap()).is_ok());
+        assert!(
+            v.verify(&sign_hs256(DEV_SECRET, &good).unwrap())
+                .await
+                .is_ok()
+        );
         let wrong_iss = Claims {
             iss: Some("https://evil.example".into()),
             ..good.clone()
         };
         assert!(
             v.verify(&sign_hs256(DEV_SECRET, &wrong_iss).unwrap())
+                .await
                 .is_err()
         );
         let wrong_aud = Claims {
@@ -287,48 +331,59 @@ mod tests {
         };
         assert!(
             v.verify(&sign_hs256(DEV_SECRET, &wrong_aud).unwrap())
+                .await
                 .is_err()
         );
         let no_iss = Claims {
             iss: None,
             ..good.clone()
         };
-        assert!(v.verify(&sign_hs256(DEV_SECRET, &no_iss).unwrap()).is_err());
+        assert!(
+            v.verify(&sign_hs256(DEV_SECRET, &no_iss).unwrap())
+                .await
+                .is_err()
+        );
         let no_aud = Claims { aud: None, ..good };
-        assert!(v.verify(&sign_hs256(DEV_SECRET, &no_aud).unwrap()).is_err());
+        assert!(
+            v.verify(&sign_hs256(DEV_SECRET, &no_aud).unwrap())
+                .await
+                .is_err()
+        );
     }
 
-    #[test]
-    fn missing_or_empty_sub_and_missing_exp_are_refused() {
+    #[tokio::test]
+    async fn missing_or_empty_sub_and_missing_exp_are_refused() {
         let v = verifier(&hs256_config());
         let key = EncodingKey::from_secret(DEV_SECRET.as_bytes());
         let no_sub = serde_json::json!({"exp": now_seconds() + 600});
         assert!(
             v.verify(&sign_with(Algorithm::HS256, &key, &no_sub))
+                .await
                 .is_err()
         );
         let no_exp = serde_json::json!({"sub": "alice"});
         assert!(
             v.verify(&sign_with(Algorithm::HS256, &key, &no_exp))
+                .await
                 .is_err()
         );
         let empty_sub = claims("");
         assert!(matches!(
-            v.verify(&sign_hs256(DEV_SECRET, &empty_sub).unwrap()),
+            v.verify(&sign_hs256(DEV_SECRET, &empty_sub).unwrap()).await,
             Err(AuthError::EmptySubject)
         ));
     }
 
-    #[test]
-    fn wrong_secret_garbage_and_oversized_tokens_are_refused() {
+    #[tokio::test]
+    async fn wrong_secret_garbage_and_oversized_tokens_are_refused() {
         let v = verifier(&hs256_config());
         let other = sign_hs256("another-secret-that-is-32-bytes-long!!", &claims("a")).unwrap();
-        assert!(v.verify(&other).is_err());
+        assert!(v.verify(&other).await.is_err());
         for garbage in ["", "abc", "a.b.c", "....", "eyJhbGciOiJIUzI1NiJ9.e30"] {
-            assert!(v.verify(garbage).is_err(), "{garbage:?} accepted");
+            assert!(v.verify(garbage).await.is_err(), "{garbage:?} accepted");
         }
         let huge = "a".repeat(MAX_TOKEN_BYTES + 1);
-        assert!(matches!(v.verify(&huge), Err(AuthError::TooLarge(_))));
+        assert!(matches!(v.verify(&huge).await, Err(AuthError::TooLarge(_))));
     }
 
     #[test]

@@ -175,8 +175,8 @@ async fn connect_no_token_is_refused_and_registers_nothing() {
     assert_eq!(store.count_connections().await.unwrap(), 0);
 }
 
-#[test]
-fn sample_tokens_verify_with_the_dev_secret_and_only_with_it() {
+#[tokio::test]
+async fn sample_tokens_verify_with_the_dev_secret_and_only_with_it() {
     let verifier = verifier();
     let alice = Claims {
         sub: TOKEN_SUB.to_owned(),
@@ -188,14 +188,17 @@ fn sample_tokens_verify_with_the_dev_secret_and_only_with_it() {
 
     // The good token: signed with DEV_SECRET, alice until 2100, in both places a client puts it.
     let good = token_in(CONNECT);
-    assert_eq!(verifier.verify(&good).unwrap(), UserId::new(TOKEN_SUB));
+    assert_eq!(
+        verifier.verify(&good).await.unwrap().user_id,
+        UserId::new(TOKEN_SUB)
+    );
     assert_eq!(unverified_claims(&good), alice);
     assert_eq!(token_in(CONNECT_BEARER), good);
 
     // The bad token carries the very same claims, so its signature is the only thing wrong.
     let bad = token_in(CONNECT_BAD_TOKEN);
     assert_eq!(unverified_claims(&bad), alice);
-    match verifier.verify(&bad) {
+    match verifier.verify(&bad).await {
         Err(AuthError::Invalid(e)) => assert!(
             matches!(e.kind(), ErrorKind::InvalidSignature),
             "{CONNECT_BAD_TOKEN}: {e}"

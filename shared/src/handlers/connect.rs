@@ -25,8 +25,8 @@ pub async fn handle(
         info!(connection_id = %id, "refused: no token");
         return ws_response(401, None);
     };
-    let user_id = match verifier.verify(token) {
-        Ok(user_id) => user_id,
+    let user_id = match verifier.verify(token).await {
+        Ok(verified) => verified.user_id,
         Err(reason) => {
             info!(connection_id = %id, %reason, "refused: invalid token");
             return ws_response(401, None);
