@@ -4,6 +4,8 @@
 //! Server → client: `subscribed` / `unsubscribed` / `pong` / `whoami` replies, and error frames
 //! `{"error": code, "details": text}` — a client never meets silence.
 
+use std::collections::HashSet;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -98,25 +100,53 @@ fn parse_topics(
             "\"topics\" must not be empty",
         ));
     }
-    let mut topics: Vec<Topic> = Vec::with_capacity(names.len());
+    // Linear in the frame: duplicates are found by hashing, and the count is checked as
+    // topics are added, so a frame of thousands of distinct topics stops at the limit + 1
+    // instead of validating (and comparing) every one of them.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(names.len().min(max_topics + 1));
+    let mut topics: Vec<Topic> = Vec::with_capacity(names.len().min(max_topics + 1));
     for name in names {
         let Value::String(name) = name else {
             return Err(ErrorFrame::new(
                 ErrorCode::InvalidTopic,
-                format!("topic must be a string, got {name}"),
+                format!("topic must be a string, got {}", short(name)),
             ));
         };
-        let topic = Topic::parse(name).map_err(|e| {
-            ErrorFrame::new(ErrorCode::InvalidTopic, format!("topic {name:?}: {e}"))
-        })?;
-        if !topics.contains(&topic) {
-            topics.push(topic);
+        if !seen.insert(name.as_str()) {
+            continue;
         }
-    }
-    if topics.len() > max_topics {
-        return Err(ErrorFrame::too_many_topics(topics.len(), max_topics));
+        if topics.len() == max_topics {
+            return Err(ErrorFrame::new(
+                ErrorCode::TooManyTopics,
+                format!(
+                    "more than {max_topics} topics requested; a connection may hold at most {max_topics}"
+                ),
+            ));
+        }
+        let topic = Topic::parse(name).map_err(|e| {
+            ErrorFrame::new(
+                ErrorCode::InvalidTopic,
+                format!("topic {:?}: {e}", short_str(name)),
+            )
+        })?;
+        topics.push(topic);
     }
     Ok(topics)
+}
+
+/// At most this much of a client's value is echoed in an error frame.
+const ECHO_BYTES: usize = 64;
+
+fn short_str(text: &str) -> &str {
+    match text.char_indices().nth(ECHO_BYTES) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}
+
+fn short(value: &Value) -> String {
+    let text = value.to_string();
+    short_str(&text).to_owned()
 }
 
 /// A reply frame for a successful action.
@@ -146,6 +176,10 @@ pub enum ErrorCode {
     MissingTopic,
     InvalidTopic,
     TooManyTopics,
+    /// The channel configuration does not let this connection do that to that topic.
+    Forbidden,
+    /// Over the connection's frame rate; `retry_after_ms` says when to try again.
+    RateLimited,
     NotConnected,
     InternalError,
 }
@@ -155,6 +189,9 @@ pub enum ErrorCode {
 pub struct ErrorFrame {
     pub error: ErrorCode,
     pub details: String,
+    /// With `rate_limited`: milliseconds until a frame would be accepted again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ErrorFrame {
@@ -162,6 +199,22 @@ impl ErrorFrame {
         Self {
             error,
             details: details.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    pub fn rate_limited(retry_after: std::time::Duration, per_second: u32, burst: u32) -> Self {
+        // Rounded up: a client that waits exactly this long is admitted.
+        let retry_after_ms = retry_after.as_micros().div_ceil(1_000) as u64;
+        Self {
+            retry_after_ms: Some(retry_after_ms),
+            ..Self::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "this connection may send {per_second} frames per second (bursts of {burst}); \
+                     retry in {retry_after_ms} ms"
+                ),
+            )
         }
     }
 
@@ -176,6 +229,7 @@ impl ErrorFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn topics(names: &[&str]) -> Vec<Topic> {
         names.iter().map(|n| Topic::parse(n).unwrap()).collect()
@@ -243,6 +297,76 @@ mod tests {
         let body = r#"{"action":"subscribe","topics":["a","b","c"]}"#;
         let frame = ClientAction::parse(Some(body), 2).unwrap_err();
         assert_eq!(frame.error, ErrorCode::TooManyTopics);
+        // duplicates count once, so this one is within the limit
+        let body = r#"{"action":"subscribe","topics":["a","b","a","b","a"]}"#;
+        assert_eq!(
+            ClientAction::parse(Some(body), 2),
+            Ok(ClientAction::Subscribe(topics(&["a", "b"])))
+        );
+    }
+
+    /// Distinct topic names of at most 5 bytes: `"xxxxx",` is 8 bytes of frame each.
+    fn distinct_names(count: usize) -> Vec<String> {
+        const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        (0..count)
+            .map(|mut n| {
+                let mut name = String::from("t");
+                loop {
+                    name.push(char::from(DIGITS[n % 36]));
+                    n /= 36;
+                    if n == 0 {
+                        break name;
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn topic_parses_during(
+        body: &str,
+        max_topics: usize,
+    ) -> (Result<ClientAction, ErrorFrame>, usize) {
+        let before = crate::protocol::TOPIC_PARSES.with(|c| c.get());
+        let parsed = ClientAction::parse(Some(body), max_topics);
+        let after = crate::protocol::TOPIC_PARSES.with(|c| c.get());
+        (parsed, after - before)
+    }
+
+    #[test]
+    fn a_frame_of_16_000_distinct_topics_is_refused_after_the_limit_not_after_all_of_them() {
+        // GIVEN a 128 KB frame naming 16 000 distinct topics
+        let body = json!({"action": "subscribe", "topics": distinct_names(16_000)}).to_string();
+        assert!(
+            body.len() <= crate::protocol::MAX_MESSAGE_BYTES,
+            "{}",
+            body.len()
+        );
+
+        // WHEN it is parsed against the default limit of 50
+        let (parsed, validations) = topic_parses_during(&body, 50);
+
+        // THEN it is refused as too many, having validated no more than 51 names: work grows
+        // with the limit, not with the frame (quadratic de-duplication of all 16 000 names
+        // first is what this catches)
+        assert_eq!(parsed.unwrap_err().error, ErrorCode::TooManyTopics);
+        assert!(validations <= 51, "{validations} topic validations");
+    }
+
+    #[test]
+    fn a_frame_of_one_topic_repeated_16_000_times_validates_it_once() {
+        let body = json!({"action": "subscribe", "topics": vec!["list:1"; 16_000]}).to_string();
+        let (parsed, validations) = topic_parses_during(&body, 50);
+        assert_eq!(parsed, Ok(ClientAction::Subscribe(topics(&["list:1"]))));
+        assert_eq!(validations, 1);
+    }
+
+    #[test]
+    fn error_frames_echo_at_most_a_short_prefix_of_what_was_sent() {
+        let long = "é".repeat(10_000);
+        let body = json!({"action": "subscribe", "topic": long}).to_string();
+        let frame = error_of(&body);
+        assert_eq!(frame.error, ErrorCode::InvalidTopic);
+        assert!(frame.details.len() < 300, "{}", frame.details.len());
     }
 
     #[test]
@@ -252,7 +376,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_value(&reply).unwrap(),
-            serde_json::json!({"action": "subscribed", "topics": ["a"]})
+            json!({"action": "subscribed", "topics": ["a"]})
         );
         assert_eq!(
             serde_json::to_value(ServerFrame::Pong).unwrap(),
