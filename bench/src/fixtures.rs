@@ -7,6 +7,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
 use bytes::Bytes;
 use wsbridge::auth::now_seconds;
+use wsbridge::channels::Grants;
+use wsbridge::limits::{ConnectionLimit, LimitPolicy};
 use wsbridge::protocol::broadcast::Broadcast;
 use wsbridge::protocol::{ConnectionId, Topic, UserId};
 use wsbridge::store::{Connection, ConnectionStore, MemoryStore};
@@ -66,6 +68,12 @@ pub fn sdk_config(endpoint: Option<&str>) -> SdkConfig {
     config.build()
 }
 
+/// Every fixture user holds one connection.
+const ONE_PER_USER: ConnectionLimit = ConnectionLimit {
+    per_user: 1,
+    policy: LimitPolicy::Refuse,
+};
+
 /// A memory store with `max(sizes)` connections; the first `n` subscribe to `topic(n)` for
 /// each `n` in `sizes`.
 pub async fn memory_store(sizes: &[usize]) -> Result<MemoryStore> {
@@ -73,15 +81,15 @@ pub async fn memory_store(sizes: &[usize]) -> Result<MemoryStore> {
     let most = sizes.iter().copied().max().unwrap_or_default();
     for n in 0..most {
         let id = ConnectionId::new(connection_id(n));
-        store
-            .put_connection(&Connection {
-                id: id.clone(),
-                user_id: UserId::new(user_id(n)),
-                connected_at: 1_700_000_000_000,
-                endpoint: STORED_ENDPOINT.to_owned(),
-                expires_at: now_seconds() + 3_600,
-            })
-            .await?;
+        let connection = Connection {
+            id: id.clone(),
+            user_id: UserId::new(user_id(n)),
+            connected_at: 1_700_000_000_000,
+            endpoint: STORED_ENDPOINT.to_owned(),
+            expires_at: now_seconds() + 3_600,
+            grants: Grants::default(),
+        };
+        store.register(&connection, &ONE_PER_USER).await?;
         let topics: Vec<Topic> = sizes
             .iter()
             .filter(|size| n < **size)

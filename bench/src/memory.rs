@@ -19,7 +19,9 @@ use crate::report::{
 };
 use crate::sink::Sink;
 use lambda_http::{Request, service_fn};
-use wsbridge::config::{BroadcastConfig, StoreConfig};
+use wsbridge::config::{
+    BroadcastConfig, ChannelsConfig, ManagementConfig, SessionConfig, StoreConfig,
+};
 use wsbridge::handlers::broadcast;
 use wsbridge::sender::ApiGatewaySender;
 use wsbridge::store::DynamoDbStore;
@@ -84,10 +86,18 @@ pub async fn broadcast_function(page_size: Option<i32>) -> Result<()> {
     if let Some(page_size) = page_size {
         store = store.with_page_size(page_size);
     }
-    let sender = ApiGatewaySender::new(&aws, config.management_endpoint.clone());
-    let (store, sender, config) = (&store, &sender, &config);
+    let management = ManagementConfig::from_env()?;
+    let session = SessionConfig::from_env()?;
+    let channels = ChannelsConfig::from_env()?.channels;
+    let sender = ApiGatewaySender::new(&aws, management.endpoint_override);
+    let api = broadcast::ServerApi {
+        config: &config,
+        session: &session,
+        channels: &channels,
+    };
+    let (store, sender, api) = (&store, &sender, &api);
     lambda_http::run(service_fn(move |request: Request| async move {
-        Ok::<_, lambda_http::Error>(broadcast::handle(&request, store, sender, config).await)
+        Ok::<_, lambda_http::Error>(broadcast::handle(&request, store, sender, api).await)
     }))
     .await
 }

@@ -36,6 +36,10 @@ impl ConnectionSender for FirstSend<'_> {
         self.first.get_or_init(Instant::now);
         self.inner.send(recipient, payload).await
     }
+
+    async fn close(&self, recipient: &Recipient) -> std::result::Result<(), SendError> {
+        self.inner.close(recipient).await
+    }
 }
 
 /// Reading a topic's recipients alone, page by page, without sending.

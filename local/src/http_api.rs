@@ -51,13 +51,12 @@ pub(crate) async fn handle(
                 .into_response();
         }
     };
-    let response = broadcast::handle(
-        &event,
-        bridge.store.as_ref(),
-        &bridge.sender,
-        &bridge.broadcast,
-    )
-    .await;
+    let api = broadcast::ServerApi {
+        config: &bridge.broadcast,
+        session: &bridge.session,
+        channels: &bridge.channels,
+    };
+    let response = broadcast::handle(&event, bridge.store.as_ref(), &bridge.sender, &api).await;
     let (parts_out, body_out) = response.into_parts();
     let body_out: Vec<u8> = body_out.as_ref().to_vec();
     info!(

@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use wsbridge::auth::TokenVerifier;
+use wsbridge::channels::Channels;
 use wsbridge::config::{AuthConfig, BroadcastConfig, ConfigError, SessionConfig};
 use wsbridge::protocol::MAX_MESSAGE_BYTES;
 use wsbridge::sender::ApiGatewaySender;
@@ -76,6 +77,8 @@ pub struct GatewayConfig {
     pub auth: AuthConfig,
     pub session: SessionConfig,
     pub broadcast: BroadcastConfig,
+    /// Channel namespaces and permissions (`--channels FILE`, `CHANNELS_CONFIG`).
+    pub channels: Channels,
     pub storage: Storage,
 }
 
@@ -91,6 +94,7 @@ impl GatewayConfig {
             auth: AuthConfig::dev(),
             session: SessionConfig::default(),
             broadcast: BroadcastConfig::default(),
+            channels: Channels::default(),
             storage: Storage::Memory,
         }
     }
@@ -117,6 +121,7 @@ pub(crate) struct Bridge {
     pub verifier: TokenVerifier,
     pub session: SessionConfig,
     pub broadcast: BroadcastConfig,
+    pub channels: Channels,
     pub sender: ApiGatewaySender,
     pub connections: Registry,
 }
@@ -241,6 +246,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         verifier: TokenVerifier::new(&config.auth)?,
         session: config.session,
         broadcast: config.broadcast.clone(),
+        channels: config.channels.clone(),
         sender,
         connections: Registry::default(),
     });

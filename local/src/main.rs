@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
-use wsbridge::config::{AuthConfig, BroadcastConfig, JwtKey, SessionConfig};
+use wsbridge::channels::Channels;
+use wsbridge::config::{AuthConfig, BroadcastConfig, ChannelsConfig, JwtKey, SessionConfig};
 use wsbridge_local::{GatewayConfig, Limits, RunningGateway, Storage};
 
 /// The whole wsbridge on one machine: API Gateway's WebSocket API and @connections
@@ -57,6 +58,10 @@ struct ServeArgs {
     /// Seconds before any connection is closed (API Gateway: 7200).
     #[arg(long, env = "WSBRIDGE_MAX_CONNECTION_SECONDS", default_value_t = 7_200)]
     max_connection_seconds: u64,
+    /// Channel namespaces and permissions: a JSON file (e.g. examples/channels/chat.json).
+    /// Without it, CHANNELS_CONFIG (the JSON itself) is read, else the built-in policy.
+    #[arg(long, env = "WSBRIDGE_CHANNELS_FILE", value_name = "FILE")]
+    channels: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -105,6 +110,18 @@ fn mint(sub: &str, ttl_seconds: u64) -> Result<String, String> {
     sign_hs256(secret, &claims).map_err(|e| e.to_string())
 }
 
+/// The channel configuration: `--channels FILE`, else `CHANNELS_CONFIG`, else built in.
+fn channels(args: &ServeArgs) -> Result<Channels, String> {
+    let Some(path) = &args.channels else {
+        return ChannelsConfig::from_env()
+            .map(|c| c.channels)
+            .map_err(|e| e.to_string());
+    };
+    let json =
+        std::fs::read_to_string(path).map_err(|e| format!("--channels {}: {e}", path.display()))?;
+    Channels::parse(&json).map_err(|e| format!("--channels {}: {e}", path.display()))
+}
+
 fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
     Ok(GatewayConfig {
         ws_address: SocketAddr::new(args.bind, args.ws_port),
@@ -120,6 +137,7 @@ fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
         auth: auth_config()?,
         session: SessionConfig::from_env().map_err(|e| e.to_string())?,
         broadcast: BroadcastConfig::from_env().map_err(|e| e.to_string())?,
+        channels: channels(args)?,
         storage: match &args.dynamodb_endpoint {
             Some(endpoint) => Storage::DynamoDb {
                 endpoint: endpoint.clone(),
@@ -137,6 +155,7 @@ fn banner(gateway: &RunningGateway, config: &GatewayConfig, token: &str) -> Stri
         Storage::Memory => "in memory (gone when this stops)".to_owned(),
         Storage::DynamoDb { endpoint, table } => format!("DynamoDB at {endpoint}, table {table}"),
     };
+    let channels = channels_summary(&config.channels);
     let release = if cfg!(debug_assertions) {
         ""
     } else {
@@ -152,6 +171,7 @@ fn banner(gateway: &RunningGateway, config: &GatewayConfig, token: &str) -> Stri
          \n  @connections     {management}/@connections/{{connection_id}}\
          \n  broadcast API    {http}/broadcast   {http}/connections/count\
          \n  store            {store}\
+         \n  channels         {channels}\
          \n\nA dev token for user alice (24 h):\n  {token}\
          \n\nTry it:\
          \n  1. connect a client, in a second shell (either one):\
@@ -167,6 +187,20 @@ fn banner(gateway: &RunningGateway, config: &GatewayConfig, token: &str) -> Stri
          \nLogs: one line per connect, message, broadcast and disconnect (RUST_LOG adjusts).\n",
         management = gateway.management_url(),
     )
+}
+
+/// One line on the channel configuration: its namespaces and whether others are open.
+fn channels_summary(channels: &Channels) -> String {
+    if *channels == Channels::default() {
+        return "built-in: user:{sub} private to its user, every other topic open".to_owned();
+    }
+    let (namespaces, default) = channels.namespaces();
+    let names: Vec<String> = namespaces.keys().map(|name| format!("{name}:")).collect();
+    let rest = match default {
+        Some(_) => "other topics: the default namespace",
+        None => "other topics refused",
+    };
+    format!("{} ({rest})", names.join(" "))
 }
 
 #[tokio::main]

@@ -128,7 +128,9 @@ pub(crate) async fn upgrade(
         &event,
         &bridge.verifier,
         bridge.store.as_ref(),
+        &bridge.sender,
         &bridge.session,
+        &bridge.channels,
     )
     .await;
     if !(200..300).contains(&answer.status_code) {
@@ -308,8 +310,13 @@ impl Session {
             body,
             is_base64_encoded,
         );
-        let answer =
-            default::handle(&event, self.bridge.store.as_ref(), &self.bridge.session).await;
+        let answer = default::handle(
+            &event,
+            self.bridge.store.as_ref(),
+            &self.bridge.session,
+            &self.bridge.channels,
+        )
+        .await;
         let reply = match answer.body {
             Some(Body::Text(text)) => Some(text),
             _ => None,

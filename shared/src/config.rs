@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
+use crate::channels::Channels;
+use crate::limits::{ConnectionLimit, LimitPolicy, RateLimit};
+
 /// Why the environment is not usable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -173,13 +176,17 @@ impl AuthConfig {
     }
 }
 
-/// Limits of a connection's life and subscriptions.
+/// Limits of a connection's life, its subscriptions and its user's connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionConfig {
     /// How long a connection's rows live before DynamoDB TTL removes them. API Gateway ends
     /// every connection after 2 h, and `$disconnect` is best-effort, so rows expire by design.
     pub connection_ttl: Duration,
     pub max_topics_per_connection: usize,
+    /// Live connections one user may hold, and what a connection past it gets.
+    pub connection_limit: ConnectionLimit,
+    /// The frame budget of one connection; `None`: unlimited.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Upper bound for `MAX_TOPICS_PER_CONNECTION`: a subscribe is one DynamoDB transaction of one
@@ -189,16 +196,55 @@ pub const MAX_TOPICS_LIMIT: usize = 99;
 /// API Gateway's 2 h maximum connection time plus 5 min for clock skew.
 const DEFAULT_CONNECTION_TTL_SECONDS: u64 = 7_500;
 const DEFAULT_MAX_TOPICS: usize = 50;
+/// A phone, a laptop and a few tabs; scripts opening connections in a loop stop here.
+const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 10;
+/// Upper bound for `MAX_CONNECTIONS_PER_USER`: the user's connection ids share one DynamoDB
+/// item, rewritten on every connect.
+pub const MAX_CONNECTIONS_PER_USER_LIMIT: usize = 1_000;
+/// 10 frames a second sustained, bursts of 40: a person chatting, typing and re-subscribing
+/// after a reconnect stays far below it; a script flooding frames meets it within 40 frames.
+pub const DEFAULT_RATE_LIMIT: RateLimit = RateLimit {
+    per_second: 10,
+    burst: 40,
+};
 
 impl SessionConfig {
-    pub const ENV_VARS: &'static [&'static str] =
-        &["CONNECTION_TTL_SECONDS", "MAX_TOPICS_PER_CONNECTION"];
+    pub const ENV_VARS: &'static [&'static str] = &[
+        "CONNECTION_TTL_SECONDS",
+        "MAX_TOPICS_PER_CONNECTION",
+        "MAX_CONNECTIONS_PER_USER",
+        "CONNECTION_LIMIT_POLICY",
+        "RATE_LIMIT_PER_SECOND",
+        "RATE_LIMIT_BURST",
+    ];
 
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(env)
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let policy = match optional(&lookup, "CONNECTION_LIMIT_POLICY").as_deref() {
+            None | Some("refuse") => LimitPolicy::Refuse,
+            Some("close_oldest") => LimitPolicy::CloseOldest,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "CONNECTION_LIMIT_POLICY",
+                    reason: format!("{other:?}; use refuse or close_oldest"),
+                });
+            }
+        };
+        let per_second = number(
+            &lookup,
+            "RATE_LIMIT_PER_SECOND",
+            DEFAULT_RATE_LIMIT.per_second,
+            0..=1_000,
+        )?;
+        let burst = number(
+            &lookup,
+            "RATE_LIMIT_BURST",
+            DEFAULT_RATE_LIMIT.burst,
+            1..=10_000,
+        )?;
         Ok(Self {
             connection_ttl: Duration::from_secs(number(
                 &lookup,
@@ -212,6 +258,17 @@ impl SessionConfig {
                 DEFAULT_MAX_TOPICS,
                 1..=MAX_TOPICS_LIMIT,
             )?,
+            connection_limit: ConnectionLimit {
+                per_user: number(
+                    &lookup,
+                    "MAX_CONNECTIONS_PER_USER",
+                    DEFAULT_MAX_CONNECTIONS_PER_USER,
+                    1..=MAX_CONNECTIONS_PER_USER_LIMIT,
+                )?,
+                policy,
+            },
+            // 0 frames a second turns the limit off.
+            rate_limit: (per_second > 0).then_some(RateLimit { per_second, burst }),
         })
     }
 }
@@ -221,7 +278,60 @@ impl Default for SessionConfig {
         Self {
             connection_ttl: Duration::from_secs(DEFAULT_CONNECTION_TTL_SECONDS),
             max_topics_per_connection: DEFAULT_MAX_TOPICS,
+            connection_limit: ConnectionLimit {
+                per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
+                policy: LimitPolicy::Refuse,
+            },
+            rate_limit: Some(DEFAULT_RATE_LIMIT),
         }
+    }
+}
+
+/// The channel configuration (`CHANNELS_CONFIG`, JSON); unset or empty: the built-in policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelsConfig {
+    pub channels: Channels,
+}
+
+impl ChannelsConfig {
+    pub const ENV_VARS: &'static [&'static str] = &["CHANNELS_CONFIG"];
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(env)
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let Some(json) = optional(&lookup, "CHANNELS_CONFIG") else {
+            return Ok(Self::default());
+        };
+        Ok(Self {
+            channels: Channels::parse(&json).map_err(|e| ConfigError::Invalid {
+                name: "CHANNELS_CONFIG",
+                reason: e.to_string(),
+            })?,
+        })
+    }
+}
+
+/// Where the management API (`@connections`) is reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManagementConfig {
+    /// Sends every PostToConnection and DeleteConnection here instead of the endpoint stored
+    /// with the connection: a custom domain, or the local gateway.
+    pub endpoint_override: Option<String>,
+}
+
+impl ManagementConfig {
+    pub const ENV_VARS: &'static [&'static str] = &["WS_MANAGEMENT_ENDPOINT"];
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(env)
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            endpoint_override: optional(&lookup, "WS_MANAGEMENT_ENDPOINT"),
+        })
     }
 }
 
@@ -233,9 +343,6 @@ pub const DEFAULT_FANOUT_CONCURRENCY: usize = 50;
 pub struct BroadcastConfig {
     /// PostToConnection calls in flight at once.
     pub concurrency: usize,
-    /// Sends every PostToConnection here instead of the endpoint stored with the connection:
-    /// a custom domain, or the local gateway.
-    pub management_endpoint: Option<String>,
     /// When set, `POST /broadcast` and `GET /connections/count` need `x-api-key: <key>`.
     pub api_key: Option<String>,
     /// Print one CloudWatch Embedded Metric Format line per broadcast (in Lambda).
@@ -243,11 +350,7 @@ pub struct BroadcastConfig {
 }
 
 impl BroadcastConfig {
-    pub const ENV_VARS: &'static [&'static str] = &[
-        "FANOUT_CONCURRENCY",
-        "WS_MANAGEMENT_ENDPOINT",
-        "BROADCAST_API_KEY",
-    ];
+    pub const ENV_VARS: &'static [&'static str] = &["FANOUT_CONCURRENCY", "BROADCAST_API_KEY"];
 
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(env)
@@ -261,7 +364,6 @@ impl BroadcastConfig {
                 DEFAULT_FANOUT_CONCURRENCY,
                 1..=1_000,
             )?,
-            management_endpoint: optional(&lookup, "WS_MANAGEMENT_ENDPOINT"),
             api_key: optional(&lookup, "BROADCAST_API_KEY"),
             emit_metrics: false,
         })
@@ -272,7 +374,6 @@ impl Default for BroadcastConfig {
     fn default() -> Self {
         Self {
             concurrency: DEFAULT_FANOUT_CONCURRENCY,
-            management_endpoint: None,
             api_key: None,
             emit_metrics: false,
         }
@@ -358,6 +459,58 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn limits_default_on_and_can_be_tuned_or_turned_off() {
+        let session = SessionConfig::from_lookup(lookup(&[])).unwrap();
+        assert_eq!(
+            session.connection_limit,
+            ConnectionLimit {
+                per_user: 10,
+                policy: LimitPolicy::Refuse
+            }
+        );
+        assert_eq!(session.rate_limit, Some(DEFAULT_RATE_LIMIT));
+        let tuned = SessionConfig::from_lookup(lookup(&[
+            ("MAX_CONNECTIONS_PER_USER", "3"),
+            ("CONNECTION_LIMIT_POLICY", "close_oldest"),
+            ("RATE_LIMIT_PER_SECOND", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(tuned.connection_limit.per_user, 3);
+        assert_eq!(tuned.connection_limit.policy, LimitPolicy::CloseOldest);
+        assert_eq!(tuned.rate_limit, None);
+        for (name, value) in [
+            ("CONNECTION_LIMIT_POLICY", "evict"),
+            ("MAX_CONNECTIONS_PER_USER", "0"),
+            ("RATE_LIMIT_BURST", "0"),
+        ] {
+            let error = SessionConfig::from_lookup(lookup(&[(name, value)])).unwrap_err();
+            assert!(
+                matches!(&error, ConfigError::Invalid { name: n, .. } if *n == name),
+                "{name}={value}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_channel_configuration_refuses_to_start_naming_the_entry() {
+        assert_eq!(
+            ChannelsConfig::from_lookup(lookup(&[])).unwrap().channels,
+            Channels::default()
+        );
+        let error = ChannelsConfig::from_lookup(lookup(&[(
+            "CHANNELS_CONFIG",
+            r#"{"namespaces":{"room":{"subscribe":"anyone"}}}"#,
+        )]))
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("CHANNELS_CONFIG is invalid: namespaces.room.subscribe: "),
+            "{error}"
+        );
     }
 
     #[test]

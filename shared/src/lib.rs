@@ -8,6 +8,7 @@ pub mod channels;
 pub mod config;
 pub mod fanout;
 pub mod handlers;
+pub mod limits;
 pub mod protocol;
 pub mod sender;
 pub mod store;

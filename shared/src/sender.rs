@@ -1,4 +1,5 @@
-//! "Post this to that connection": the seam between fan-out and API Gateway's management API.
+//! "Post this to that connection", "close that connection": the seam between the bridge and
+//! API Gateway's management API.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -6,12 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_apigatewaymanagement::Client;
+use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
 use aws_sdk_apigatewaymanagement::config::interceptors::BeforeTransmitInterceptorContextMut;
 use aws_sdk_apigatewaymanagement::config::{
     ConfigBag, Intercept, RuntimeComponents, retry::RetryConfig, timeout::TimeoutConfig,
 };
 use aws_sdk_apigatewaymanagement::error::{BoxError, DisplayErrorContext, SdkError};
-use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
@@ -35,11 +36,16 @@ pub enum SendError {
     Failed(String),
 }
 
-/// Delivers one payload to one connection. `payload` is shared by every post of a
-/// broadcast: implementations must not need a copy of it per recipient.
+/// Reaches connections through the management API.
 #[async_trait]
 pub trait ConnectionSender: Send + Sync {
+    /// Delivers one payload to one connection. `payload` is shared by every post of a
+    /// broadcast: implementations must not need a copy of it per recipient.
     async fn send(&self, recipient: &Recipient, payload: &Bytes) -> Result<(), SendError>;
+
+    /// Closes the connection (API Gateway's DeleteConnection); `$disconnect` follows.
+    /// `Err(Gone)` when it was already closed.
+    async fn close(&self, recipient: &Recipient) -> Result<(), SendError>;
 }
 
 /// Most a post may take before it counts as a transient failure.
@@ -141,16 +147,30 @@ impl ConnectionSender for ApiGatewaySender {
             .map(|_| ())
             .map_err(classify)
     }
+
+    async fn close(&self, recipient: &Recipient) -> Result<(), SendError> {
+        self.client_for(&recipient.endpoint)
+            .delete_connection()
+            .connection_id(recipient.connection_id.as_str())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
 }
 
-fn classify(error: SdkError<PostToConnectionError>) -> SendError {
+/// API Gateway's answers by status, the same for every management operation: 410
+/// (`GoneException`), 429 (`LimitExceededException`), 5xx, and the rest.
+fn classify<E>(error: SdkError<E, HttpResponse>) -> SendError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     let reason = DisplayErrorContext(&error).to_string();
     match &error {
-        SdkError::ServiceError(service) => match service.err() {
-            PostToConnectionError::GoneException(_) => SendError::Gone,
-            PostToConnectionError::LimitExceededException(_) => SendError::Throttled(reason),
-            _ if service.raw().status().is_server_error() => SendError::Transient(reason),
-            _ if service.raw().status().as_u16() == 429 => SendError::Throttled(reason),
+        SdkError::ServiceError(service) => match service.raw().status().as_u16() {
+            410 => SendError::Gone,
+            429 => SendError::Throttled(reason),
+            status if (500..600).contains(&status) => SendError::Transient(reason),
             _ => SendError::Failed(reason),
         },
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {

@@ -15,11 +15,14 @@ use futures::TryStreamExt;
 use serde_json::Value;
 
 use crate::auth::now_seconds;
+use crate::channels::Grants;
+use crate::limits::{ConnectionLimit, LimitPolicy, RateLimit};
 use crate::protocol::broadcast::Target;
 use crate::protocol::{ConnectionId, Topic, UserId};
 use crate::sender::{ConnectionSender, SendError};
 use crate::store::{
-    Connection, ConnectionStore, MemoryStore, Recipient, RecipientStore, StoreError,
+    Admission, Connection, ConnectionStore, MemoryStore, Recipient, RecipientStore, Registration,
+    Removed, StoreError,
 };
 
 /// The API Gateway domain and stage of every fixture connection and event.
@@ -38,6 +41,21 @@ pub fn connection(id: &str, user: &str) -> Connection {
         connected_at: CONNECTED_AT,
         endpoint: ENDPOINT.to_owned(),
         expires_at: now_seconds() + 3_600,
+        grants: Grants::default(),
+    }
+}
+
+/// A limit fixtures never reach: they register many connections of one user.
+pub const ROOMY: ConnectionLimit = ConnectionLimit {
+    per_user: 1_000,
+    policy: LimitPolicy::Refuse,
+};
+
+/// Registers `connection` within [`ROOMY`]; panics unless it is registered.
+pub async fn put(store: &dyn ConnectionStore, connection: &Connection) {
+    match store.register(connection, &ROOMY).await {
+        Ok(Registration::Registered { .. }) => {}
+        other => panic!("{} not registered: {other:?}", connection.id),
     }
 }
 
@@ -58,10 +76,7 @@ pub async fn store_with(connections: &[(&str, &str)]) -> MemoryStore {
 
 pub async fn register(store: &MemoryStore, connections: &[(&str, &str)]) {
     for (id, user) in connections {
-        store
-            .put_connection(&connection(id, user))
-            .await
-            .expect("the memory store accepts every connection");
+        put(store, &connection(id, user)).await;
     }
 }
 
@@ -119,13 +134,15 @@ pub struct Post {
     pub payload: Vec<u8>,
 }
 
-/// A `ConnectionSender` that records what it posts, answers chosen connections with an
-/// error, can take its time, and remembers how many posts were ever in flight at once.
+/// A `ConnectionSender` that records what it posts and closes, answers chosen connections
+/// with an error, can take its time, and remembers how many posts were ever in flight at
+/// once.
 #[derive(Default)]
 pub struct RecordingSender {
     failures: HashMap<ConnectionId, SendError>,
     delay: Option<Duration>,
     posts: Mutex<Vec<Post>>,
+    closed: Mutex<Vec<Recipient>>,
     attempts: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -168,6 +185,11 @@ impl RecordingSender {
     pub fn max_in_flight(&self) -> usize {
         self.max_in_flight.load(Ordering::SeqCst)
     }
+
+    /// Connections closed, in order, with the endpoint each close went to.
+    pub fn closed(&self) -> Vec<Recipient> {
+        self.closed.lock().unwrap().clone()
+    }
 }
 
 #[async_trait]
@@ -189,6 +211,14 @@ impl ConnectionSender for RecordingSender {
         });
         Ok(())
     }
+
+    async fn close(&self, recipient: &Recipient) -> Result<(), SendError> {
+        if let Some(error) = self.failures.get(&recipient.connection_id) {
+            return Err(error.clone());
+        }
+        self.closed.lock().unwrap().push(recipient.clone());
+        Ok(())
+    }
 }
 
 /// The error a `FailingStore` answers every call with.
@@ -204,16 +234,33 @@ pub struct FailingStore;
 
 #[async_trait]
 impl ConnectionStore for FailingStore {
-    async fn put_connection(&self, _: &Connection) -> Result<(), StoreError> {
-        Err(backend_error("PutItem"))
+    async fn register(
+        &self,
+        _: &Connection,
+        _: &ConnectionLimit,
+    ) -> Result<Registration, StoreError> {
+        Err(backend_error("TransactWriteItems"))
+    }
+
+    async fn admit(
+        &self,
+        _: &ConnectionId,
+        _: Option<&RateLimit>,
+        _: i64,
+    ) -> Result<Admission, StoreError> {
+        Err(backend_error("UpdateItem"))
     }
 
     async fn get_connection(&self, _: &ConnectionId) -> Result<Option<Connection>, StoreError> {
         Err(backend_error("GetItem"))
     }
 
-    async fn remove_connection(&self, _: &ConnectionId) -> Result<(), StoreError> {
-        Err(backend_error("TransactWriteItems"))
+    async fn user_connections(&self, _: &UserId) -> Result<Vec<Connection>, StoreError> {
+        Err(backend_error("GetItem"))
+    }
+
+    async fn remove_connection(&self, _: &ConnectionId) -> Result<Option<Removed>, StoreError> {
+        Err(backend_error("DeleteItem"))
     }
 
     async fn subscribe(&self, _: &ConnectionId, _: &[Topic], _: usize) -> Result<(), StoreError> {

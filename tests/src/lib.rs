@@ -69,3 +69,37 @@ pub fn event(name: &str) -> String {
     let path = event_path(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// Rows per page in the conformance suites: small, so that every multi-row read crosses page
+/// boundaries.
+pub const PAGE_SIZE: usize = 3;
+
+/// One suite, run against both stores: each named scenario, an `async fn(&dyn Store)`,
+/// becomes a test on a `MemoryStore` (module `memory`) and one on a fresh `DynamoDbStore` on
+/// DynamoDB Local (module `dynamodb`), both with pages of [`PAGE_SIZE`] rows.
+#[macro_export]
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let store = wsbridge::store::MemoryStore::new()
+                        .with_page_size($crate::PAGE_SIZE);
+                    super::$scenario(&store).await;
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let store = $crate::fresh_dynamodb_store()
+                        .await
+                        .with_page_size($crate::PAGE_SIZE as i32);
+                    super::$scenario(&store).await;
+                }
+            )*
+        }
+    };
+}

@@ -28,8 +28,9 @@ async fn register(store: &DynamoDbStore, count: usize, topic_name: &str) -> Vec<
             connected_at: 1,
             endpoint: ENDPOINT.to_owned(),
             expires_at: now_seconds() + 600,
+            grants: Default::default(),
         };
-        store.put_connection(&connection).await.unwrap();
+        wsbridge::test_support::put(store, &connection).await;
         store
             .subscribe(&id, &[topic(topic_name)], 10)
             .await

@@ -13,6 +13,7 @@ use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 use wsbridge::auth::{AuthError, Claims, TokenVerifier, now_seconds, token_of};
+use wsbridge::channels::Channels;
 use wsbridge::config::{AuthConfig, BroadcastConfig, SessionConfig};
 use wsbridge::handlers::{broadcast, connect, default, disconnect};
 use wsbridge::protocol::broadcast::Target;
@@ -29,6 +30,7 @@ const CONNECT_BAD_TOKEN: &str = "connect-bad-token.json";
 const CONNECT_NO_TOKEN: &str = "connect-no-token.json";
 const DISCONNECT: &str = "disconnect.json";
 const DEFAULT_SUBSCRIBE: &str = "default-subscribe.json";
+const DEFAULT_SUBSCRIBE_FORBIDDEN: &str = "default-subscribe-forbidden.json";
 const DEFAULT_UNSUBSCRIBE: &str = "default-unsubscribe.json";
 const DEFAULT_PING: &str = "default-ping.json";
 const DEFAULT_WHOAMI: &str = "default-whoami.json";
@@ -38,6 +40,9 @@ const BROADCAST_TOPIC: &str = "broadcast-topic.json";
 const BROADCAST_USER: &str = "broadcast-user.json";
 const BROADCAST_INVALID_BODY: &str = "broadcast-invalid-body.json";
 const CONNECTIONS_COUNT: &str = "connections-count.json";
+const BROADCAST_SUBSCRIBE: &str = "broadcast-subscribe.json";
+const BROADCAST_UNSUBSCRIBE: &str = "broadcast-unsubscribe.json";
+const BROADCAST_DISCONNECT: &str = "broadcast-disconnect.json";
 
 /// API Gateway WebSocket API events, for the `$connect`, `$disconnect` and `$default` functions.
 const WEBSOCKET_EVENTS: &[&str] = &[
@@ -47,6 +52,7 @@ const WEBSOCKET_EVENTS: &[&str] = &[
     CONNECT_NO_TOKEN,
     DISCONNECT,
     DEFAULT_SUBSCRIBE,
+    DEFAULT_SUBSCRIBE_FORBIDDEN,
     DEFAULT_UNSUBSCRIBE,
     DEFAULT_PING,
     DEFAULT_WHOAMI,
@@ -60,6 +66,9 @@ const HTTP_EVENTS: &[&str] = &[
     BROADCAST_USER,
     BROADCAST_INVALID_BODY,
     CONNECTIONS_COUNT,
+    BROADCAST_SUBSCRIBE,
+    BROADCAST_UNSUBSCRIBE,
+    BROADCAST_DISCONNECT,
 ];
 
 /// JSON files in `events/` that are not events: `sam local invoke --env-vars` input.
@@ -86,13 +95,7 @@ async fn connect_registers_alice_with_the_token_from_the_query_string() {
     let before = now_seconds();
 
     // WHEN the browser's $connect arrives with ?token=
-    let response = connect::handle(
-        &ws_event(CONNECT),
-        &verifier(),
-        &store,
-        &SessionConfig::default(),
-    )
-    .await;
+    let response = run_connect(&store, &ws_event(CONNECT)).await;
 
     // THEN the handshake is accepted and the connection is alice's, reachable at the
     // event's own domain and stage, expiring one connection TTL from now
@@ -113,6 +116,7 @@ async fn connect_registers_alice_with_the_token_from_the_query_string() {
             connected_at: CONNECTED_AT,
             endpoint: ENDPOINT.to_owned(),
             expires_at: connection.expires_at,
+            grants: Default::default(),
         }
     );
     assert_eq!(store.count_connections().await.unwrap(), 1);
@@ -127,7 +131,7 @@ async fn connect_bearer_registers_alice_with_the_token_from_the_authorization_he
     let store = MemoryStore::new();
 
     // WHEN it is handled
-    let response = connect::handle(&request, &verifier(), &store, &SessionConfig::default()).await;
+    let response = run_connect(&store, &request).await;
 
     // THEN alice is registered from the header's token
     assert_eq!(response.status_code, 200);
@@ -143,13 +147,7 @@ async fn connect_bad_token_is_refused_and_registers_nothing() {
     let store = MemoryStore::new();
 
     // WHEN a $connect arrives with a token signed by another secret
-    let response = connect::handle(
-        &ws_event(CONNECT_BAD_TOKEN),
-        &verifier(),
-        &store,
-        &SessionConfig::default(),
-    )
-    .await;
+    let response = run_connect(&store, &ws_event(CONNECT_BAD_TOKEN)).await;
 
     // THEN the handshake fails with a bare 401 and nothing is stored
     assert_eq!(response.status_code, 401);
@@ -166,7 +164,7 @@ async fn connect_no_token_is_refused_and_registers_nothing() {
     let store = MemoryStore::new();
 
     // WHEN it is handled
-    let response = connect::handle(&request, &verifier(), &store, &SessionConfig::default()).await;
+    let response = run_connect(&store, &request).await;
 
     // THEN the handshake fails with a bare 401 and nothing is stored
     assert_eq!(response.status_code, 401);
@@ -280,8 +278,7 @@ async fn default_ping_answers_pong() {
     let store = connected_store().await;
 
     // WHEN she pings
-    let response =
-        default::handle(&ws_event(DEFAULT_PING), &store, &SessionConfig::default()).await;
+    let response = run_default(&store, DEFAULT_PING).await;
 
     // THEN the reply is a pong
     assert_eq!(response.status_code, 200);
@@ -294,8 +291,7 @@ async fn default_whoami_names_the_connection_and_its_user() {
     let store = connected_store().await;
 
     // WHEN she asks who she is
-    let response =
-        default::handle(&ws_event(DEFAULT_WHOAMI), &store, &SessionConfig::default()).await;
+    let response = run_default(&store, DEFAULT_WHOAMI).await;
 
     // THEN the reply carries the connection id and the token's subject
     assert_eq!(response.status_code, 200);
@@ -388,13 +384,7 @@ async fn broadcast_topic_reaches_the_subscribers_except_the_excluded_connection(
 
     // WHEN the app backend broadcasts alice's edit to list:123
     let before = now_millis();
-    let response = broadcast::handle(
-        &http_event(BROADCAST_TOPIC),
-        &store,
-        &sender,
-        &broadcast_config(),
-    )
-    .await;
+    let response = run_broadcast(&store, &sender, &http_event(BROADCAST_TOPIC)).await;
     let after = now_millis();
 
     // THEN only bob gets it: alice is excluded, carol is on another topic
@@ -450,13 +440,7 @@ async fn broadcast_user_reaches_every_connection_of_alice_and_none_of_bob() {
 
     // WHEN the app backend notifies alice
     let before = now_millis();
-    let response = broadcast::handle(
-        &http_event(BROADCAST_USER),
-        &store,
-        &sender,
-        &broadcast_config(),
-    )
-    .await;
+    let response = run_broadcast(&store, &sender, &http_event(BROADCAST_USER)).await;
     let after = now_millis();
 
     // THEN both of alice's connections get it, bob's does not
@@ -510,13 +494,7 @@ async fn broadcast_invalid_body_is_refused_as_invalid_json_and_sends_nothing() {
     let sender = RecordingSender::new();
 
     // WHEN a backend posts the broadcast form-encoded (curl -d without a JSON body)
-    let response = broadcast::handle(
-        &http_event(BROADCAST_INVALID_BODY),
-        &store,
-        &sender,
-        &broadcast_config(),
-    )
-    .await;
+    let response = run_broadcast(&store, &sender, &http_event(BROADCAST_INVALID_BODY)).await;
 
     // THEN it is a 400 invalid_json that points at the content type, and nobody was sent
     // anything
@@ -542,14 +520,13 @@ async fn connections_count_returns_the_live_connections() {
         expires_at: now_seconds() - 1,
         ..connection(CAROL_ON_BOARD, "carol")
     };
-    store.put_connection(&expired).await.unwrap();
+    wsbridge::test_support::put(&store, &expired).await;
 
     // WHEN the count is asked for
-    let response = broadcast::handle(
-        &http_event(CONNECTIONS_COUNT),
+    let response = run_broadcast(
         &store,
         &RecordingSender::new(),
-        &broadcast_config(),
+        &http_event(CONNECTIONS_COUNT),
     )
     .await;
 
@@ -559,6 +536,133 @@ async fn connections_count_returns_the_live_connections() {
 }
 
 // ---- the files themselves ----
+
+#[tokio::test]
+async fn connect_is_refused_with_429_when_alice_already_holds_the_limit() {
+    // GIVEN alice already holds the default limit of connections
+    let store = MemoryStore::new();
+    let limit = SessionConfig::default().connection_limit.per_user;
+    for n in 0..limit {
+        seed(&store, &format!("alice-{n}="), TOKEN_SUB, &[]).await;
+    }
+
+    // WHEN connect.json arrives for one more
+    let response = run_connect(&store, &ws_event(CONNECT)).await;
+
+    // THEN the handshake is refused with 429 and the connection is not registered
+    assert_eq!(response.status_code, 429);
+    assert_eq!(connection_of(&store, CONNECTION_ID).await, None);
+    assert_eq!(store.count_connections().await.unwrap(), limit as u64);
+}
+
+#[tokio::test]
+async fn default_subscribe_forbidden_is_refused_whole_because_user_bob_is_not_alice_s() {
+    // GIVEN alice's connection under the built-in policy
+    let store = connected_store().await;
+
+    // WHEN she asks for list:123 and bob's private user:bob in one frame
+    let response = run_default(&store, DEFAULT_SUBSCRIBE_FORBIDDEN).await;
+
+    // THEN the frame is refused, naming the topic and the rule, and she holds neither
+    assert_eq!(response.status_code, 200);
+    let reply = ws_json(&response);
+    assert_eq!(reply["error"], "forbidden");
+    let details = reply["details"].as_str().unwrap();
+    assert!(
+        details.contains("\"user:bob\"") && details.contains("owner-only"),
+        "{details}"
+    );
+    assert_eq!(topic_recipients(&store, "list:123").await, ids(&[]));
+    assert_eq!(topic_recipients(&store, "user:bob").await, ids(&[]));
+}
+
+/// The notification feed of `examples/channels/feed.json`: `admin:` is server-only.
+fn feed() -> Channels {
+    let path = event_path("../examples/channels/feed.json");
+    Channels::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn broadcast_subscribe_puts_both_of_alice_s_connections_in_a_server_only_topic() {
+    // GIVEN alice on two connections, bob on one, under the feed configuration
+    let store = connected_store().await;
+    seed(&store, ALICE_PHONE, TOKEN_SUB, &[]).await;
+    seed(&store, BOB_ON_LIST, "bob", &[]).await;
+    let sender = RecordingSender::new();
+
+    // WHEN the backend subscribes alice to admin:alerts
+    let response =
+        run_broadcast_with(&store, &sender, &http_event(BROADCAST_SUBSCRIBE), &feed()).await;
+
+    // THEN both of her connections hold it, bob's does not, and the report says so
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut both = vec![CONNECTION_ID, ALICE_PHONE];
+    both.sort();
+    assert_eq!(
+        http_json(&response),
+        json!({"action": "subscribed", "topics": ["admin:alerts"], "connections": both, "not_connected": [], "failed": []})
+    );
+    assert_eq!(
+        topic_recipients(&store, "admin:alerts").await,
+        ids(&[CONNECTION_ID, ALICE_PHONE])
+    );
+}
+
+#[tokio::test]
+async fn broadcast_unsubscribe_takes_board_7_from_the_named_connection() {
+    // GIVEN alice's connection on list:123 and board:7
+    let store = subscribed_store().await;
+    let sender = RecordingSender::new();
+
+    // WHEN the backend unsubscribes it from board:7
+    let response = run_broadcast(&store, &sender, &http_event(BROADCAST_UNSUBSCRIBE)).await;
+
+    // THEN board:7 no longer reaches it, list:123 still does
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        http_json(&response),
+        json!({"action": "unsubscribed", "topics": ["board:7"], "connections": [CONNECTION_ID], "not_connected": [], "failed": []})
+    );
+    assert_eq!(topic_recipients(&store, "board:7").await, ids(&[]));
+    assert_eq!(
+        topic_recipients(&store, "list:123").await,
+        ids(&[CONNECTION_ID])
+    );
+}
+
+#[tokio::test]
+async fn broadcast_disconnect_closes_every_connection_of_alice_and_removes_their_rows() {
+    // GIVEN alice on two connections (one subscribed), bob on one
+    let store = subscribed_store().await;
+    seed(&store, ALICE_PHONE, TOKEN_SUB, &[]).await;
+    seed(&store, BOB_ON_LIST, "bob", &["list:123"]).await;
+    let sender = RecordingSender::new();
+
+    // WHEN the backend disconnects alice
+    let response = run_broadcast(&store, &sender, &http_event(BROADCAST_DISCONNECT)).await;
+
+    // THEN API Gateway is asked to close both, at their endpoint, and their rows are gone
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut both = vec![CONNECTION_ID, ALICE_PHONE];
+    both.sort();
+    assert_eq!(
+        http_json(&response),
+        json!({"disconnected": both, "not_connected": [], "failed": []})
+    );
+    let closed: BTreeSet<ConnectionId> = sender
+        .closed()
+        .into_iter()
+        .inspect(|r| assert_eq!(r.endpoint, ENDPOINT))
+        .map(|r| r.connection_id)
+        .collect();
+    assert_eq!(closed, ids(&[CONNECTION_ID, ALICE_PHONE]));
+    assert_eq!(connection_of(&store, CONNECTION_ID).await, None);
+    assert_eq!(connection_of(&store, ALICE_PHONE).await, None);
+    assert_eq!(
+        topic_recipients(&store, "list:123").await,
+        ids(&[BOB_ON_LIST])
+    );
+}
 
 #[test]
 fn websocket_events_tell_the_story_of_one_connection() {
@@ -712,7 +816,54 @@ fn verifier() -> TokenVerifier {
 
 /// Runs the `$default` handler on a sample event, with the default limits.
 async fn run_default(store: &MemoryStore, name: &str) -> ApiGatewayProxyResponse {
-    default::handle(&ws_event(name), store, &SessionConfig::default()).await
+    default::handle(
+        &ws_event(name),
+        store,
+        &SessionConfig::default(),
+        &Channels::default(),
+    )
+    .await
+}
+
+/// `$connect` with the defaults: built-in channels, the default connection limit.
+async fn run_connect(
+    store: &MemoryStore,
+    request: &ApiGatewayWebsocketProxyRequest,
+) -> ApiGatewayProxyResponse {
+    connect::handle(
+        request,
+        &verifier(),
+        store,
+        &RecordingSender::new(),
+        &SessionConfig::default(),
+        &Channels::default(),
+    )
+    .await
+}
+
+/// The broadcast function with the defaults.
+async fn run_broadcast(
+    store: &MemoryStore,
+    sender: &RecordingSender,
+    request: &Request,
+) -> Response<Body> {
+    run_broadcast_with(store, sender, request, &Channels::default()).await
+}
+
+/// The broadcast function with a channel configuration.
+async fn run_broadcast_with(
+    store: &MemoryStore,
+    sender: &RecordingSender,
+    request: &Request,
+    channels: &Channels,
+) -> Response<Body> {
+    let (config, session) = (broadcast_config(), SessionConfig::default());
+    let api = broadcast::ServerApi {
+        config: &config,
+        session: &session,
+        channels,
+    };
+    broadcast::handle(request, store, sender, &api).await
 }
 
 fn broadcast_config() -> BroadcastConfig {
@@ -739,13 +890,7 @@ fn unverified_claims(token: &str) -> Claims {
 /// A store in which connect.json has run.
 async fn connected_store() -> MemoryStore {
     let store = MemoryStore::new();
-    let response = connect::handle(
-        &ws_event(CONNECT),
-        &verifier(),
-        &store,
-        &SessionConfig::default(),
-    )
-    .await;
+    let response = run_connect(&store, &ws_event(CONNECT)).await;
     assert_eq!(response.status_code, 200, "{CONNECT} must connect");
     store
 }
@@ -770,11 +915,12 @@ fn connection(id: &str, user: &str) -> Connection {
         connected_at: CONNECTED_AT + 60_000,
         endpoint: ENDPOINT.to_owned(),
         expires_at: now_seconds() + 3_600,
+        grants: Default::default(),
     }
 }
 
 async fn seed(store: &MemoryStore, id: &str, user: &str, topics: &[&str]) {
-    store.put_connection(&connection(id, user)).await.unwrap();
+    wsbridge::test_support::put(store, &connection(id, user)).await;
     if !topics.is_empty() {
         let topics: Vec<Topic> = topics.iter().map(|t| topic(t)).collect();
         store

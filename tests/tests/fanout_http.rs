@@ -133,8 +133,9 @@ async fn register(
             connected_at: 1,
             endpoint: endpoint.to_owned(),
             expires_at: wsbridge::auth::now_seconds() + 600,
+            grants: Default::default(),
         };
-        store.put_connection(&connection).await.unwrap();
+        wsbridge::test_support::put(store, &connection).await;
         store.subscribe(&id, topics, 10).await.unwrap();
     }
 }

@@ -6,43 +6,15 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use wsbridge::auth::now_seconds;
+use wsbridge::channels::{Grants, TopicPattern};
 use wsbridge::protocol::broadcast::Target;
 use wsbridge::protocol::{ConnectionId, Topic, UserId};
-use wsbridge::store::{Connection, ConnectionStore, RecipientStore, StoreError};
-use wsbridge_tests::fresh_dynamodb_store;
+use wsbridge::store::{Connection, StoreError};
+use wsbridge::test_support::put;
 
-trait Store: ConnectionStore + RecipientStore {}
-impl<T: ConnectionStore + RecipientStore> Store for T {}
+use wsbridge::store::Store;
 
-/// Small pages, so that every multi-row read crosses page boundaries.
-const PAGE_SIZE: usize = 3;
-
-macro_rules! conformance {
-    ($($scenario:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    let store = wsbridge::store::MemoryStore::new().with_page_size(super::PAGE_SIZE);
-                    super::$scenario(&store).await;
-                }
-            )*
-        }
-        mod dynamodb {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    let store = super::fresh_dynamodb_store()
-                        .await
-                        .with_page_size(super::PAGE_SIZE as i32);
-                    super::$scenario(&store).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+wsbridge_tests::conformance!(
     put_then_get_returns_the_same_connection,
     unknown_connection_is_none_and_removing_it_succeeds,
     topic_recipients_are_exactly_its_live_subscribers,
@@ -74,6 +46,7 @@ fn connection(n: impl std::fmt::Display, user: &str) -> Connection {
         connected_at: 1_700_000_000_123,
         endpoint: "https://abc123.execute-api.eu-west-1.amazonaws.com/prod".into(),
         expires_at: now_seconds() + 7_200,
+        grants: Grants::default(),
     }
 }
 
@@ -96,21 +69,34 @@ fn sorted(ids: impl IntoIterator<Item = ConnectionId>) -> Vec<ConnectionId> {
 // ---- scenarios ----
 
 async fn put_then_get_returns_the_same_connection(store: &dyn Store) {
-    let alice = connection(1, "alice");
-    store.put_connection(&alice).await.unwrap();
+    let alice = Connection {
+        grants: Grants {
+            // sorted, as grants are kept
+            subscribe: vec![
+                TopicPattern::parse("org:*").unwrap(),
+                TopicPattern::parse("team:7").unwrap(),
+            ],
+            publish: vec![TopicPattern::parse("room:1").unwrap()],
+        },
+        ..connection(1, "alice")
+    };
+    put(store, &alice).await;
     assert_eq!(store.get_connection(&alice.id).await.unwrap(), Some(alice));
 }
 
 async fn unknown_connection_is_none_and_removing_it_succeeds(store: &dyn Store) {
     assert_eq!(store.get_connection(&id("nobody")).await.unwrap(), None);
     store.remove_connection(&id("nobody")).await.unwrap();
-    store.remove_connections(&[id("x"), id("y")]).await.unwrap();
+    store
+        .remove_gone(&[id("x"), id("y")], &Target::All)
+        .await
+        .unwrap();
 }
 
 async fn topic_recipients_are_exactly_its_live_subscribers(store: &dyn Store) {
     // GIVEN ten connections, the even ones on "list:1", all on "list:2", one subscribing twice
     for n in 0..10 {
-        store.put_connection(&connection(n, "u")).await.unwrap();
+        put(store, &connection(n, "u")).await;
         let topics = if n % 2 == 0 {
             vec![topic("list:1"), topic("list:2")]
         } else {
@@ -141,11 +127,15 @@ async fn topic_recipients_are_exactly_its_live_subscribers(store: &dyn Store) {
         .try_collect()
         .await
         .unwrap();
-    assert!(pages.len() >= 10 / PAGE_SIZE, "only {} pages", pages.len());
+    assert!(
+        pages.len() >= 10 / wsbridge_tests::PAGE_SIZE,
+        "only {} pages",
+        pages.len()
+    );
 }
 
 async fn subscribe_enforces_the_topic_limit_atomically(store: &dyn Store) {
-    store.put_connection(&connection(1, "u")).await.unwrap();
+    put(store, &connection(1, "u")).await;
     store
         .subscribe(&id(1), &[topic("a"), topic("b")], 3)
         .await
@@ -179,8 +169,8 @@ async fn subscribe_enforces_the_topic_limit_atomically(store: &dyn Store) {
 }
 
 async fn unsubscribe_removes_only_the_named_topics(store: &dyn Store) {
-    store.put_connection(&connection(1, "u")).await.unwrap();
-    store.put_connection(&connection(2, "u")).await.unwrap();
+    put(store, &connection(1, "u")).await;
+    put(store, &connection(2, "u")).await;
     for n in [1, 2] {
         store
             .subscribe(&id(n), &[topic("a"), topic("b")], 10)
@@ -209,8 +199,8 @@ async fn subscribing_an_unknown_connection_is_refused(store: &dyn Store) {
 }
 
 async fn remove_connection_removes_every_subscription(store: &dyn Store) {
-    store.put_connection(&connection(1, "u")).await.unwrap();
-    store.put_connection(&connection(2, "u")).await.unwrap();
+    put(store, &connection(1, "u")).await;
+    put(store, &connection(2, "u")).await;
     let topics: Vec<Topic> = (0..8).map(|n| topic(&format!("t{n}"))).collect();
     store.subscribe(&id(1), &topics, 10).await.unwrap();
     store.subscribe(&id(2), &topics[..1], 10).await.unwrap();
@@ -231,9 +221,9 @@ async fn remove_connection_removes_every_subscription(store: &dyn Store) {
 
 async fn user_target_finds_all_connections_of_that_user(store: &dyn Store) {
     for n in 0..7 {
-        store.put_connection(&connection(n, "alice")).await.unwrap();
+        put(store, &connection(n, "alice")).await;
     }
-    store.put_connection(&connection(99, "bob")).await.unwrap();
+    put(store, &connection(99, "bob")).await;
     assert_eq!(
         ids_of(store, &Target::User(UserId::new("alice"))).await,
         sorted((0..7).map(id))
@@ -252,18 +242,15 @@ async fn user_target_finds_all_connections_of_that_user(store: &dyn Store) {
 async fn all_target_and_count_cover_every_live_connection_across_pages(store: &dyn Store) {
     // 60 connections over 16 shards with pages of 3: most shards need several pages.
     for n in 0..60 {
-        store
-            .put_connection(&connection(n, &format!("user{}", n % 5)))
-            .await
-            .unwrap();
+        put(store, &connection(n, &format!("user{}", n % 5))).await;
     }
     assert_eq!(ids_of(store, &Target::All).await, sorted((0..60).map(id)));
     assert_eq!(store.count_connections().await.unwrap(), 60);
 }
 
 async fn connections_target_returns_only_live_ids(store: &dyn Store) {
-    store.put_connection(&connection(1, "u")).await.unwrap();
-    store.put_connection(&connection(2, "u")).await.unwrap();
+    put(store, &connection(1, "u")).await;
+    put(store, &connection(2, "u")).await;
     let target = Target::Connections(vec![id(1), id("unknown"), id(2)]);
     assert_eq!(ids_of(store, &target).await, vec![id(1), id(2)]);
     // more ids than one BatchGetItem takes
@@ -278,22 +265,19 @@ async fn remove_connections_handles_more_than_one_batch(store: &dyn Store) {
     // 30 connections with 2 topics each: 90 rows, several BatchWriteItem calls of 25
     let ids: Vec<ConnectionId> = (0..30).map(id).collect();
     for n in 0..30 {
-        store.put_connection(&connection(n, "u")).await.unwrap();
+        put(store, &connection(n, "u")).await;
         store
             .subscribe(&id(n), &[topic("a"), topic("b")], 10)
             .await
             .unwrap();
     }
-    store
-        .put_connection(&connection("keep", "u"))
-        .await
-        .unwrap();
+    put(store, &connection("keep", "u")).await;
     store
         .subscribe(&id("keep"), &[topic("a")], 10)
         .await
         .unwrap();
 
-    store.remove_connections(&ids).await.unwrap();
+    store.remove_gone(&ids, &Target::All).await.unwrap();
 
     assert_eq!(
         ids_of(store, &Target::Topic(topic("a"))).await,
@@ -307,12 +291,9 @@ async fn expired_rows_are_invisible_before_ttl_deletes_them(store: &dyn Store) {
     // GIVEN a connection that expires within two seconds, subscribed to a topic
     let mut short = connection("short", "alice");
     short.expires_at = now_seconds() + 2;
-    store.put_connection(&short).await.unwrap();
+    put(store, &short).await;
     store.subscribe(&short.id, &[topic("t")], 10).await.unwrap();
-    store
-        .put_connection(&connection("long", "alice"))
-        .await
-        .unwrap();
+    put(store, &connection("long", "alice")).await;
     store
         .subscribe(&id("long"), &[topic("t")], 10)
         .await

@@ -1,8 +1,10 @@
-//! Broadcast HTTP API: app backends POST a message; it fans out to the connections.
+//! The server HTTP API: app backends broadcast, and manage connections' subscriptions.
 
 use lambda_http::{Error, Request, run, service_fn, tracing};
-use wsbridge::config::{BroadcastConfig, StoreConfig};
-use wsbridge::handlers::broadcast;
+use wsbridge::config::{
+    BroadcastConfig, ChannelsConfig, ManagementConfig, SessionConfig, StoreConfig,
+};
+use wsbridge::handlers::broadcast::{self, ServerApi};
 use wsbridge::sender::ApiGatewaySender;
 use wsbridge::store::DynamoDbStore;
 
@@ -14,17 +16,25 @@ async fn main() -> Result<(), Error> {
         emit_metrics: true,
         ..BroadcastConfig::from_env()?
     };
+    let session = SessionConfig::from_env()?;
+    let channels = ChannelsConfig::from_env()?.channels;
+    let management = ManagementConfig::from_env()?;
     let aws = aws_config::load_from_env().await;
     // Pages of 1 000 rows instead of DynamoDB's 1 MB (~5 000): fan-out holds up to three
     // pages at once, and smaller ones keep memory flat in the number of recipients at the
     // same read cost (BENCHMARKS.md, "Memory").
     let store = DynamoDbStore::from_sdk_config(&aws, table).with_page_size(1_000);
-    let sender = ApiGatewaySender::new(&aws, config.management_endpoint.clone());
+    let sender = ApiGatewaySender::new(&aws, management.endpoint_override);
+    let api = ServerApi {
+        config: &config,
+        session: &session,
+        channels: &channels,
+    };
 
     // The handler borrows what main built once; `run` never returns while it is in use.
-    let (store, sender, config) = (&store, &sender, &config);
+    let (store, sender, api) = (&store, &sender, &api);
     run(service_fn(move |request: Request| async move {
-        Ok::<_, Error>(broadcast::handle(&request, store, sender, config).await)
+        Ok::<_, Error>(broadcast::handle(&request, store, sender, api).await)
     }))
     .await
 }

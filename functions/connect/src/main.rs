@@ -1,10 +1,11 @@
-//! `$connect`: verifies the client's JWT and registers the connection.
+//! `$connect`: verifies the client's JWT and registers the connection within its user's limit.
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn, tracing};
 use wsbridge::auth::TokenVerifier;
-use wsbridge::config::{AuthConfig, SessionConfig, StoreConfig};
+use wsbridge::config::{AuthConfig, ChannelsConfig, ManagementConfig, SessionConfig, StoreConfig};
 use wsbridge::handlers::connect;
+use wsbridge::sender::ApiGatewaySender;
 use wsbridge::store::DynamoDbStore;
 
 #[tokio::main]
@@ -13,13 +14,21 @@ async fn main() -> Result<(), Error> {
     let table = StoreConfig::from_env()?.table_name;
     let verifier = TokenVerifier::new(&AuthConfig::from_env()?)?;
     let session = SessionConfig::from_env()?;
-    let store = DynamoDbStore::from_sdk_config(&aws_config::load_from_env().await, table);
+    let channels = ChannelsConfig::from_env()?.channels;
+    let management = ManagementConfig::from_env()?;
+    let aws = aws_config::load_from_env().await;
+    let store = DynamoDbStore::from_sdk_config(&aws, table);
+    // Closes a user's oldest connection under CONNECTION_LIMIT_POLICY=close_oldest.
+    let sender = ApiGatewaySender::new(&aws, management.endpoint_override);
 
     // The handler borrows what main built once; `run` never returns while it is in use.
-    let (verifier, store, session) = (&verifier, &store, &session);
+    let (verifier, store, sender) = (&verifier, &store, &sender);
+    let (session, channels) = (&session, &channels);
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
-            Ok::<_, Error>(connect::handle(&event.payload, verifier, store, session).await)
+            Ok::<_, Error>(
+                connect::handle(&event.payload, verifier, store, sender, session, channels).await,
+            )
         },
     ))
     .await

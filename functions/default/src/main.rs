@@ -2,7 +2,7 @@
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn, tracing};
-use wsbridge::config::{SessionConfig, StoreConfig};
+use wsbridge::config::{ChannelsConfig, SessionConfig, StoreConfig};
 use wsbridge::handlers::default;
 use wsbridge::store::DynamoDbStore;
 
@@ -11,13 +11,14 @@ async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     let table = StoreConfig::from_env()?.table_name;
     let session = SessionConfig::from_env()?;
+    let channels = ChannelsConfig::from_env()?.channels;
     let store = DynamoDbStore::from_sdk_config(&aws_config::load_from_env().await, table);
 
     // The handler borrows what main built once; `run` never returns while it is in use.
-    let (store, session) = (&store, &session);
+    let (store, session, channels) = (&store, &session, &channels);
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
-            Ok::<_, Error>(default::handle(&event.payload, store, session).await)
+            Ok::<_, Error>(default::handle(&event.payload, store, session, channels).await)
         },
     ))
     .await

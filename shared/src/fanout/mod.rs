@@ -241,7 +241,7 @@ pub async fn fan_out(
                             report.gone += 1;
                             gone.push(recipient.connection_id);
                             if gone.len() >= GONE_BATCH {
-                                deletions.push(remove(store, std::mem::take(&mut gone)));
+                                deletions.push(remove(store, std::mem::take(&mut gone), target));
                             }
                         }
                         Delivery::Failed(e) => {
@@ -258,7 +258,7 @@ pub async fn fan_out(
             }
         }
         if !gone.is_empty() {
-            deletions.push(remove(store, gone));
+            deletions.push(remove(store, gone, target));
         }
         while deletions.next().await.is_some() {}
         (summary, failure)
@@ -293,8 +293,8 @@ pub async fn fan_out(
 
 /// Deletes a batch of gone connections. Their rows also expire by TTL, so a failure costs
 /// only a few wasted posts later; it is logged and does not fail the broadcast.
-async fn remove(store: &dyn RecipientStore, ids: Vec<ConnectionId>) {
-    if let Err(e) = store.remove_connections(&ids).await {
+async fn remove(store: &dyn RecipientStore, ids: Vec<ConnectionId>, via: &Target) {
+    if let Err(e) = store.remove_gone(&ids, via).await {
         warn!(count = ids.len(), error = %e, "could not remove gone connections");
     }
 }
@@ -565,7 +565,7 @@ mod tests {
             Ok(4)
         }
 
-        async fn remove_connections(&self, ids: &[ConnectionId]) -> Result<(), StoreError> {
+        async fn remove_gone(&self, ids: &[ConnectionId], _: &Target) -> Result<(), StoreError> {
             self.removed.lock().unwrap().extend_from_slice(ids);
             Ok(())
         }

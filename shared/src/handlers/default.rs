@@ -1,21 +1,39 @@
 //! `$default`: the client protocol. Every frame gets a reply frame, carried back as the
 //! Lambda's response body (API Gateway route response), never by an extra PostToConnection.
+//!
+//! A frame that needs the store first takes one frame from the connection's budget; that
+//! same call returns the connection (user, grants), which the channel rules are checked
+//! against. `ping` and malformed frames cost no store operation and spend no budget.
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde::Serialize;
 use tracing::{error, info};
 
 use super::{connection_id_of, ws_response};
+use crate::channels::Channels;
 use crate::config::SessionConfig;
+use crate::limits::now_micros;
 use crate::protocol::ConnectionId;
 use crate::protocol::client::{ClientAction, ErrorCode, ErrorFrame, ServerFrame};
-use crate::store::{ConnectionStore, StoreError};
+use crate::store::{Admission, Connection, ConnectionStore, StoreError};
 
 /// 200 with a reply or error frame; 500 with an `internal_error` frame when the store fails.
 pub async fn handle(
     request: &ApiGatewayWebsocketProxyRequest,
     store: &dyn ConnectionStore,
     session: &SessionConfig,
+    channels: &Channels,
+) -> ApiGatewayProxyResponse {
+    handle_at(request, store, session, channels, now_micros()).await
+}
+
+/// `handle` with the rate limiter's clock given: microseconds since the Unix epoch.
+pub(crate) async fn handle_at(
+    request: &ApiGatewayWebsocketProxyRequest,
+    store: &dyn ConnectionStore,
+    session: &SessionConfig,
+    channels: &Channels,
+    now_us: i64,
 ) -> ApiGatewayProxyResponse {
     let Some(id) = connection_id_of(request) else {
         error!("$default event without requestContext.connectionId");
@@ -38,35 +56,68 @@ pub async fn handle(
                 return frame(200, &mistake);
             }
         };
-    match run(&id, action, store, session).await {
-        Ok(reply) => frame(200, &reply),
-        Err(StoreError::NotConnected(_)) => frame(
-            200,
-            &ErrorFrame::new(
-                ErrorCode::NotConnected,
-                "this connection is no longer registered; reconnect",
-            ),
-        ),
-        Err(StoreError::TooManyTopics {
-            current,
-            adding,
-            limit,
-        }) => frame(200, &ErrorFrame::too_many_topics(current + adding, limit)),
-        Err(e) => {
-            error!(connection_id = %id, error = %e, "store failed");
-            frame(500, &internal_error())
+    if action == ClientAction::Ping {
+        return frame(200, &ServerFrame::Pong);
+    }
+    let connection = match store.admit(&id, session.rate_limit.as_ref(), now_us).await {
+        Ok(Admission::Admitted(connection)) => connection,
+        Ok(Admission::Limited { retry_after }) => {
+            info!(connection_id = %id, retry_after_ms = retry_after.as_millis() as u64, "rate limited");
+            // `rate_limit` is set whenever the store limits.
+            let (per_second, burst) = session
+                .rate_limit
+                .map_or((0, 0), |limit| (limit.per_second, limit.burst));
+            return frame(
+                200,
+                &ErrorFrame::rate_limited(retry_after, per_second, burst),
+            );
         }
+        Err(e) => return store_error(&id, e),
+    };
+    match run(&connection, action, store, session, channels).await {
+        Ok(reply) => frame(200, &reply),
+        Err(Refusal::Forbidden(refused)) => {
+            info!(connection_id = %id, error = ?refused.error, details = %refused.details, "refused");
+            frame(200, &refused)
+        }
+        Err(Refusal::Store(e)) => store_error(&id, e),
+    }
+}
+
+/// Why an admitted frame was not carried out.
+enum Refusal {
+    /// The channel rules refuse it; nothing was applied.
+    Forbidden(ErrorFrame),
+    Store(StoreError),
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        Refusal::Store(e)
     }
 }
 
 async fn run(
-    id: &ConnectionId,
+    connection: &Connection,
     action: ClientAction,
     store: &dyn ConnectionStore,
     session: &SessionConfig,
-) -> Result<ServerFrame, StoreError> {
+    channels: &Channels,
+) -> Result<ServerFrame, Refusal> {
+    let id = &connection.id;
     match action {
         ClientAction::Subscribe(topics) => {
+            // All or nothing: one refused topic refuses the whole request.
+            for topic in &topics {
+                channels
+                    .check_subscribe(topic, &connection.user_id, &connection.grants)
+                    .map_err(|refused| {
+                        Refusal::Forbidden(ErrorFrame::new(
+                            ErrorCode::Forbidden,
+                            refused.to_string(),
+                        ))
+                    })?;
+            }
             store
                 .subscribe(id, &topics, session.max_topics_per_connection)
                 .await?;
@@ -74,20 +125,38 @@ async fn run(
             Ok(ServerFrame::Subscribed { topics })
         }
         ClientAction::Unsubscribe(topics) => {
+            // Leaving is always allowed: a topic not held is simply not held.
             store.unsubscribe(id, &topics).await?;
             info!(connection_id = %id, topics = ?topics, "unsubscribed");
             Ok(ServerFrame::Unsubscribed { topics })
         }
         ClientAction::Ping => Ok(ServerFrame::Pong),
-        ClientAction::Whoami => {
-            let connection = store
-                .get_connection(id)
-                .await?
-                .ok_or_else(|| StoreError::NotConnected(id.clone()))?;
-            Ok(ServerFrame::Whoami {
-                connection_id: connection.id,
-                user_id: connection.user_id,
-            })
+        ClientAction::Whoami => Ok(ServerFrame::Whoami {
+            connection_id: connection.id.clone(),
+            user_id: connection.user_id.clone(),
+        }),
+    }
+}
+
+/// The error frame for a store failure: the client's own state for the two a store can
+/// judge, `internal_error` (500) for the rest.
+fn store_error(id: &ConnectionId, error: StoreError) -> ApiGatewayProxyResponse {
+    match error {
+        StoreError::NotConnected(_) => frame(
+            200,
+            &ErrorFrame::new(
+                ErrorCode::NotConnected,
+                "this connection is no longer registered; reconnect",
+            ),
+        ),
+        StoreError::TooManyTopics {
+            current,
+            adding,
+            limit,
+        } => frame(200, &ErrorFrame::too_many_topics(current + adding, limit)),
+        e => {
+            error!(connection_id = %id, error = %e, "store failed");
+            frame(500, &internal_error())
         }
     }
 }
@@ -126,7 +195,13 @@ mod tests {
     }
 
     async fn send(store: &dyn ConnectionStore, frame: &str) -> ApiGatewayProxyResponse {
-        handle(&ws_request("c-alice", Some(frame)), store, &session()).await
+        handle(
+            &ws_request("c-alice", Some(frame)),
+            store,
+            &session(),
+            &Channels::default(),
+        )
+        .await
     }
 
     #[tokio::test]
@@ -231,7 +306,7 @@ mod tests {
         request.is_base64_encoded = true;
 
         // WHEN it reaches $default
-        let reply = handle(&request, &store, &session()).await;
+        let reply = handle(&request, &store, &session(), &Channels::default()).await;
 
         // THEN an error frame explains text frames, and nothing is subscribed
         assert_eq!(reply.status_code, 200);
@@ -274,5 +349,161 @@ mod tests {
             assert_eq!(reply.status_code, 500, "{action}");
             assert_eq!(frame_of(&reply)["error"], "internal_error", "{action}");
         }
+    }
+
+    /// Every subscribe rule, plus a default namespace; alice's connection may hold ten topics.
+    fn every_rule() -> Channels {
+        Channels::parse(
+            &json!({
+                "namespaces": {
+                    "user": {"subscribe": "owner"},
+                    "team": {"subscribe": "claim"},
+                    "admin": {"subscribe": "server"},
+                    "closed": {"subscribe": "nobody"}
+                },
+                "default": {"subscribe": "authenticated"}
+            })
+            .to_string(),
+        )
+        .unwrap()
+    }
+
+    /// alice's connection, granted team:7 and team:9:* by her token.
+    async fn alice_with_grants() -> MemoryStore {
+        let store = MemoryStore::new();
+        let alice = Connection {
+            grants: crate::channels::Grants {
+                subscribe: ["team:7", "team:9:*"]
+                    .iter()
+                    .map(|p| crate::channels::TopicPattern::parse(p).unwrap())
+                    .collect(),
+                publish: Vec::new(),
+            },
+            ..crate::test_support::connection("c-alice", "alice")
+        };
+        crate::test_support::put(&store, &alice).await;
+        store
+    }
+
+    async fn subscribe_as_alice(store: &MemoryStore, topics: &[&str]) -> serde_json::Value {
+        let frame = json!({"action": "subscribe", "topics": topics}).to_string();
+        let session = SessionConfig {
+            max_topics_per_connection: 10,
+            ..SessionConfig::default()
+        };
+        let reply = handle(
+            &ws_request("c-alice", Some(&frame)),
+            store,
+            &session,
+            &every_rule(),
+        )
+        .await;
+        assert_eq!(reply.status_code, 200);
+        frame_of(&reply)
+    }
+
+    #[tokio::test]
+    async fn the_permission_matrix_admits_and_refuses_as_each_rule_says() {
+        for (topic, allowed, rule) in [
+            ("demo", true, "default namespace, authenticated"),
+            ("user:alice", true, "owner, her own"),
+            ("user:bob", false, "owner, someone else's"),
+            ("team:7", true, "claim, granted exactly"),
+            ("team:9:board", true, "claim, granted by pattern"),
+            ("team:8", false, "claim, not granted"),
+            ("admin:alerts", false, "server only"),
+            ("closed:1", false, "nobody"),
+        ] {
+            // GIVEN alice's connection with her grants
+            let store = alice_with_grants().await;
+
+            // WHEN she subscribes to the topic
+            let reply = subscribe_as_alice(&store, &[topic]).await;
+
+            // THEN she holds it exactly when the rule allows it, and a refusal names the topic
+            let holds = subscribers(&store, topic).await == ids(&["c-alice"]);
+            assert_eq!(holds, allowed, "{rule}: {reply}");
+            if allowed {
+                assert_eq!(
+                    reply,
+                    json!({"action": "subscribed", "topics": [topic]}),
+                    "{rule}"
+                );
+            } else {
+                assert_eq!(reply["error"], "forbidden", "{rule}");
+                let details = reply["details"].as_str().unwrap();
+                assert!(details.contains(&format!("{topic:?}")), "{rule}: {details}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn one_forbidden_topic_refuses_the_whole_request() {
+        // GIVEN alice's connection
+        let store = alice_with_grants().await;
+
+        // WHEN she asks for two allowed topics and bob's private one in one frame
+        let reply = subscribe_as_alice(&store, &["demo", "team:7", "user:bob"]).await;
+
+        // THEN she is refused, naming the forbidden topic, and holds none of them
+        assert_eq!(reply["error"], "forbidden");
+        assert!(reply["details"].as_str().unwrap().contains("user:bob"));
+        for topic in ["demo", "team:7", "user:bob"] {
+            assert!(subscribers(&store, topic).await.is_empty(), "{topic}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flood_meets_rate_limited_and_each_refused_frame_changes_nothing() {
+        // GIVEN alice's connection with a budget of 3 frames, 1 a second
+        let store = alice_connected().await;
+        let session = SessionConfig {
+            rate_limit: Some(crate::limits::RateLimit {
+                per_second: 1,
+                burst: 3,
+            }),
+            ..session()
+        };
+        let at = |frame: &str, now_us: i64| {
+            let request = ws_request("c-alice", Some(frame));
+            let (store, session) = (&store, &session);
+            async move {
+                frame_of(&handle_at(&request, store, session, &Channels::default(), now_us).await)
+            }
+        };
+        let t0 = 1_800_000_000_000_000;
+
+        // WHEN she sends ten subscribes at the same instant
+        let mut replies = Vec::new();
+        for n in 0..10 {
+            replies.push(at(&format!(r#"{{"action":"subscribe","topic":"b:{n}"}}"#), t0).await);
+        }
+
+        // THEN three are applied and seven are refused with the wait, holding nothing
+        for (n, reply) in replies.iter().enumerate() {
+            let held = !subscribers(&store, &format!("b:{n}")).await.is_empty();
+            if n < 3 {
+                assert_eq!(reply["action"], "subscribed", "{n}");
+                assert!(held);
+            } else {
+                assert_eq!(reply["error"], "rate_limited", "{n}: {reply}");
+                assert_eq!(reply["retry_after_ms"], 1_000, "{n}");
+                assert!(!held, "{n}");
+            }
+        }
+
+        // AND pings are never limited, and a second later one more frame fits
+        assert_eq!(
+            at(r#"{"action":"ping"}"#, t0).await,
+            json!({"action": "pong"})
+        );
+        assert_eq!(
+            at(r#"{"action":"whoami"}"#, t0 + 1_000_000).await["action"],
+            "whoami"
+        );
+        assert_eq!(
+            at(r#"{"action":"whoami"}"#, t0 + 1_000_000).await["error"],
+            "rate_limited"
+        );
     }
 }

@@ -18,8 +18,10 @@ pub async fn handle(
     };
     let context = &request.request_context;
     match store.remove_connection(&id).await {
-        Ok(()) => info!(
+        Ok(removed) => info!(
             connection_id = %id,
+            user_id = removed.as_ref().map(|r| r.connection.user_id.as_str()).unwrap_or("-"),
+            topics = removed.as_ref().map_or(0, |r| r.topics.len()),
             status = context.disconnect_status_code,
             reason = context.disconnect_reason.as_deref().unwrap_or_default(),
             "disconnected"

@@ -1,5 +1,7 @@
 //! The broadcast HTTP API: what app backends POST, and what they get back.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -129,13 +131,7 @@ impl BroadcastRequest {
             targets.push(Target::Topic(topic));
         }
         if let Some(user) = self.user_id {
-            if user.is_empty() {
-                return Err(ApiError::new(
-                    ApiErrorCode::InvalidTarget,
-                    "user_id must not be empty",
-                ));
-            }
-            targets.push(Target::User(UserId::new(user)));
+            targets.push(Target::User(user_id("user_id", &user)?));
         }
         if let Some(ids) = self.connection_ids {
             targets.push(Target::Connections(connection_ids(ids)?));
@@ -187,14 +183,34 @@ impl BroadcastRequest {
             target,
             message,
             exclusions: Exclusions {
-                user: self.exclude_user.map(UserId::new),
-                connection: self.exclude_connection.map(ConnectionId::new),
+                user: self
+                    .exclude_user
+                    .map(|user| user_id("exclude_user", &user))
+                    .transpose()?,
+                connection: self
+                    .exclude_connection
+                    .map(|id| connection_id("exclude_connection", &id))
+                    .transpose()?,
             },
         })
     }
 }
 
-fn connection_ids(ids: Vec<String>) -> Result<Vec<ConnectionId>, ApiError> {
+/// A user id a caller sent, bounded (see [`super::MAX_ID_BYTES`]).
+pub(crate) fn user_id(field: &str, id: &str) -> Result<UserId, ApiError> {
+    UserId::parse(id)
+        .map_err(|e| ApiError::new(ApiErrorCode::InvalidTarget, format!("{field} {e}")))
+}
+
+/// A connection id a caller sent, bounded (see [`super::MAX_ID_BYTES`]).
+pub(crate) fn connection_id(field: &str, id: &str) -> Result<ConnectionId, ApiError> {
+    ConnectionId::parse(id)
+        .map_err(|e| ApiError::new(ApiErrorCode::InvalidTarget, format!("{field}: an id {e}")))
+}
+
+/// Connection ids a caller sent: 1 to [`MAX_CONNECTION_IDS`], each bounded, duplicates
+/// counted once (first occurrence keeps its place).
+pub(crate) fn connection_ids(ids: Vec<String>) -> Result<Vec<ConnectionId>, ApiError> {
     if ids.is_empty() {
         return Err(ApiError::new(
             ApiErrorCode::InvalidTarget,
@@ -205,21 +221,16 @@ fn connection_ids(ids: Vec<String>) -> Result<Vec<ConnectionId>, ApiError> {
         return Err(ApiError::new(
             ApiErrorCode::InvalidTarget,
             format!(
-                "{} connection_ids; at most {MAX_CONNECTION_IDS} per broadcast (use a topic)",
+                "{} connection_ids; at most {MAX_CONNECTION_IDS} per request (use a topic)",
                 ids.len()
             ),
         ));
     }
+    let mut seen = HashSet::with_capacity(ids.len());
     let mut unique: Vec<ConnectionId> = Vec::with_capacity(ids.len());
     for id in ids {
-        if id.is_empty() {
-            return Err(ApiError::new(
-                ApiErrorCode::InvalidTarget,
-                "connection ids must not be empty",
-            ));
-        }
-        let id = ConnectionId::new(id);
-        if !unique.contains(&id) {
+        let id = connection_id("connection_ids", &id)?;
+        if seen.insert(id.clone()) {
             unique.push(id);
         }
     }
@@ -271,6 +282,8 @@ pub enum ApiErrorCode {
     MissingMessage,
     PayloadTooLarge,
     Unauthorized,
+    /// The channel configuration refuses it (e.g. subscribing to a closed namespace).
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     InternalError,
@@ -295,6 +308,7 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self.error {
             ApiErrorCode::Unauthorized => 401,
+            ApiErrorCode::Forbidden => 403,
             ApiErrorCode::NotFound => 404,
             ApiErrorCode::MethodNotAllowed => 405,
             ApiErrorCode::InternalError => 500,
@@ -368,6 +382,23 @@ mod tests {
             code(json!({"topci": "a", "event": "e"})),
             ApiErrorCode::InvalidRequest
         );
+    }
+
+    #[test]
+    fn oversized_ids_are_400_before_they_reach_a_store_key() {
+        let long = "x".repeat(crate::protocol::MAX_ID_BYTES + 1);
+        for body in [
+            json!({"user_id": long, "event": "e"}),
+            json!({"connection_ids": ["ok", long], "event": "e"}),
+            json!({"all": true, "event": "e", "exclude_user": long}),
+            json!({"all": true, "event": "e", "exclude_connection": long}),
+            json!({"user_id": "", "event": "e"}),
+            json!({"connection_ids": [""], "event": "e"}),
+        ] {
+            let error = parse(body.clone()).unwrap_err();
+            assert_eq!(error.error, ApiErrorCode::InvalidTarget, "{body}");
+            assert_eq!(error.status(), 400);
+        }
     }
 
     #[test]

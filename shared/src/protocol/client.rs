@@ -100,9 +100,19 @@ fn parse_topics(
             "\"topics\" must not be empty",
         ));
     }
-    // Linear in the frame: duplicates are found by hashing, and the count is checked as
-    // topics are added, so a frame of thousands of distinct topics stops at the limit + 1
-    // instead of validating (and comparing) every one of them.
+    parse_topic_list(names.into_iter(), max_topics)
+}
+
+/// Topic names as sent (JSON values), validated: strings, distinct (first occurrence keeps
+/// its place), at most `max_topics`.
+///
+/// Linear in the input: duplicates are found by hashing, and the count is checked as topics
+/// are added, so a frame of thousands of distinct topics stops at the limit + 1 instead of
+/// validating (and comparing) every one of them.
+pub(crate) fn parse_topic_list<'a>(
+    names: impl ExactSizeIterator<Item = &'a Value>,
+    max_topics: usize,
+) -> Result<Vec<Topic>, ErrorFrame> {
     let mut seen: HashSet<&str> = HashSet::with_capacity(names.len().min(max_topics + 1));
     let mut topics: Vec<Topic> = Vec::with_capacity(names.len().min(max_topics + 1));
     for name in names {

@@ -1,8 +1,10 @@
 //! Every wire type wsbridge speaks: the identifiers shared by all routes, the client protocol on
-//! the WebSocket (`client`), and the broadcast HTTP API (`broadcast`).
+//! the WebSocket (`client`), and the server HTTP API: broadcasts (`broadcast`) and connection
+//! management (`manage`).
 
 pub mod broadcast;
 pub mod client;
+pub mod manage;
 
 use std::fmt;
 

@@ -7,10 +7,14 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use futures::stream;
 
-use super::{Connection, ConnectionStore, Recipient, RecipientPages, RecipientStore, StoreError};
+use super::{
+    Admission, Connection, ConnectionStore, Recipient, RecipientPages, RecipientStore,
+    Registration, Removed, StoreError,
+};
 use crate::auth::now_seconds;
+use crate::limits::{ConnectionLimit, Decision, LimitPolicy, RateLimit};
 use crate::protocol::broadcast::Target;
-use crate::protocol::{ConnectionId, Topic};
+use crate::protocol::{ConnectionId, Topic, UserId};
 
 #[derive(Default)]
 struct State {
@@ -21,6 +25,12 @@ struct State {
 struct Entry {
     connection: Connection,
     topics: BTreeSet<Topic>,
+    /// The frame budget's state (see `limits`).
+    tat: Option<i64>,
+    /// False once evicted by a newer connection of its user: it no longer counts toward
+    /// the limit, though its rows stay until the caller removes them (as in DynamoDB, where
+    /// the user's item stops listing it).
+    counted: bool,
 }
 
 impl Entry {
@@ -29,26 +39,40 @@ impl Entry {
     }
 
     fn recipient(&self) -> Recipient {
-        Recipient {
-            connection_id: self.connection.id.clone(),
-            user_id: self.connection.user_id.clone(),
-            endpoint: self.connection.endpoint.clone(),
-        }
+        self.connection.recipient()
     }
 }
 
 impl State {
-    fn remove(&mut self, id: &ConnectionId) {
-        if let Some(entry) = self.connections.remove(id) {
-            for topic in entry.topics {
-                if let Some(set) = self.subscribers.get_mut(&topic) {
-                    set.remove(id);
-                    if set.is_empty() {
-                        self.subscribers.remove(&topic);
-                    }
-                }
+    fn remove(&mut self, id: &ConnectionId) -> Option<Removed> {
+        let entry = self.connections.remove(id)?;
+        for topic in &entry.topics {
+            self.unsubscribe_one(topic, id);
+        }
+        Some(Removed {
+            connection: entry.connection,
+            topics: entry.topics.into_iter().collect(),
+        })
+    }
+
+    fn unsubscribe_one(&mut self, topic: &Topic, id: &ConnectionId) {
+        if let Some(set) = self.subscribers.get_mut(topic) {
+            set.remove(id);
+            if set.is_empty() {
+                self.subscribers.remove(topic);
             }
         }
+    }
+
+    /// The user's live connections that count toward the limit, oldest first.
+    fn counted(&self, user: &UserId, now: u64) -> Vec<&Entry> {
+        let mut entries: Vec<&Entry> = self
+            .connections
+            .values()
+            .filter(|e| e.counted && e.live(now) && &e.connection.user_id == user)
+            .collect();
+        entries.sort_by_key(|e| (e.connection.connected_at, e.connection.id.clone()));
+        entries
     }
 
     fn live_entry(&mut self, id: &ConnectionId) -> Result<&mut Entry, StoreError> {
@@ -133,17 +157,60 @@ impl MemoryStore {
 
 #[async_trait]
 impl ConnectionStore for MemoryStore {
-    async fn put_connection(&self, connection: &Connection) -> Result<(), StoreError> {
+    async fn register(
+        &self,
+        connection: &Connection,
+        limit: &ConnectionLimit,
+    ) -> Result<Registration, StoreError> {
+        let now = now_seconds();
         let mut state = self.state();
         state.remove(&connection.id);
+        let counted = state.counted(&connection.user_id, now);
+        let mut evicted = Vec::new();
+        if counted.len() >= limit.per_user {
+            if limit.policy == LimitPolicy::Refuse {
+                return Ok(Registration::AtLimit {
+                    live: counted.len(),
+                });
+            }
+            let excess = counted.len() + 1 - limit.per_user;
+            evicted = counted[..excess]
+                .iter()
+                .map(|e| e.connection.id.clone())
+                .collect();
+        }
+        for id in &evicted {
+            if let Some(entry) = state.connections.get_mut(id) {
+                entry.counted = false;
+            }
+        }
         state.connections.insert(
             connection.id.clone(),
             Entry {
                 connection: connection.clone(),
                 topics: BTreeSet::new(),
+                tat: None,
+                counted: true,
             },
         );
-        Ok(())
+        Ok(Registration::Registered { evicted })
+    }
+
+    async fn admit(
+        &self,
+        id: &ConnectionId,
+        limit: Option<&RateLimit>,
+        now_us: i64,
+    ) -> Result<Admission, StoreError> {
+        let mut state = self.state();
+        let entry = state.live_entry(id)?;
+        if let Some(limit) = limit {
+            match limit.decide(entry.tat, now_us) {
+                Decision::Allow { tat } => entry.tat = Some(tat),
+                Decision::Deny { retry_after } => return Ok(Admission::Limited { retry_after }),
+            }
+        }
+        Ok(Admission::Admitted(entry.connection.clone()))
     }
 
     async fn get_connection(&self, id: &ConnectionId) -> Result<Option<Connection>, StoreError> {
@@ -156,9 +223,18 @@ impl ConnectionStore for MemoryStore {
             .map(|entry| entry.connection.clone()))
     }
 
-    async fn remove_connection(&self, id: &ConnectionId) -> Result<(), StoreError> {
-        self.state().remove(id);
-        Ok(())
+    async fn user_connections(&self, user: &UserId) -> Result<Vec<Connection>, StoreError> {
+        let now = now_seconds();
+        let state = self.state();
+        Ok(state
+            .counted(user, now)
+            .into_iter()
+            .map(|e| e.connection.clone())
+            .collect())
+    }
+
+    async fn remove_connection(&self, id: &ConnectionId) -> Result<Option<Removed>, StoreError> {
+        Ok(self.state().remove(id))
     }
 
     async fn subscribe(
@@ -199,12 +275,7 @@ impl ConnectionStore for MemoryStore {
             entry.topics.remove(topic);
         }
         for topic in topics {
-            if let Some(set) = state.subscribers.get_mut(topic) {
-                set.remove(id);
-                if set.is_empty() {
-                    state.subscribers.remove(topic);
-                }
-            }
+            state.unsubscribe_one(topic, id);
         }
         Ok(())
     }
@@ -227,10 +298,13 @@ impl RecipientStore for MemoryStore {
         Ok(state.connections.values().filter(|e| e.live(now)).count() as u64)
     }
 
-    async fn remove_connections(&self, ids: &[ConnectionId]) -> Result<(), StoreError> {
+    async fn remove_gone(&self, ids: &[ConnectionId], via: &Target) -> Result<(), StoreError> {
         let mut state = self.state();
         for id in ids {
             state.remove(id);
+            if let Target::Topic(topic) = via {
+                state.unsubscribe_one(topic, id);
+            }
         }
         Ok(())
     }

@@ -5,9 +5,13 @@
 pub mod dynamodb;
 pub mod memory;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
+use crate::channels::Grants;
+use crate::limits::{ConnectionLimit, RateLimit};
 use crate::protocol::broadcast::Target;
 use crate::protocol::{ConnectionId, Topic, UserId};
 
@@ -27,6 +31,46 @@ pub struct Connection {
     /// Seconds since the Unix epoch after which the rows are dead: reads skip them and
     /// DynamoDB TTL deletes them (late, which is why reads check too).
     pub expires_at: u64,
+    /// What the connection's token granted, for the channel configuration's `claim` rules.
+    pub grants: Grants,
+}
+
+impl Connection {
+    /// Where fan-out reaches this connection.
+    pub fn recipient(&self) -> Recipient {
+        Recipient {
+            connection_id: self.id.clone(),
+            user_id: self.user_id.clone(),
+            endpoint: self.endpoint.clone(),
+        }
+    }
+}
+
+/// What registering a connection did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// Registered. Under `LimitPolicy::CloseOldest`, the user's oldest connections made room:
+    /// they no longer count, and the caller closes them and removes their rows.
+    Registered { evicted: Vec<ConnectionId> },
+    /// Not registered: the user already holds `live` connections, the limit
+    /// (`LimitPolicy::Refuse`).
+    AtLimit { live: usize },
+}
+
+/// Whether a frame fits the connection's budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Admitted; the connection as stored.
+    Admitted(Connection),
+    /// Over the budget: a frame would be admitted after `retry_after`.
+    Limited { retry_after: Duration },
+}
+
+/// A connection removed from the store, with the topics it held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    pub connection: Connection,
+    pub topics: Vec<Topic>,
 }
 
 /// Who a message goes to: what fan-out needs of a connection, nothing more.
@@ -51,6 +95,11 @@ pub enum StoreError {
         adding: usize,
         limit: usize,
     },
+    #[error("{operation} lost {attempts} races against concurrent updates of one item")]
+    Contended {
+        operation: &'static str,
+        attempts: u32,
+    },
     #[error("DynamoDB {operation} failed: {message}")]
     Backend {
         operation: &'static str,
@@ -63,17 +112,42 @@ pub enum StoreError {
 /// One page of recipients at a time, so fan-out can send while the next page loads.
 pub type RecipientPages<'a> = BoxStream<'a, Result<Vec<Recipient>, StoreError>>;
 
-/// What the WebSocket routes need: register, look up, subscribe, forget.
+/// What the WebSocket routes and the server API need: register, admit frames, look up,
+/// subscribe, forget.
 #[async_trait]
 pub trait ConnectionStore: Send + Sync {
-    async fn put_connection(&self, connection: &Connection) -> Result<(), StoreError>;
+    /// Registers a connection unless its user already holds `limit.per_user` live
+    /// connections; under `LimitPolicy::CloseOldest` the oldest make room instead. Exact under
+    /// concurrency: simultaneous registrations of one user never admit more than the limit.
+    /// Expired connections never count, whether or not their `$disconnect` arrived.
+    async fn register(
+        &self,
+        connection: &Connection,
+        limit: &ConnectionLimit,
+    ) -> Result<Registration, StoreError>;
+
+    /// Takes one frame from the connection's budget (`None`: no budget) and returns the
+    /// connection. `now_us`: microseconds since the Unix epoch. Fails with `NotConnected`.
+    /// A refused frame costs one store operation and changes nothing.
+    async fn admit(
+        &self,
+        id: &ConnectionId,
+        limit: Option<&RateLimit>,
+        now_us: i64,
+    ) -> Result<Admission, StoreError>;
 
     /// The connection, unless it is unknown or expired.
     async fn get_connection(&self, id: &ConnectionId) -> Result<Option<Connection>, StoreError>;
 
-    /// Removes the connection and every subscription it holds. Removing an unknown
-    /// connection succeeds: `$disconnect` may run twice, or after TTL removed the rows.
-    async fn remove_connection(&self, id: &ConnectionId) -> Result<(), StoreError>;
+    /// The user's live connections, read consistently (a connection registered a moment ago
+    /// is there).
+    async fn user_connections(&self, user: &UserId) -> Result<Vec<Connection>, StoreError>;
+
+    /// Removes the connection, every subscription it holds, and its place in its user's
+    /// count; returns what was removed. Removing an unknown connection succeeds with `None`:
+    /// `$disconnect` may run twice, or after TTL removed the rows. A subscribe racing the
+    /// removal either lands before it (and is removed with it) or fails with `NotConnected`.
+    async fn remove_connection(&self, id: &ConnectionId) -> Result<Option<Removed>, StoreError>;
 
     /// Adds topics; topics already held are kept once. Fails with `NotConnected` or
     /// `TooManyTopics`, and then adds none of them.
@@ -98,8 +172,10 @@ pub trait RecipientStore: Send + Sync {
     /// Live connections, all users.
     async fn count_connections(&self) -> Result<u64, StoreError>;
 
-    /// Removes connections and their subscriptions, as `remove_connection` does for one.
-    async fn remove_connections(&self, ids: &[ConnectionId]) -> Result<(), StoreError>;
+    /// Removes connections that answered 410, as `remove_connection` does for one. When
+    /// they were reached through a topic, their subscription rows of that topic go too, even
+    /// if the connection row is already gone (so a stray subscription cannot outlive it).
+    async fn remove_gone(&self, ids: &[ConnectionId], via: &Target) -> Result<(), StoreError>;
 }
 
 /// Both halves, for code that runs every route in one process (the local gateway, tests).

@@ -1,39 +1,42 @@
-//! The DynamoDB store. Item <-> domain conversion lives here and nowhere else.
-//! Design: see `schema` (and the README's "Table design").
+//! The DynamoDB store. Item <-> domain conversion lives in `items` and nowhere else.
+//! Design: see `schema`, `items` (and the README's "Table design").
 
+mod admission;
+mod items;
+pub mod metering;
+mod registry;
 pub mod schema;
+mod subscriptions;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, DeleteRequest, KeysAndAttributes, Put, ReturnConsumedCapacity, Select,
-    TransactWriteItem, Update, WriteRequest,
+    DeleteRequest, KeysAndAttributes, ReturnConsumedCapacity, Select, WriteRequest,
 };
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rand::Rng;
 
-use super::{Connection, ConnectionStore, Recipient, RecipientPages, RecipientStore, StoreError};
+use super::{
+    Admission, Connection, ConnectionStore, RecipientPages, RecipientStore, Registration, Removed,
+    StoreError,
+};
 use crate::auth::now_seconds;
+use crate::limits::{ConnectionLimit, RateLimit};
 use crate::protocol::broadcast::Target;
 use crate::protocol::{ConnectionId, Topic, UserId};
-use schema::{BY_SHARD_INDEX, BY_USER_INDEX, GSI_SHARD, GSI_USER, PK, SHARDS, SK, TTL_ATTRIBUTE};
+use items::{Item, connection_key, live, n, recipient_of, s, subscription_key, topic_pk};
+pub use metering::{ConsumedCapacity, OperationCounts};
+use schema::{BY_SHARD_INDEX, BY_USER_INDEX, GSI_SHARD, GSI_USER, PK, SHARDS, TTL_ATTRIBUTE};
 
-type Item = HashMap<String, AttributeValue>;
-
-/// Sort key of a connection row.
-const CONNECTION_SK: &str = "conn";
 /// BatchGetItem's and BatchWriteItem's per-call limits.
 const BATCH_GET_LIMIT: usize = 100;
 const BATCH_WRITE_LIMIT: usize = 25;
 /// Rounds of retrying unprocessed batch items (throttling) before giving up.
 const UNPROCESSED_ATTEMPTS: u32 = 8;
-/// Attempts at a subscribe/unsubscribe transaction that lost a race with another one.
-const TRANSACTION_ATTEMPTS: u32 = 3;
 /// What fan-out reads of a row.
 const RECIPIENT_PROJECTION: &str = "connection_id, user_id, endpoint";
 
@@ -46,120 +49,6 @@ where
         operation,
         message: DisplayErrorContext(&error).to_string(),
     }
-}
-
-fn connection_pk(id: &ConnectionId) -> String {
-    format!("conn#{id}")
-}
-
-fn topic_pk(topic: &str) -> String {
-    format!("topic#{topic}")
-}
-
-fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
-fn n(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-fn connection_key(id: &ConnectionId) -> Item {
-    HashMap::from([
-        (PK.into(), s(connection_pk(id))),
-        (SK.into(), s(CONNECTION_SK)),
-    ])
-}
-
-fn subscription_key(topic: &str, id: &ConnectionId) -> Item {
-    HashMap::from([
-        (PK.into(), s(topic_pk(topic))),
-        (SK.into(), s(connection_pk(id))),
-    ])
-}
-
-fn connection_item(connection: &Connection, shard: u32) -> Item {
-    let mut item = connection_key(&connection.id);
-    item.extend([
-        ("connection_id".into(), s(connection.id.as_str())),
-        ("user_id".into(), s(connection.user_id.as_str())),
-        ("connected_at".into(), n(connection.connected_at)),
-        ("endpoint".into(), s(&connection.endpoint)),
-        (TTL_ATTRIBUTE.into(), n(connection.expires_at)),
-        (GSI_USER.into(), s(connection.user_id.as_str())),
-        (GSI_SHARD.into(), s(shard.to_string())),
-    ]);
-    item
-}
-
-fn subscription_item(topic: &Topic, connection: &Connection) -> Item {
-    let mut item = subscription_key(topic.as_str(), &connection.id);
-    item.extend([
-        ("connection_id".into(), s(connection.id.as_str())),
-        ("user_id".into(), s(connection.user_id.as_str())),
-        ("endpoint".into(), s(&connection.endpoint)),
-        (TTL_ATTRIBUTE.into(), n(connection.expires_at)),
-    ]);
-    item
-}
-
-fn malformed(item: &Item, reason: String) -> StoreError {
-    let key = match (item.get(PK), item.get(SK)) {
-        (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => format!("{pk}/{sk}"),
-        _ => "(no key)".into(),
-    };
-    StoreError::MalformedItem { key, reason }
-}
-
-fn string_attr(item: &Item, name: &str) -> Result<String, StoreError> {
-    match item.get(name) {
-        Some(AttributeValue::S(value)) => Ok(value.clone()),
-        _ => Err(malformed(
-            item,
-            format!("{name} is missing or not a string"),
-        )),
-    }
-}
-
-fn number_attr<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
-    match item.get(name) {
-        Some(AttributeValue::N(value)) => value
-            .parse()
-            .map_err(|_| malformed(item, format!("{name} = {value} is out of range"))),
-        _ => Err(malformed(
-            item,
-            format!("{name} is missing or not a number"),
-        )),
-    }
-}
-
-fn connection_of(item: &Item) -> Result<Connection, StoreError> {
-    Ok(Connection {
-        id: ConnectionId::new(string_attr(item, "connection_id")?),
-        user_id: UserId::new(string_attr(item, "user_id")?),
-        connected_at: number_attr(item, "connected_at")?,
-        endpoint: string_attr(item, "endpoint")?,
-        expires_at: number_attr(item, TTL_ATTRIBUTE)?,
-    })
-}
-
-fn topics_of(item: &Item) -> Vec<String> {
-    match item.get("topics") {
-        Some(AttributeValue::Ss(topics)) => topics.clone(),
-        _ => Vec::new(),
-    }
-}
-
-fn recipient_of(item: &Item) -> Result<Recipient, StoreError> {
-    Ok(Recipient {
-        connection_id: ConnectionId::new(string_attr(item, "connection_id")?),
-        user_id: UserId::new(string_attr(item, "user_id")?),
-        endpoint: string_attr(item, "endpoint")?,
-    })
-}
-
-fn live(item: &Item, now: u64) -> bool {
-    number_attr::<u64>(item, TTL_ATTRIBUTE).is_ok_and(|expires| expires > now)
 }
 
 fn was_cancelled_by_condition<R>(
@@ -185,28 +74,6 @@ async fn backoff(attempt: u32) {
     let ceiling = 25u64 << attempt.min(6);
     let wait = rand::rng().random_range(0..=ceiling);
     tokio::time::sleep(Duration::from_millis(wait)).await;
-}
-
-/// Read capacity units consumed by a store's Query and BatchGetItem calls, summed. Opt-in
-/// (`DynamoDbStore::with_consumed_capacity`): asking for it makes every response longer, and
-/// only benchmarks and cost checks need it.
-#[derive(Debug, Default)]
-pub struct ConsumedCapacity {
-    // Eventually consistent reads come in half units: an f64 sum of them stays exact.
-    units: Mutex<f64>,
-}
-
-impl ConsumedCapacity {
-    /// Read capacity units consumed so far.
-    pub fn read_units(&self) -> f64 {
-        *self.units.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn add(&self, consumed: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>) {
-        if let Some(units) = consumed.and_then(|c| c.capacity_units()) {
-            *self.units.lock().unwrap_or_else(|p| p.into_inner()) += units;
-        }
-    }
 }
 
 /// The DynamoDB implementation of both store traits, on one table (see `schema`).
@@ -243,6 +110,18 @@ impl DynamoDbStore {
     /// Adds the read capacity every Query and BatchGetItem consumes to `consumed`.
     pub fn with_consumed_capacity(mut self, consumed: Arc<ConsumedCapacity>) -> Self {
         self.consumed = Some(consumed);
+        self
+    }
+
+    /// Counts every DynamoDB operation this store calls, by name, into `counts`.
+    pub fn with_operation_counts(mut self, counts: Arc<OperationCounts>) -> Self {
+        let config = self
+            .client
+            .config()
+            .to_builder()
+            .interceptor(metering::Counter(counts))
+            .build();
+        self.client = Client::from_conf(config);
         self
     }
 
@@ -419,29 +298,40 @@ impl DynamoDbStore {
     }
 }
 
+// Each operation lives in the module about its rows: `registry` (connection and user rows,
+// removal), `admission` (the frame budget), `subscriptions` (subscription rows).
 #[async_trait]
 impl ConnectionStore for DynamoDbStore {
-    async fn put_connection(&self, connection: &Connection) -> Result<(), StoreError> {
-        let shard = rand::rng().random_range(0..SHARDS);
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(connection_item(connection, shard)))
-            .send()
-            .await
-            .map_err(|e| backend("PutItem", e))?;
-        Ok(())
+    async fn register(
+        &self,
+        connection: &Connection,
+        limit: &ConnectionLimit,
+    ) -> Result<Registration, StoreError> {
+        self.register_connection(connection, limit).await
+    }
+
+    async fn admit(
+        &self,
+        id: &ConnectionId,
+        limit: Option<&RateLimit>,
+        now_us: i64,
+    ) -> Result<Admission, StoreError> {
+        self.admit_frame(id, limit, now_us).await
     }
 
     async fn get_connection(&self, id: &ConnectionId) -> Result<Option<Connection>, StoreError> {
         self.connection_row(id)
             .await?
-            .map(|row| connection_of(&row))
+            .map(|row| items::connection_of(&row))
             .transpose()
     }
 
-    async fn remove_connection(&self, id: &ConnectionId) -> Result<(), StoreError> {
-        self.remove_connections(std::slice::from_ref(id)).await
+    async fn user_connections(&self, user: &UserId) -> Result<Vec<Connection>, StoreError> {
+        self.connections_of_user(user).await
+    }
+
+    async fn remove_connection(&self, id: &ConnectionId) -> Result<Option<Removed>, StoreError> {
+        self.remove_one(id).await
     }
 
     async fn subscribe(
@@ -450,119 +340,11 @@ impl ConnectionStore for DynamoDbStore {
         topics: &[Topic],
         max_topics: usize,
     ) -> Result<(), StoreError> {
-        // Read the held topics, then write in one transaction whose condition re-checks the
-        // count: two concurrent subscribes cannot together pass the limit. A lost race is
-        // retried from a fresh read.
-        for _ in 0..TRANSACTION_ATTEMPTS {
-            let Some(row) = self.connection_row(id).await? else {
-                return Err(StoreError::NotConnected(id.clone()));
-            };
-            let connection = connection_of(&row)?;
-            let held = topics_of(&row);
-            let adding: Vec<&Topic> = topics
-                .iter()
-                .filter(|t| !held.iter().any(|h| h == t.as_str()))
-                .collect();
-            if adding.is_empty() {
-                return Ok(());
-            }
-            if held.len() + adding.len() > max_topics {
-                return Err(StoreError::TooManyTopics {
-                    current: held.len(),
-                    adding: adding.len(),
-                    limit: max_topics,
-                });
-            }
-            let update = Update::builder()
-                .table_name(&self.table)
-                .set_key(Some(connection_key(id)))
-                .update_expression("ADD topics :adding")
-                .condition_expression(
-                    "attribute_exists(#pk) AND (attribute_not_exists(topics) OR size(topics) <= :room)",
-                )
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_values(
-                    ":adding",
-                    AttributeValue::Ss(adding.iter().map(|t| t.to_string()).collect()),
-                )
-                .expression_attribute_values(":room", n(max_topics - adding.len()))
-                .build()
-                .map_err(|e| transaction_error(e.to_string()))?;
-            let mut items = vec![TransactWriteItem::builder().update(update).build()];
-            for topic in &adding {
-                let put = Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(subscription_item(topic, &connection)))
-                    .build()
-                    .map_err(|e| transaction_error(e.to_string()))?;
-                items.push(TransactWriteItem::builder().put(put).build());
-            }
-            match self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if was_cancelled_by_condition(&e) => continue,
-                Err(e) => return Err(backend("TransactWriteItems", e)),
-            }
-        }
-        Err(transaction_error(format!(
-            "subscribe lost {TRANSACTION_ATTEMPTS} races against concurrent updates"
-        )))
+        self.add_subscriptions(id, topics, max_topics).await
     }
 
     async fn unsubscribe(&self, id: &ConnectionId, topics: &[Topic]) -> Result<(), StoreError> {
-        for _ in 0..TRANSACTION_ATTEMPTS {
-            let Some(row) = self.connection_row(id).await? else {
-                return Err(StoreError::NotConnected(id.clone()));
-            };
-            let held = topics_of(&row);
-            let removing: Vec<&Topic> = topics
-                .iter()
-                .filter(|t| held.iter().any(|h| h == t.as_str()))
-                .collect();
-            if removing.is_empty() {
-                return Ok(());
-            }
-            let update = Update::builder()
-                .table_name(&self.table)
-                .set_key(Some(connection_key(id)))
-                .update_expression("DELETE topics :removing")
-                .condition_expression("attribute_exists(#pk)")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_values(
-                    ":removing",
-                    AttributeValue::Ss(removing.iter().map(|t| t.to_string()).collect()),
-                )
-                .build()
-                .map_err(|e| transaction_error(e.to_string()))?;
-            let mut items = vec![TransactWriteItem::builder().update(update).build()];
-            for topic in &removing {
-                let delete = Delete::builder()
-                    .table_name(&self.table)
-                    .set_key(Some(subscription_key(topic.as_str(), id)))
-                    .build()
-                    .map_err(|e| transaction_error(e.to_string()))?;
-                items.push(TransactWriteItem::builder().delete(delete).build());
-            }
-            match self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if was_cancelled_by_condition(&e) => continue,
-                Err(e) => return Err(backend("TransactWriteItems", e)),
-            }
-        }
-        Err(transaction_error(format!(
-            "unsubscribe lost {TRANSACTION_ATTEMPTS} races against concurrent updates"
-        )))
+        self.drop_subscriptions(id, topics).await
     }
 }
 
@@ -572,6 +354,9 @@ fn transaction_error(message: String) -> StoreError {
         message,
     }
 }
+
+/// Connections removed at once after 410s: each is a delete, a batch write and an update.
+const REMOVALS_IN_FLIGHT: usize = 8;
 
 /// Shards of the all-connections index read at once.
 const SHARDS_IN_FLIGHT: usize = 4;
@@ -640,19 +425,22 @@ impl RecipientStore for DynamoDbStore {
             .await
     }
 
-    async fn remove_connections(&self, ids: &[ConnectionId]) -> Result<(), StoreError> {
-        // The connection row lists its topics, so one batch read finds every subscription
-        // row to delete; no index or scan is needed.
-        let rows = self.connection_rows(ids, "connection_id, topics").await?;
-        let mut keys: Vec<Item> = ids.iter().map(connection_key).collect();
-        for row in &rows {
-            let id = ConnectionId::new(string_attr(row, "connection_id")?);
-            keys.extend(
-                topics_of(row)
-                    .iter()
-                    .map(|topic| subscription_key(topic, &id)),
-            );
+    async fn remove_gone(&self, ids: &[ConnectionId], via: &Target) -> Result<(), StoreError> {
+        // The subscription rows the 410s came through go directly: if the connection row is
+        // already gone (TTL, or an earlier removal), nothing else would find them.
+        if let Target::Topic(topic) = via {
+            let keys = ids
+                .iter()
+                .map(|id| subscription_key(topic.as_str(), id))
+                .collect();
+            self.delete_keys(keys).await?;
         }
-        self.delete_keys(keys).await
+        let mut removals = stream::iter(ids.iter().cloned())
+            .map(|id| async move { self.remove_one(&id).await.map(drop) })
+            .buffer_unordered(REMOVALS_IN_FLIGHT);
+        while let Some(removed) = removals.next().await {
+            removed?;
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,250 @@
+//! Connection rows and user rows: registering a connection within its user's limit, the
+//! user's connections, and removal.
+//!
+//! A user row (`user#<sub>` / `conns`) maps the user's connection ids to their expiry, and
+//! carries a version. Registering reads it, drops expired entries (a connection whose
+//! `$disconnect` never came stops counting when its rows expire), decides, and writes the
+//! connection row and the new map in one transaction conditioned on the version it read: of
+//! simultaneous registrations of one user exactly one commits per version, the others read
+//! again and decide again, so the limit holds exactly. Removal bumps the version too, so a
+//! registration computed before it cannot write the removed id back.
+//!
+//! Removal deletes the connection row first and takes the deleted image: its `topics` name
+//! every subscription row to delete, and a subscribe cannot commit afterwards (its
+//! transaction needs the row), so no subscription outlives its connection.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update};
+use rand::Rng;
+
+use super::items::{
+    Item, USER_CONNECTIONS, VERSION, connection_item, connection_key, connection_of, live, n,
+    optional_number, subscription_key, topics_of, user_connections_of, user_connections_value,
+    user_key,
+};
+use super::schema::{PK, SHARDS, TTL_ATTRIBUTE};
+use super::{DynamoDbStore, backend, transaction_error, was_cancelled_by_condition};
+use crate::auth::now_seconds;
+use crate::limits::{ConnectionLimit, LimitPolicy};
+use crate::protocol::{ConnectionId, Topic, UserId};
+use crate::store::{Connection, Registration, Removed, StoreError};
+
+/// Registrations of one user racing each other: each round commits one of them, so this
+/// bounds how many can arrive at the same moment and all get an answer.
+const REGISTER_ATTEMPTS: u32 = 16;
+
+/// What `connections_of_user` reads of each connection row.
+const CONNECTION_PROJECTION: &str =
+    "connection_id, user_id, connected_at, endpoint, expires_at, grants_sub, grants_pub";
+
+/// A short jittered pause before re-reading a contended user row: 0–10 ms, doubling to
+/// 0–160 ms, so that racing `$connect`s spread out without eating the handshake's time.
+async fn pause(attempt: u32) {
+    let ceiling = 10u64 << attempt.min(4);
+    let wait = rand::rng().random_range(0..=ceiling);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
+
+impl DynamoDbStore {
+    /// The user row, read strongly consistent.
+    async fn user_row(&self, user: &UserId) -> Result<Option<Item>, StoreError> {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(user_key(user)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map(|output| output.item)
+            .map_err(|e| backend("GetItem", e))
+    }
+
+    pub(super) async fn register_connection(
+        &self,
+        connection: &Connection,
+        limit: &ConnectionLimit,
+    ) -> Result<Registration, StoreError> {
+        let shard = rand::rng().random_range(0..SHARDS);
+        for attempt in 0..REGISTER_ATTEMPTS {
+            let now = now_seconds();
+            let row = self.user_row(&connection.user_id).await?;
+            let version = match &row {
+                Some(row) => optional_number::<u64>(row, VERSION)?,
+                None => None,
+            };
+            let mut held: Vec<(String, u64)> = row
+                .as_ref()
+                .map(user_connections_of)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(id, expires)| *expires > now && id != connection.id.as_str())
+                .collect();
+            let mut evicted = Vec::new();
+            if held.len() >= limit.per_user {
+                if limit.policy == LimitPolicy::Refuse {
+                    return Ok(Registration::AtLimit { live: held.len() });
+                }
+                // Oldest first: every connection lives the same TTL, so the earliest expiry
+                // is the earliest connect.
+                held.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+                let excess = held.len() + 1 - limit.per_user;
+                evicted = held
+                    .drain(..excess)
+                    .map(|(id, _)| ConnectionId::new(id))
+                    .collect();
+            }
+            let mut entries: HashMap<String, u64> = held.into_iter().collect();
+            entries.insert(connection.id.to_string(), connection.expires_at);
+            let items = vec![
+                self.put_connection_item(connection, shard)?,
+                self.user_row_update(&connection.user_id, &entries, version)?,
+            ];
+            match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(Registration::Registered { evicted }),
+                Err(e) if was_cancelled_by_condition(&e) => pause(attempt).await,
+                Err(e) => return Err(backend("TransactWriteItems", e)),
+            }
+        }
+        Err(StoreError::Contended {
+            operation: "register",
+            attempts: REGISTER_ATTEMPTS,
+        })
+    }
+
+    fn put_connection_item(
+        &self,
+        connection: &Connection,
+        shard: u32,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(connection_item(connection, shard)))
+            .build()
+            .map_err(|e| transaction_error(e.to_string()))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// The user row's new map, written only if the row is still at the `version` read
+    /// (`None`: the row must still not exist). The row expires with its last connection.
+    fn user_row_update(
+        &self,
+        user: &UserId,
+        entries: &HashMap<String, u64>,
+        version: Option<u64>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let expires_at = entries.values().copied().max().unwrap_or_default();
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(user_key(user)))
+            .update_expression("SET #conns = :conns, #ttl = :ttl ADD #v :one")
+            .expression_attribute_names("#conns", USER_CONNECTIONS)
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_names("#v", VERSION)
+            .expression_attribute_values(":conns", user_connections_value(entries))
+            .expression_attribute_values(":ttl", n(expires_at))
+            .expression_attribute_values(":one", n(1));
+        let update = match version {
+            Some(version) => update
+                .condition_expression("#v = :v")
+                .expression_attribute_values(":v", n(version)),
+            None => update
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK),
+        }
+        .build()
+        .map_err(|e| transaction_error(e.to_string()))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    pub(super) async fn connections_of_user(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<Connection>, StoreError> {
+        let now = now_seconds();
+        let Some(row) = self.user_row(user).await? else {
+            return Ok(Vec::new());
+        };
+        let ids: Vec<ConnectionId> = user_connections_of(&row)
+            .into_iter()
+            .filter(|(_, expires)| *expires > now)
+            .map(|(id, _)| ConnectionId::new(id))
+            .collect();
+        let rows = self.connection_rows(&ids, CONNECTION_PROJECTION).await?;
+        let mut connections = rows
+            .iter()
+            .filter(|row| live(row, now))
+            .map(connection_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        connections.sort_by(|a, b| (a.connected_at, &a.id).cmp(&(b.connected_at, &b.id)));
+        Ok(connections)
+    }
+
+    pub(super) async fn remove_one(
+        &self,
+        id: &ConnectionId,
+    ) -> Result<Option<Removed>, StoreError> {
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(connection_key(id)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| backend("DeleteItem", e))?;
+        let Some(row) = deleted.attributes.filter(|row| !row.is_empty()) else {
+            return Ok(None);
+        };
+        let connection = connection_of(&row)?;
+        let held = topics_of(&row);
+        self.delete_keys(held.iter().map(|t| subscription_key(t, id)).collect())
+            .await?;
+        self.forget_in_user_row(&connection.user_id, id).await?;
+        Ok(Some(Removed {
+            connection,
+            // Stored topics were valid when subscribed; one that no longer parses is left out
+            // of the answer, never of the deletion above.
+            topics: held.iter().filter_map(|t| Topic::parse(t).ok()).collect(),
+        }))
+    }
+
+    /// Drops the connection from its user's map and bumps the version, so a registration
+    /// computed from an older read cannot write it back. No user row: nothing to do.
+    async fn forget_in_user_row(&self, user: &UserId, id: &ConnectionId) -> Result<(), StoreError> {
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(user_key(user)))
+            .update_expression("REMOVE #conns.#id ADD #v :one")
+            .condition_expression("attribute_exists(#pk) AND attribute_exists(#conns)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#conns", USER_CONNECTIONS)
+            .expression_attribute_names("#id", id.as_str())
+            .expression_attribute_names("#v", VERSION)
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        match updated {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(backend("UpdateItem", e)),
+        }
+    }
+}
