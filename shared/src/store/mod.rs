@@ -127,7 +127,8 @@ pub trait ConnectionStore: Send + Sync {
     ) -> Result<Registration, StoreError>;
 
     /// Takes one frame from the connection's budget (`None`: no budget) and returns the
-    /// connection. `now_us`: microseconds since the Unix epoch. Fails with `NotConnected`.
+    /// connection. `now_us`: the budget's clock, microseconds since the Unix epoch (expiry
+    /// goes by the wall clock). Fails with `NotConnected`.
     /// A refused frame costs one store operation and changes nothing.
     async fn admit(
         &self,

@@ -22,6 +22,7 @@ use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 use super::items::{Item, RATE, connection_key, connection_of, live, n, optional_number};
 use super::schema::{PK, TTL_ATTRIBUTE};
 use super::{DynamoDbStore, backend};
+use crate::auth::now_seconds;
 use crate::limits::{Decision, RateLimit};
 use crate::protocol::ConnectionId;
 use crate::store::{Admission, StoreError};
@@ -50,7 +51,9 @@ impl DynamoDbStore {
                 None => Err(StoreError::NotConnected(id.clone())),
             };
         };
-        let now_s = u64::try_from(now_us / 1_000_000).unwrap_or_default();
+        // Expiry goes by the wall clock, as every other read of the store does; `now_us` is
+        // the budget's clock.
+        let now_s = now_seconds();
         let mut bucket = Bucket::Idle;
         for _ in 0..ADMIT_ATTEMPTS {
             match self.take(id, limit, bucket, now_us, now_s).await? {
