@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept};
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 
@@ -62,7 +62,8 @@ impl OperationCounts {
 }
 
 /// The interceptor behind `OperationCounts`: it sees each operation once, before it is
-/// serialized, and reads its name from the operation's metadata.
+/// serialized (client interceptors see `before_execution` ahead of the operation's own
+/// configuration, which is where its name is), and reads the name from its metadata.
 #[derive(Debug)]
 pub(super) struct Counter(pub(super) Arc<OperationCounts>);
 
@@ -71,9 +72,10 @@ impl Intercept for Counter {
         "wsbridge::OperationCounter"
     }
 
-    fn read_before_execution(
+    fn read_before_serialization(
         &self,
         _: &BeforeSerializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let name = cfg
