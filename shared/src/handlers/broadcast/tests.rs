@@ -8,9 +8,9 @@ use lambda_http::{Body, Request, Response};
 use super::send::now_millis;
 use super::*;
 use crate::auth::now_seconds;
-use crate::protocol::MAX_MESSAGE_BYTES;
+use crate::protocol::{ConnectionId, MAX_MESSAGE_BYTES};
 use crate::sender::SendError;
-use crate::store::{Connection, MemoryStore};
+use crate::store::{Connection, ConnectionStore, MemoryStore};
 use crate::test_support::{
     RecordingSender, connection, ids, store_with, subscribe_all, subscribers,
 };
@@ -367,4 +367,188 @@ async fn invalid_requests_are_400_with_their_error_code_and_send_nothing() {
     }
     // AND nobody received anything
     assert_eq!(sender.attempts(), 0);
+}
+
+// ---- connection management ----
+
+fn post(path: &str, body: Value) -> Request {
+    request(Method::POST, path, &body.to_string())
+}
+
+async fn manage(
+    store: &MemoryStore,
+    sender: &RecordingSender,
+    channels: &Channels,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let session = SessionConfig {
+        max_topics_per_connection: 3,
+        ..SessionConfig::default()
+    };
+    let config = open_config();
+    let api = ServerApi {
+        config: &config,
+        session: &session,
+        channels,
+    };
+    let response = handle(&post(path, body), store, sender, &api).await;
+    (response.status(), json_of(&response))
+}
+
+fn admin_is_server_only() -> Channels {
+    Channels::parse(
+        r#"{"namespaces":{"admin":{"subscribe":"server"},"closed":{"subscribe":"nobody"}}}"#,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_backend_subscribes_named_connections_and_hears_which_were_not_there() {
+    // GIVEN alice's and bob's connections, bob's already holding three topics (the limit)
+    let store = board_store().await;
+    subscribe_all(&store, &["c-bob"], "admin:1").await;
+    subscribe_all(&store, &["c-bob"], "admin:2").await;
+    let sender = RecordingSender::new();
+
+    // WHEN a backend subscribes alice, bob and a connection that is gone to admin:alerts
+    let (status, report) = manage(
+        &store,
+        &sender,
+        &admin_is_server_only(),
+        "/subscribe",
+        json!({"topic": "admin:alerts", "connection_ids": ["c-alice", "c-bob", "c-gone"]}),
+    )
+    .await;
+
+    // THEN alice holds it, bob is over his limit and unchanged, the gone one is named
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(report["connections"], json!(["c-alice"]));
+    assert_eq!(report["not_connected"], json!(["c-gone"]));
+    assert_eq!(report["failed"][0]["connection_id"], "c-bob");
+    assert_eq!(report["failed"][0]["error"], "too_many_topics");
+    assert_eq!(subscribers(&store, "admin:alerts").await, ids(&["c-alice"]));
+    assert_eq!(sender.attempts(), 0);
+}
+
+#[tokio::test]
+async fn a_closed_namespace_or_an_unknown_one_refuses_the_whole_subscribe() {
+    // GIVEN connected clients, and a configuration with no default namespace
+    let store = board_store().await;
+    let sender = RecordingSender::new();
+
+    for topics in [
+        json!(["admin:ok", "closed:1"]),
+        json!(["admin:ok", "other"]),
+    ] {
+        // WHEN a backend subscribes alice to an allowed topic and a refused one
+        let (status, error) = manage(
+            &store,
+            &sender,
+            &admin_is_server_only(),
+            "/subscribe",
+            json!({"topics": topics, "user_id": "alice"}),
+        )
+        .await;
+
+        // THEN it is 403 naming the refused topic, and nothing was applied
+        assert_eq!(status, StatusCode::FORBIDDEN, "{topics}");
+        assert_eq!(error["error"], "forbidden");
+        assert!(subscribers(&store, "admin:ok").await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_backend_unsubscribes_every_connection_of_a_user() {
+    // GIVEN alice on two connections, both on board:1, bob on board:1 too
+    let store = board_store().await;
+    crate::test_support::register(&store, &[("c-alice-2", "alice")]).await;
+    subscribe_all(&store, &["c-alice-2"], "board:1").await;
+
+    // WHEN a backend unsubscribes alice from board:1
+    let (status, report) = manage(
+        &store,
+        &RecordingSender::new(),
+        &Channels::default(),
+        "/unsubscribe",
+        json!({"topics": ["board:1"], "user_id": "alice"}),
+    )
+    .await;
+
+    // THEN both of hers are out, bob and carol stay
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(report["action"], "unsubscribed");
+    assert_eq!(report["connections"], json!(["c-alice", "c-alice-2"]));
+    assert_eq!(
+        subscribers(&store, "board:1").await,
+        ids(&["c-bob", "c-carol"])
+    );
+}
+
+#[tokio::test]
+async fn disconnect_closes_what_api_gateway_has_and_cleans_up_what_it_lost() {
+    // GIVEN board:1's watchers; API Gateway already lost bob's connection (410) and cannot
+    // close carol's right now (throttled)
+    let store = board_store().await;
+    let sender = RecordingSender::new()
+        .failing("c-bob", SendError::Gone)
+        .failing("c-carol", SendError::Throttled("429".into()));
+
+    // WHEN a backend disconnects alice, bob, carol and an id that was never connected
+    let (status, report) = manage(
+        &store,
+        &sender,
+        &Channels::default(),
+        "/disconnect",
+        json!({"connection_ids": ["c-alice", "c-bob", "c-carol", "c-never"]}),
+    )
+    .await;
+
+    // THEN alice was closed and bob found gone: both removed; carol's rows stay for a retry
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(report["disconnected"], json!(["c-alice", "c-bob"]));
+    assert_eq!(report["not_connected"], json!(["c-never"]));
+    assert_eq!(report["failed"][0]["connection_id"], "c-carol");
+    let closed: Vec<ConnectionId> = sender
+        .closed()
+        .into_iter()
+        .map(|r| r.connection_id)
+        .collect();
+    assert_eq!(closed, ids(&["c-alice"]));
+    assert_eq!(subscribers(&store, "board:1").await, ids(&["c-carol"]));
+    assert!(
+        store
+            .get_connection(&ConnectionId::new("c-bob"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn management_requests_are_validated_like_broadcasts() {
+    let store = board_store().await;
+    let sender = RecordingSender::new();
+    for (path, body, code) in [
+        ("/subscribe", json!({"topic": "a"}), "missing_target"),
+        ("/subscribe", json!({"user_id": "alice"}), "invalid_request"),
+        (
+            "/unsubscribe",
+            json!({"topic": "a", "user_id": "alice", "connection_ids": ["x"]}),
+            "multiple_targets",
+        ),
+        ("/disconnect", json!({"user": "alice"}), "invalid_request"),
+        (
+            "/disconnect",
+            json!({"connection_ids": ["x".repeat(200)]}),
+            "invalid_target",
+        ),
+    ] {
+        let (status, error) =
+            manage(&store, &sender, &Channels::default(), path, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}");
+        assert_eq!(error["error"], code, "{path} {body}");
+    }
+    assert_eq!(sender.attempts(), 0);
+    assert!(sender.closed().is_empty());
 }
