@@ -8,8 +8,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
-use wsbridge::channels::Channels;
+use wsbridge::channels::{Channels, Grants};
 use wsbridge::config::{AuthConfig, BroadcastConfig, ChannelsConfig, JwtKey, SessionConfig};
+use wsbridge::protocol::{Topic, UserId};
 use wsbridge_local::{GatewayConfig, Limits, RunningGateway, Storage};
 
 /// The whole wsbridge on one machine: API Gateway's WebSocket API and @connections
@@ -156,6 +157,7 @@ fn banner(gateway: &RunningGateway, config: &GatewayConfig, token: &str) -> Stri
         Storage::DynamoDb { endpoint, table } => format!("DynamoDB at {endpoint}, table {table}"),
     };
     let channels = channels_summary(&config.channels);
+    let topic = example_topic(&config.channels);
     let release = if cfg!(debug_assertions) {
         ""
     } else {
@@ -178,15 +180,36 @@ fn banner(gateway: &RunningGateway, config: &GatewayConfig, token: &str) -> Stri
          \n       cargo run -q{release} -p wsbridge-local -- client --sub alice --url {ws}\
          \n       npx -y wscat -c '{ws}/?token={token}'\
          \n  2. in the client, subscribe:\
-         \n       {{\"action\":\"subscribe\",\"topic\":\"demo\"}}\
+         \n       {{\"action\":\"subscribe\",\"topic\":\"{topic}\"}}\
          \n  3. broadcast, in a third shell:\
-         \n       curl -s -X POST {http}/broadcast -H 'content-type: application/json'{key_header} -d '{{\"topic\":\"demo\",\"event\":\"hello\",\"data\":{{\"n\":1}}}}'\
+         \n       curl -s -X POST {http}/broadcast -H 'content-type: application/json'{key_header} -d '{{\"topic\":\"{topic}\",\"event\":\"hello\",\"data\":{{\"n\":1}}}}'\
          \n  4. post to one connection with the AWS CLI (its id: send {{\"action\":\"whoami\"}}):\
          \n       AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1 aws apigatewaymanagementapi post-to-connection --endpoint-url {management} --connection-id CONNECTION_ID --data '{{\"hi\":1}}'\
          \n\nMore tokens: cargo run -q{release} -p wsbridge-local -- token --sub bob\
          \nLogs: one line per connect, message, broadcast and disconnect (RUST_LOG adjusts).\n",
         management = gateway.management_url(),
     )
+}
+
+/// A topic the banner's alice may subscribe to: `demo` when topics outside namespaces are
+/// open (the built-in policy), else one of a namespace that lets her in.
+fn example_topic(channels: &Channels) -> String {
+    let alice = UserId::new("alice");
+    let (namespaces, _) = channels.namespaces();
+    std::iter::once("demo".to_owned())
+        .chain(
+            namespaces
+                .keys()
+                .flat_map(|name| [format!("{name}:1"), format!("{name}:alice")]),
+        )
+        .find(|name| {
+            Topic::parse(name).is_ok_and(|t| {
+                channels
+                    .check_subscribe(&t, &alice, &Grants::default())
+                    .is_ok()
+            })
+        })
+        .unwrap_or_else(|| "demo".to_owned())
 }
 
 /// One line on the channel configuration: its namespaces and whether others are open.

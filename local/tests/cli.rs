@@ -202,3 +202,81 @@ async fn a_port_in_use_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// A file of the repository, from this crate's directory.
+fn repository_file(path: &str) -> String {
+    format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test]
+async fn the_chat_example_runs_with_channels_and_its_rules_apply() {
+    // GIVEN the gateway started with the chat example, as README says
+    let mut gateway = Command::new(BINARY)
+        .args(["--ws-port", "0", "--http-port", "0", "--channels"])
+        .arg(repository_file("examples/channels/chat.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = BufReader::new(gateway.stdout.take().unwrap()).lines();
+    let _gateway = Running(gateway);
+    let banner = banner(&mut lines).await;
+
+    // THEN the banner names the namespaces
+    let channels = line_with(&banner, "channels");
+    assert!(
+        channels.contains("list: room: user:") && channels.contains("other topics refused"),
+        "{channels}"
+    );
+
+    // AND the banner's example subscribes to a topic the rules allow
+    assert!(line_with(&banner, "\"action\":\"subscribe\"").contains("list:1"));
+
+    // AND a client may join a room but not a topic outside every namespace
+    let token = line_after(&banner, "A dev token for user alice");
+    let ws = line_with(&banner, "WebSocket API")
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned();
+    let (mut client, _) = connect_async(format!("{ws}/?token={token}")).await.unwrap();
+    for (topic, expected) in [("room:1", "subscribed"), ("demo", "forbidden")] {
+        let frame = serde_json::json!({"action": "subscribe", "topic": topic}).to_string();
+        client.send(Message::text(frame)).await.unwrap();
+        let reply = timeout(PATIENCE, client.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let reply: serde_json::Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
+        let outcome = reply["action"].as_str().or(reply["error"].as_str());
+        assert_eq!(outcome, Some(expected), "{topic}: {reply}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_channels_file_is_a_clear_error_naming_the_entry() {
+    let dir = std::env::temp_dir().join(format!("wsbridge-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("channels.json");
+    std::fs::write(&bad, r#"{"namespaces":{"room":{"subscribe":"everyone"}}}"#).unwrap();
+    for (file, expected) in [
+        (bad.clone(), "namespaces.room.subscribe"),
+        (dir.join("missing.json"), "missing.json"),
+    ] {
+        let output = Command::new(BINARY)
+            .args(["--ws-port", "0", "--http-port", "0", "--channels"])
+            .arg(&file)
+            .output()
+            .await
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--channels") && stderr.contains(expected),
+            "{stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

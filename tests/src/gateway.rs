@@ -36,11 +36,37 @@ pub fn token(sub: &str) -> String {
     sign_hs256(DEV_SECRET, &Claims::new(sub, Duration::from_secs(3_600))).unwrap()
 }
 
+/// A dev token for `sub` carrying `extra` claims too (e.g. `{"channels": ["team:7"]}`).
+pub fn token_with(sub: &str, extra: Value) -> String {
+    let mut claims = serde_json::to_value(Claims::new(sub, Duration::from_secs(3_600))).unwrap();
+    if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+        claims.extend(extra.clone());
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(DEV_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
 /// Connects as `sub`; panics if the handshake is refused.
 pub async fn connect(gateway: &RunningGateway, sub: &str) -> Client {
-    let url = format!("{}/?token={}", gateway.ws_url(), token(sub));
-    let (client, _) = connect_async(url).await.expect("handshake accepted");
-    client
+    connect_with(gateway, &token(sub))
+        .await
+        .unwrap_or_else(|status| panic!("handshake refused with {status}"))
+}
+
+/// Connects with `token`; the HTTP status when the handshake is refused.
+pub async fn connect_with(gateway: &RunningGateway, token: &str) -> Result<Client, u16> {
+    let url = format!("{}/?token={token}", gateway.ws_url());
+    match connect_async(url).await {
+        Ok((client, _)) => Ok(client),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("handshake failed without an HTTP answer: {e}"),
+    }
 }
 
 pub async fn send(client: &mut Client, frame: Value) {
@@ -83,12 +109,17 @@ pub async fn whoami(client: &mut Client) -> String {
 
 /// POSTs a broadcast; returns status and body.
 pub async fn broadcast(gateway: &RunningGateway, body: Value) -> (u16, Value) {
+    post(gateway, "/broadcast", body).await
+}
+
+/// POSTs to a route of the server API (`/subscribe`, `/disconnect`, …); status and body.
+pub async fn post(gateway: &RunningGateway, path: &str, body: Value) -> (u16, Value) {
     let response = reqwest::Client::new()
-        .post(format!("{}/broadcast", gateway.http_url()))
+        .post(format!("{}{path}", gateway.http_url()))
         .json(&body)
         .send()
         .await
-        .expect("broadcast API answers");
+        .expect("the server API answers");
     let status = response.status().as_u16();
     (status, response.json().await.expect("JSON body"))
 }

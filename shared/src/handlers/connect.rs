@@ -90,6 +90,13 @@ pub async fn handle(
     }
 }
 
+/// A connection this young that API Gateway calls gone may still be completing its own
+/// handshake (its `$connect` answered, the socket not yet open): closing it is tried again
+/// briefly, or it would stay open with no rows.
+const HANDSHAKE_GRACE_MS: i64 = 10_000;
+const CLOSE_ATTEMPTS: u32 = 5;
+const CLOSE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Makes room under `CONNECTION_LIMIT_POLICY=close_oldest`: the oldest connection's rows go
 /// at once (it no longer counts already), then API Gateway closes it; its `$disconnect`
 /// finds nothing left to remove. A failure is logged, never the new connection's problem:
@@ -102,16 +109,33 @@ async fn close_evicted(
 ) {
     let mut recipient = new.recipient();
     recipient.connection_id = old.clone();
+    let mut young = false;
     match store.remove_connection(old).await {
-        Ok(Some(removed)) => recipient.endpoint = removed.connection.endpoint,
+        Ok(Some(removed)) => {
+            recipient.endpoint = removed.connection.endpoint;
+            young = new.connected_at - removed.connection.connected_at < HANDSHAKE_GRACE_MS;
+        }
         Ok(None) => {}
         Err(e) => warn!(connection_id = %old, error = %e, "could not remove an evicted connection"),
     }
-    match sender.close(&recipient).await {
-        Ok(()) | Err(SendError::Gone) => {
-            info!(connection_id = %old, user_id = %new.user_id, by = %new.id, "closed: connection limit, oldest first");
+    for attempt in 1..=CLOSE_ATTEMPTS {
+        match sender.close(&recipient).await {
+            Ok(()) => {
+                info!(connection_id = %old, user_id = %new.user_id, by = %new.id, "closed: connection limit, oldest first");
+                return;
+            }
+            Err(SendError::Gone) if young && attempt < CLOSE_ATTEMPTS => {
+                tokio::time::sleep(CLOSE_RETRY_PAUSE).await;
+            }
+            Err(SendError::Gone) => {
+                info!(connection_id = %old, "evicted connection was already closed");
+                return;
+            }
+            Err(e) => {
+                warn!(connection_id = %old, error = %e, "could not close an evicted connection");
+                return;
+            }
         }
-        Err(e) => warn!(connection_id = %old, error = %e, "could not close an evicted connection"),
     }
 }
 
