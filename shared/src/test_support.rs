@@ -223,10 +223,11 @@ impl ConnectionSender for RecordingSender {
 
 /// The error a `FailingStore` answers every call with.
 pub fn backend_error(operation: &'static str) -> StoreError {
-    StoreError::Backend {
+    StoreError::backend(
         operation,
-        message: "service unavailable".to_owned(),
-    }
+        crate::store::Failure::Unavailable,
+        "service unavailable",
+    )
 }
 
 /// A `ConnectionStore` whose backend is down.

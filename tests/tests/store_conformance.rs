@@ -322,3 +322,59 @@ async fn expired_rows_are_invisible_before_ttl_deletes_them(store: &dyn Store) {
     // and removing it still cleans up its rows
     store.remove_connection(&short.id).await.unwrap();
 }
+
+// ---- DynamoDB failures, classified (DynamoDB Local) ----
+
+#[tokio::test]
+async fn a_missing_table_is_a_rejected_request_and_a_dead_endpoint_an_unavailable_one() {
+    use wsbridge::store::{ConnectionStore, DynamoDbStore, Failure};
+    use wsbridge_tests::{dynamodb_endpoint, local_sdk_config};
+
+    // GIVEN a store on a table that does not exist, and one on a port nobody listens on
+    let missing = DynamoDbStore::from_sdk_config(
+        &local_sdk_config(&dynamodb_endpoint()),
+        "wsbridge-no-such-table",
+    );
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        port
+    };
+    let dead = DynamoDbStore::from_sdk_config(
+        &local_sdk_config(&format!("http://127.0.0.1:{closed_port}")),
+        "t",
+    );
+
+    // WHEN each is read
+    let rejected = missing.get_connection(&id(1)).await.unwrap_err();
+    let unavailable = dead.get_connection(&id(1)).await.unwrap_err();
+
+    // THEN the first is a bug to fix, not to retry; the second is worth retrying
+    assert!(
+        matches!(
+            rejected,
+            StoreError::Backend {
+                failure: Failure::Rejected,
+                ..
+            }
+        ),
+        "{rejected}"
+    );
+    assert!(!rejected.is_retryable());
+    assert!(
+        rejected.to_string().contains("ResourceNotFoundException"),
+        "{rejected}"
+    );
+    assert!(
+        matches!(
+            unavailable,
+            StoreError::Backend {
+                failure: Failure::Unavailable,
+                ..
+            }
+        ),
+        "{unavailable}"
+    );
+    assert!(unavailable.is_retryable());
+}

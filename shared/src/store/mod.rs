@@ -100,13 +100,63 @@ pub enum StoreError {
         operation: &'static str,
         attempts: u32,
     },
-    #[error("DynamoDB {operation} failed: {message}")]
+    #[error("DynamoDB {operation} failed ({failure}): {message}")]
     Backend {
         operation: &'static str,
+        failure: Failure,
+        /// The whole error chain, as one line for logs.
         message: String,
+        /// The SDK's error, kept so a caller can inspect what DynamoDB said.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     #[error("item {key} is malformed: {reason}")]
     MalformedItem { key: String, reason: String },
+}
+
+/// What kind of backend failure it was: whether trying again later can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Over the table's or the account's capacity (`ProvisionedThroughputExceededException`,
+    /// `ThrottlingException`, unprocessed batch items): retry with backoff.
+    Throttled,
+    /// DynamoDB or the network failed (5xx, timeouts, dropped connections): retry.
+    Unavailable,
+    /// DynamoDB refused the request as it was (validation, permissions, a missing table): a
+    /// bug or a misconfiguration; retrying the same request fails the same way.
+    Rejected,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Failure::Throttled => "throttled",
+            Failure::Unavailable => "unavailable",
+            Failure::Rejected => "rejected",
+        })
+    }
+}
+
+impl StoreError {
+    /// A backend failure with no SDK error behind it (e.g. items still unprocessed).
+    pub fn backend(operation: &'static str, failure: Failure, message: impl Into<String>) -> Self {
+        StoreError::Backend {
+            operation,
+            failure,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Whether the same request may succeed later: throttling, an unavailable backend, or a
+    /// race lost too many times.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Backend { failure, .. } => *failure != Failure::Rejected,
+            StoreError::Contended { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// One page of recipients at a time, so fan-out can send while the next page loads.

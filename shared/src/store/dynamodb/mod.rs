@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     DeleteRequest, KeysAndAttributes, ReturnConsumedCapacity, Select, WriteRequest,
 };
@@ -21,8 +21,8 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use rand::Rng;
 
 use super::{
-    Admission, Connection, ConnectionStore, RecipientPages, RecipientStore, Registration, Removed,
-    StoreError,
+    Admission, Connection, ConnectionStore, Failure, RecipientPages, RecipientStore, Registration,
+    Removed, StoreError,
 };
 use crate::auth::now_seconds;
 use crate::limits::{ConnectionLimit, RateLimit};
@@ -40,14 +40,40 @@ const UNPROCESSED_ATTEMPTS: u32 = 8;
 /// What fan-out reads of a row.
 const RECIPIENT_PROJECTION: &str = "connection_id, user_id, endpoint";
 
+/// A failed DynamoDB call, classified by what trying again can do, with the SDK's error kept.
 pub(crate) fn backend<E, R>(operation: &'static str, error: SdkError<E, R>) -> StoreError
 where
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     StoreError::Backend {
         operation,
+        failure: classify(&error),
         message: DisplayErrorContext(&error).to_string(),
+        source: Some(Box::new(error)),
+    }
+}
+
+/// DynamoDB's throttling codes; 5xx, timeouts and dropped connections are `Unavailable`;
+/// everything else (validation, access, a missing table) is `Rejected`.
+fn classify<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> Failure {
+    match error {
+        SdkError::ServiceError(service) => match service.err().code() {
+            Some(
+                "ProvisionedThroughputExceededException"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "LimitExceededException",
+            ) => Failure::Throttled,
+            Some("InternalServerError" | "ServiceUnavailable" | "InternalFailure") => {
+                Failure::Unavailable
+            }
+            _ => Failure::Rejected,
+        },
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Failure::Unavailable
+        }
+        _ => Failure::Rejected,
     }
 }
 
@@ -205,9 +231,8 @@ impl DynamoDbStore {
                 .projection_expression(projection)
                 .consistent_read(true)
                 .build()
-                .map_err(|e| StoreError::Backend {
-                    operation: "BatchGetItem",
-                    message: e.to_string(),
+                .map_err(|e| {
+                    StoreError::backend("BatchGetItem", Failure::Rejected, e.to_string())
                 })?;
             for attempt in 0.. {
                 let output = self
@@ -233,13 +258,14 @@ impl DynamoDbStore {
                 {
                     Some(rest) if !rest.keys().is_empty() => {
                         if attempt + 1 >= UNPROCESSED_ATTEMPTS {
-                            return Err(StoreError::Backend {
-                                operation: "BatchGetItem",
-                                message: format!(
+                            return Err(StoreError::backend(
+                                "BatchGetItem",
+                                Failure::Throttled,
+                                format!(
                                     "{} keys still unprocessed after {UNPROCESSED_ATTEMPTS} attempts",
                                     rest.keys().len()
                                 ),
-                            });
+                            ));
                         }
                         backoff(attempt).await;
                         keys = rest;
@@ -260,9 +286,8 @@ impl DynamoDbStore {
                     let delete = DeleteRequest::builder()
                         .set_key(Some(key.clone()))
                         .build()
-                        .map_err(|e| StoreError::Backend {
-                            operation: "BatchWriteItem",
-                            message: e.to_string(),
+                        .map_err(|e| {
+                            StoreError::backend("BatchWriteItem", Failure::Rejected, e.to_string())
                         })?;
                     Ok(WriteRequest::builder().delete_request(delete).build())
                 })
@@ -283,13 +308,14 @@ impl DynamoDbStore {
                     break;
                 }
                 if attempt + 1 >= UNPROCESSED_ATTEMPTS {
-                    return Err(StoreError::Backend {
-                        operation: "BatchWriteItem",
-                        message: format!(
+                    return Err(StoreError::backend(
+                        "BatchWriteItem",
+                        Failure::Throttled,
+                        format!(
                             "{} deletes still unprocessed after {UNPROCESSED_ATTEMPTS} attempts",
                             requests.len()
                         ),
-                    });
+                    ));
                 }
                 backoff(attempt).await;
             }
@@ -348,11 +374,9 @@ impl ConnectionStore for DynamoDbStore {
     }
 }
 
+/// A transaction that could not even be built: a bug, not DynamoDB's answer.
 fn transaction_error(message: String) -> StoreError {
-    StoreError::Backend {
-        operation: "TransactWriteItems",
-        message,
-    }
+    StoreError::backend("TransactWriteItems", Failure::Rejected, message)
 }
 
 /// Connections removed at once after 410s: each is a delete, a batch write and an update.
@@ -442,5 +466,69 @@ impl RecipientStore for DynamoDbStore {
             removed?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::config::http::HttpResponse;
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+    use aws_sdk_dynamodb::operation::get_item::GetItemError;
+    use aws_smithy_types::body::SdkBody;
+
+    use super::*;
+
+    fn answered(status: u16, code: &str) -> StoreError {
+        let error = GetItemError::generic(ErrorMetadata::builder().code(code).build());
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        backend("GetItem", SdkError::service_error(error, raw))
+    }
+
+    #[test]
+    fn failures_are_classified_by_what_retrying_can_do_and_keep_their_source() {
+        for (status, code, failure) in [
+            (
+                400,
+                "ProvisionedThroughputExceededException",
+                Failure::Throttled,
+            ),
+            (400, "ThrottlingException", Failure::Throttled),
+            (400, "RequestLimitExceeded", Failure::Throttled),
+            (500, "InternalServerError", Failure::Unavailable),
+            (400, "ValidationException", Failure::Rejected),
+            (400, "ResourceNotFoundException", Failure::Rejected),
+            (400, "AccessDeniedException", Failure::Rejected),
+        ] {
+            let error = answered(status, code);
+            let StoreError::Backend {
+                failure: found,
+                source,
+                ..
+            } = &error
+            else {
+                panic!("{error:?}");
+            };
+            assert_eq!(*found, failure, "{code}");
+            assert_eq!(error.is_retryable(), failure != Failure::Rejected, "{code}");
+            assert!(source.is_some(), "{code}: the SDK error is kept");
+            assert!(error.to_string().contains(code), "{error}");
+        }
+        let timeout: SdkError<GetItemError, HttpResponse> =
+            SdkError::timeout_error("no answer within the attempt timeout");
+        assert!(matches!(
+            backend("GetItem", timeout),
+            StoreError::Backend {
+                failure: Failure::Unavailable,
+                ..
+            }
+        ));
+        assert!(
+            StoreError::Contended {
+                operation: "register",
+                attempts: 3
+            }
+            .is_retryable()
+        );
+        assert!(!StoreError::NotConnected(ConnectionId::new("c")).is_retryable());
     }
 }
