@@ -12,6 +12,7 @@ use rand::RngCore;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::macros::format_description;
+use wsbridge::clock::now_millis;
 
 /// What API Gateway knows of the API a connection belongs to.
 #[derive(Debug, Clone)]
@@ -53,10 +54,6 @@ pub fn gateway_id() -> String {
             return id;
         }
     }
-}
-
-pub fn now_millis() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// API Gateway's `requestTime`: `09/Feb/2024:18:23:28 +0000`.

@@ -22,11 +22,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{info, warn};
+use wsbridge::clock::now_millis;
 use wsbridge::handlers::{connect, default, disconnect};
 use wsbridge::protocol::ConnectionId;
 
 use crate::Bridge;
-use crate::events::{self, ClientInfo, now_millis};
+use crate::events::{self, ClientInfo};
 
 /// Routes of the deployed API besides `$connect`/`$disconnect`: none, so route selection on
 /// `$request.body.action` always falls back to `$default`, as in `template.yaml`.

@@ -4,6 +4,7 @@
 //! the store traits (`store`) and the sender trait (`sender`).
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod fanout;
 pub mod handlers;

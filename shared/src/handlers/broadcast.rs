@@ -1,6 +1,6 @@
 //! The broadcast HTTP API: `POST /broadcast` and `GET /connections/count`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use lambda_http::RequestExt;
@@ -12,6 +12,7 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 use tracing::{error, info};
 
+use crate::clock::now_millis;
 use crate::config::BroadcastConfig;
 use crate::fanout::{FanoutOptions, fan_out, metrics};
 use crate::protocol::broadcast::{
@@ -188,13 +189,6 @@ fn internal_error() -> ApiError {
         ApiErrorCode::InternalError,
         "the store is unavailable; retry later",
     )
-}
-
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 fn error_response(error: ApiError) -> Response<Body> {
