@@ -171,8 +171,10 @@ impl Drop for RunningGateway {
     }
 }
 
-/// SDK configuration for local endpoints: fixed region, and dummy credentials unless the
-/// environment has real ones (DynamoDB Local accepts any).
+/// SDK configuration for local endpoints (DynamoDB Local, this gateway's `@connections`),
+/// the one the gateway and the tests share: `AWS_REGION` or `us-east-1`, and
+/// dummy credentials unless the environment has real ones (DynamoDB Local accepts any);
+/// nothing is read from the machine's AWS profile.
 pub fn local_sdk_config(endpoint: Option<&str>) -> SdkConfig {
     let mut builder = SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())

@@ -12,12 +12,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use wsbridge::protocol::ConnectionId;
+use wsbridge_local::local_sdk_config;
 use wsbridge_local::{Limits, RunningGateway, Storage};
+use wsbridge_tests::dynamodb_endpoint;
 use wsbridge_tests::gateway::{
     Client, PATIENCE, broadcast, connect, drain, eventually, receive, request, send, start_gateway,
     subscribe, token, whoami,
 };
-use wsbridge_tests::{dynamodb_endpoint, local_sdk_config};
 
 async fn memory_gateway() -> RunningGateway {
     start_gateway(Limits::default(), Storage::Memory).await
@@ -178,8 +179,9 @@ async fn a_client_that_drops_tcp_is_disconnected_and_never_counted_delivered() {
 #[tokio::test]
 async fn management_api_answers_like_api_gateway_to_the_sdk_client() {
     let gateway = memory_gateway().await;
-    let management =
-        aws_sdk_apigatewaymanagement::Client::new(&local_sdk_config(&gateway.management_url()));
+    let management = aws_sdk_apigatewaymanagement::Client::new(&local_sdk_config(Some(
+        &gateway.management_url(),
+    )));
     let mut client = connect(&gateway, "frank").await;
     let id = whoami(&mut client).await;
 
