@@ -212,6 +212,8 @@ async fn serve(args: &ServeArgs) -> Result<(), String> {
                 .unwrap_or_else(|_| EnvFilter::new("wsbridge_local=info,wsbridge=warn")),
         )
         .with_target(false)
+        // Colour is for people: `wsbridge-local > gateway.log` or `| grep` get plain text.
+        .with_ansi(wsbridge::logging::stdout_wants_colour())
         .init();
     let config = gateway_config(args)?;
     let token = mint("alice", 86_400)?;

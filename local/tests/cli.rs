@@ -202,3 +202,42 @@ async fn a_port_in_use_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn logs_to_a_pipe_carry_no_terminal_colour_codes() {
+    // GIVEN the gateway with its output to a pipe, as `wsbridge-local > gateway.log` runs it
+    let mut gateway = Command::new(BINARY)
+        .args(["--ws-port", "0", "--http-port", "0"])
+        .env_remove("JWT_SECRET")
+        .env_remove("BROADCAST_API_KEY")
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = BufReader::new(gateway.stdout.take().unwrap()).lines();
+    let _gateway = Running(gateway);
+    let banner = banner(&mut lines).await;
+
+    // WHEN a client connects and sends a message, which logs a line each
+    let wscat = line_with(&banner, "wscat -c");
+    let url = wscat.split('\'').nth(1).expect("a quoted URL");
+    let (mut socket, _) = connect_async(url).await.expect("the printed URL connects");
+    socket
+        .send(Message::text(r#"{"action":"ping"}"#))
+        .await
+        .unwrap();
+    timeout(PATIENCE, socket.next()).await.unwrap();
+    let mut logged = Vec::new();
+    while !logged.iter().any(|l: &String| l.contains("message")) {
+        logged.push(next_line(&mut lines).await);
+    }
+
+    // THEN the log lines are plain text
+    assert!(logged.iter().any(|l| l.contains("connect")), "{logged:?}");
+    for line in banner.iter().chain(&logged) {
+        assert!(!line.contains('\x1b'), "colour codes in {line:?}");
+    }
+}

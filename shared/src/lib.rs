@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod fanout;
 pub mod handlers;
+pub mod logging;
 pub mod protocol;
 pub mod sender;
 pub mod store;

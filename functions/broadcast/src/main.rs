@@ -1,6 +1,6 @@
 //! Broadcast HTTP API: app backends POST a message; it fans out to the connections.
 
-use lambda_http::{Error, Request, run, service_fn, tracing};
+use lambda_http::{Error, Request, run, service_fn};
 use wsbridge::config::{BroadcastConfig, StoreConfig};
 use wsbridge::handlers::broadcast;
 use wsbridge::sender::ApiGatewaySender;
@@ -8,7 +8,7 @@ use wsbridge::store::DynamoDbStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
+    wsbridge::logging::init();
     let table = StoreConfig::from_env()?.table_name;
     let config = BroadcastConfig {
         emit_metrics: true,
