@@ -164,13 +164,13 @@ pub fn connect(
     parse(event)
 }
 
-/// A message on route `route_key`: text as is, binary frames base64-encoded.
+/// A message: text as is, binary frames base64-encoded. Its route is `$default`, as in the
+/// deployed API: route selection on `$request.body.action` finds no other route there.
 pub fn message(
     api: &ApiInfo,
     connection_id: &str,
     connected_at: i64,
     client: &ClientInfo,
-    route_key: &str,
     body: &str,
     is_base64_encoded: bool,
 ) -> ApiGatewayWebsocketProxyRequest {
@@ -179,7 +179,7 @@ pub fn message(
         connection_id,
         connected_at,
         client,
-        route_key,
+        "$default",
         "MESSAGE",
     );
     context.insert("messageId".into(), json!(gateway_id()));

@@ -29,10 +29,6 @@ use wsbridge::protocol::ConnectionId;
 use crate::Bridge;
 use crate::events::{self, ClientInfo};
 
-/// Routes of the deployed API besides `$connect`/`$disconnect`: none, so route selection on
-/// `$request.body.action` always falls back to `$default`, as in `template.yaml`.
-const CUSTOM_ROUTES: &[&str] = &[];
-
 /// What the management API asks a connection's task to do.
 pub(crate) enum Outbound {
     Data(Vec<u8>),
@@ -290,22 +286,13 @@ impl Session {
         }
     }
 
-    /// Runs the route for one message and sends the route response back.
+    /// Runs `$default` for one message and sends the route response back.
     async fn route(&self, socket: &mut Socket, body: &str, is_base64_encoded: bool) {
-        let action = (!is_base64_encoded)
-            .then(|| serde_json::from_str::<serde_json::Value>(body).ok())
-            .flatten()
-            .and_then(|v| v.get("action").and_then(|a| a.as_str()).map(str::to_owned));
-        let route_key = action
-            .as_deref()
-            .filter(|a| CUSTOM_ROUTES.contains(a))
-            .unwrap_or("$default");
         let event = events::message(
             &self.bridge.api,
             &self.id,
             self.connected_at,
             &self.client,
-            route_key,
             body,
             is_base64_encoded,
         );
@@ -315,10 +302,10 @@ impl Session {
             Some(Body::Text(text)) => Some(text),
             _ => None,
         };
+        // The reply tells what the message asked for (`subscribed`, `pong`, an error code)
+        // without reading the message a second time.
         info!(
             connection_id = %self.id,
-            route = route_key,
-            action = action.as_deref().unwrap_or("-"),
             status = answer.status_code,
             reply = reply.as_deref().unwrap_or("-"),
             "message"
