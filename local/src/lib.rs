@@ -2,19 +2,22 @@
 //! and management API (`@connections`) on one origin and the broadcast HTTP API on another,
 //! and runs the same handlers the Lambda functions run.
 
+mod access;
 pub mod client;
 pub mod events;
 mod http_api;
 mod management;
+mod serve;
 mod websocket;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
 use axum::Router;
+use axum::middleware;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -25,10 +28,12 @@ use wsbridge::sender::ApiGatewaySender;
 use wsbridge::store::dynamodb::schema;
 use wsbridge::store::{DynamoDbStore, MemoryStore, Store, StoreError};
 
+pub use crate::access::check_exposure;
 use crate::events::ApiInfo;
 use crate::websocket::Registry;
 
-/// API Gateway's WebSocket limits, the defaults here; each can be changed for experiments.
+/// API Gateway's WebSocket limits, and the local gateway's own protections against clients
+/// that would hold it (these have no API Gateway counterpart to copy); each can be changed.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest frame (API Gateway: 32 KB); larger closes the connection with 1009.
@@ -41,6 +46,8 @@ pub struct Limits {
     pub max_connection_duration: Duration,
     /// Messages queued for a client before posts are answered 429.
     pub outbox_capacity: usize,
+    /// A client must send each request head, the WebSocket upgrade included, within this.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -51,7 +58,20 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(600),
             max_connection_duration: Duration::from_secs(7_200),
             outbox_capacity: 1_024,
+            handshake_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+impl Limits {
+    /// Refuses limits that would make the gateway unusable rather than protected.
+    fn check(&self) -> Result<(), GatewayError> {
+        if self.handshake_timeout.is_zero() {
+            return Err(GatewayError::Limits(
+                "the handshake timeout must be above zero".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -103,6 +123,17 @@ pub enum GatewayError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "refusing to listen on {address}, off loopback, without {missing}: anyone who can reach \
+         it could connect with a token they sign themselves or broadcast to every client. Set \
+         them, or listen on loopback only (the default, --bind 127.0.0.1)"
+    )]
+    Exposed {
+        address: SocketAddr,
+        missing: String,
+    },
+    #[error("limits: {0}")]
+    Limits(String),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("storage: {0}")]
@@ -201,55 +232,31 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, GatewayError> {
         .map_err(|source| GatewayError::Bind { address, source })
 }
 
-/// Binds both listeners, prepares the store, and serves in the background.
-pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
-    let ws_listener = bind(config.ws_address).await?;
-    let http_listener = bind(config.http_address).await?;
-    let ws_address = ws_listener
-        .local_addr()
-        .map_err(|source| GatewayError::Bind {
-            address: config.ws_address,
-            source,
-        })?;
-    let http_address = http_listener
-        .local_addr()
-        .map_err(|source| GatewayError::Bind {
-            address: config.http_address,
-            source,
-        })?;
+/// Where the gateway's own broadcasts reach its `@connections`: the listening address, or
+/// loopback when it listens on every interface (an unspecified address is not one to dial).
+fn management_address(ws_address: SocketAddr) -> SocketAddr {
+    let ip = match ws_address.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, ws_address.port())
+}
 
-    let store: Arc<dyn Store> = match &config.storage {
+async fn open_store(storage: &Storage) -> Result<Arc<dyn Store>, GatewayError> {
+    Ok(match storage {
         Storage::Memory => Arc::new(MemoryStore::new()),
         Storage::DynamoDb { endpoint, table } => {
             let client = aws_sdk_dynamodb::Client::new(&local_sdk_config(Some(endpoint)));
             schema::create_table(&client, table).await?;
             Arc::new(DynamoDbStore::new(client, table.clone()))
         }
-    };
-    // Handlers post through the real management API client, to this gateway's own
-    // `@connections`, whatever endpoint a connection row stores.
-    let sender = ApiGatewaySender::new(
-        &local_sdk_config(None),
-        Some(format!("http://{ws_address}")),
-    );
-    let bridge = Arc::new(Bridge {
-        api: ApiInfo {
-            api_id: "local".into(),
-            stage: config.stage.clone(),
-            domain: ws_address.to_string(),
-        },
-        limits: config.limits.clone(),
-        store,
-        verifier: TokenVerifier::new(&config.auth)?,
-        session: config.session,
-        broadcast: config.broadcast.clone(),
-        sender,
-        connections: Registry::default(),
-    });
+    })
+}
 
-    let ws_app = Router::new()
-        .route("/", get(websocket::upgrade))
-        .route("/{stage}", get(websocket::upgrade))
+/// The WebSocket API and, on the same origin, `@connections` (for this machine only).
+fn ws_app(bridge: Arc<Bridge>) -> Router {
+    let management = Router::new()
         .route(
             "/@connections/{id}",
             post(management::post)
@@ -262,24 +269,61 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
                 .get(management::get_staged)
                 .delete(management::delete_staged),
         )
-        .with_state(bridge.clone());
+        .route_layer(middleware::from_fn(management::this_machine_only));
+    Router::new()
+        .route("/", get(websocket::upgrade))
+        .route("/{stage}", get(websocket::upgrade))
+        .merge(management)
+        .with_state(bridge)
+}
+
+/// Binds both listeners, prepares the store, and serves in the background. Refuses, before
+/// binding anything, a configuration that is unsafe off loopback (`check_exposure`).
+pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
+    check_exposure(&config)?;
+    config.limits.check()?;
+    let ws_listener = bind(config.ws_address).await?;
+    let http_listener = bind(config.http_address).await?;
+    let local_address = |listener: &TcpListener, address| {
+        listener
+            .local_addr()
+            .map_err(|source| GatewayError::Bind { address, source })
+    };
+    let ws_address = local_address(&ws_listener, config.ws_address)?;
+    let http_address = local_address(&http_listener, config.http_address)?;
+
+    // Handlers post through the real management API client, to this gateway's own
+    // `@connections`, whatever endpoint a connection row stores.
+    let sender = ApiGatewaySender::new(
+        &local_sdk_config(None),
+        Some(format!("http://{}", management_address(ws_address))),
+    );
+    let bridge = Arc::new(Bridge {
+        api: ApiInfo {
+            api_id: "local".into(),
+            stage: config.stage.clone(),
+            domain: ws_address.to_string(),
+        },
+        store: open_store(&config.storage).await?,
+        verifier: TokenVerifier::new(&config.auth)?,
+        session: config.session,
+        broadcast: config.broadcast.clone(),
+        sender,
+        connections: Registry::default(),
+        limits: config.limits.clone(),
+    });
+
+    let head_timeout = bridge.limits.handshake_timeout;
     let http_app = Router::new()
         .fallback(http_api::handle)
         .with_state(bridge.clone());
-
     let servers = vec![
-        tokio::spawn(async move {
-            let service = ws_app.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(ws_listener, service).await {
-                tracing::error!(error = %e, "WebSocket API stopped");
-            }
-        }),
-        tokio::spawn(async move {
-            let service = http_app.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(http_listener, service).await {
-                tracing::error!(error = %e, "broadcast API stopped");
-            }
-        }),
+        tokio::spawn(serve::serve(
+            ws_listener,
+            ws_app(bridge.clone()),
+            head_timeout,
+        )),
+        tokio::spawn(serve::serve(http_listener, http_app, head_timeout)),
     ];
     Ok(RunningGateway {
         ws_address,
@@ -287,4 +331,72 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         bridge,
         servers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::http::{Request, StatusCode};
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::connect_async;
+    use tokio_tungstenite::tungstenite::Message;
+    use tower::ServiceExt;
+    use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
+
+    use super::*;
+    use crate::serve::AcceptedOn;
+
+    #[test]
+    fn the_gateway_reaches_its_own_connections_api_on_an_address_it_can_dial() {
+        let on = |address: &str| management_address(address.parse().unwrap()).to_string();
+        assert_eq!(on("0.0.0.0:3001"), "127.0.0.1:3001");
+        assert_eq!(on("[::]:3001"), "[::1]:3001");
+        assert_eq!(on("192.0.2.10:3001"), "192.0.2.10:3001");
+        assert_eq!(on("127.0.0.1:3001"), "127.0.0.1:3001");
+    }
+
+    #[tokio::test]
+    async fn the_connections_api_answers_this_machine_only() {
+        // GIVEN a running gateway with one client
+        let gateway = start(GatewayConfig::loopback()).await.unwrap();
+        let token = sign_hs256(DEV_SECRET, &Claims::new("alice", Duration::from_secs(60))).unwrap();
+        let url = format!("{}/?token={token}", gateway.ws_url());
+        let (mut client, _) = connect_async(url).await.unwrap();
+        client
+            .send(Message::text(r#"{"action":"whoami"}"#))
+            .await
+            .unwrap();
+        let whoami = client.next().await.unwrap().unwrap().into_text().unwrap();
+        let whoami: serde_json::Value = serde_json::from_str(&whoami).unwrap();
+        let id = whoami["connection_id"].as_str().unwrap().to_owned();
+        let app = ws_app(gateway.bridge.clone());
+        let post_from = |peer: &str, body: &'static str| {
+            Request::post(format!("/@connections/{id}"))
+                .extension(ConnectInfo(peer.parse::<SocketAddr>().unwrap()))
+                .extension(AcceptedOn(gateway.ws_address))
+                .body(Body::from(body))
+                .unwrap()
+        };
+
+        // WHEN another machine posts to it, THEN it gets API Gateway's 403 for an unsigned call
+        let response = app
+            .clone()
+            .oneshot(post_from("203.0.113.5:40000", r#"{"from":"afar"}"#))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(response.headers()["x-amzn-ErrorType"], "ForbiddenException");
+
+        // AND the same post from this machine is delivered: the first frame the client gets
+        let response = app
+            .oneshot(post_from("127.0.0.1:40000", r#"{"from":"here"}"#))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let delivered = client.next().await.unwrap().unwrap().into_text().unwrap();
+        assert_eq!(delivered.as_str(), r#"{"from":"here"}"#);
+    }
 }

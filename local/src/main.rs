@@ -14,7 +14,8 @@ use wsbridge_local::{GatewayConfig, Limits, RunningGateway, Storage};
 /// The whole wsbridge on one machine: API Gateway's WebSocket API and @connections
 /// management API, and the broadcast HTTP API, running the same handlers as the Lambda
 /// functions. JWT and limit settings read the same environment variables as the functions
-/// (JWT_SECRET defaults to the public dev secret).
+/// (JWT_SECRET defaults to the public dev secret, so listening off loopback needs JWT_SECRET
+/// and BROADCAST_API_KEY set).
 #[derive(Parser)]
 #[command(version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -26,7 +27,9 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Address to listen on (loopback by default: the dev secret is public).
+    /// Address to listen on. Loopback by default; any other address needs JWT_SECRET and
+    /// BROADCAST_API_KEY set (the dev secret is public), and @connections still answers
+    /// this machine only.
     #[arg(long, env = "WSBRIDGE_BIND", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     bind: IpAddr,
     /// Port of the WebSocket API and the @connections management API.
@@ -57,6 +60,9 @@ struct ServeArgs {
     /// Seconds before any connection is closed (API Gateway: 7200).
     #[arg(long, env = "WSBRIDGE_MAX_CONNECTION_SECONDS", default_value_t = 7_200)]
     max_connection_seconds: u64,
+    /// Seconds a client has to send a request head (the WebSocket upgrade included).
+    #[arg(long, env = "WSBRIDGE_HANDSHAKE_TIMEOUT_SECONDS", default_value_t = Limits::default().handshake_timeout.as_secs())]
+    handshake_timeout_seconds: u64,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +121,7 @@ fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
             max_message_bytes: args.max_message_bytes,
             idle_timeout: Duration::from_secs(args.idle_timeout_seconds),
             max_connection_duration: Duration::from_secs(args.max_connection_seconds),
+            handshake_timeout: Duration::from_secs(args.handshake_timeout_seconds),
             ..Limits::default()
         },
         auth: auth_config()?,

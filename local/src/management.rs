@@ -1,12 +1,15 @@
 //! API Gateway's management API (`@connections`) on the WebSocket API's origin, answering
-//! as API Gateway does, so the real SDK client and the stock AWS CLI work against it.
+//! as API Gateway does, so the real SDK client and the stock AWS CLI work against it. It has
+//! no IAM here, so it answers clients on this machine only.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -16,6 +19,8 @@ use tracing::info;
 use wsbridge::protocol::MAX_MESSAGE_BYTES;
 
 use crate::Bridge;
+use crate::access::is_this_machine;
+use crate::serve::AcceptedOn;
 use crate::websocket::Outbound;
 
 /// An API Gateway error: status, `x-amzn-ErrorType`, and a `message` body.
@@ -40,6 +45,24 @@ fn iso8601(millis: i64) -> String {
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_default()
+}
+
+/// In front of every route here. Deployed, `@connections` needs a SigV4 signature from a
+/// principal allowed to manage connections; here, where anyone could sign, a request from
+/// another machine gets what API Gateway answers an unsigned one: 403 `ForbiddenException`.
+pub(crate) async fn this_machine_only(request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let accepted_on = request.extensions().get::<AcceptedOn>().map(|a| a.0);
+    match (peer, accepted_on) {
+        (Some(peer), Some(on)) if is_this_machine(peer, on) => next.run(request).await,
+        _ => {
+            info!(peer = ?peer, "@connections refused: not from this machine");
+            error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden")
+        }
+    }
 }
 
 /// `POST /@connections/{id}`: queue `body` for the connection.
