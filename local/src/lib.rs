@@ -7,7 +7,10 @@ pub mod client;
 pub mod events;
 mod http_api;
 mod management;
+mod outbox;
+mod registry;
 mod serve;
+mod session;
 mod websocket;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -30,7 +33,8 @@ use wsbridge::store::{DynamoDbStore, MemoryStore, Store, StoreError};
 
 pub use crate::access::check_exposure;
 use crate::events::ApiInfo;
-use crate::websocket::Registry;
+use crate::outbox::OutboxLimits;
+use crate::registry::Registry;
 
 /// API Gateway's WebSocket limits, and the local gateway's own protections against clients
 /// that would hold it (these have no API Gateway counterpart to copy); each can be changed.
@@ -44,8 +48,15 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Closed with 1001 after this long regardless (API Gateway: 2 h).
     pub max_connection_duration: Duration,
-    /// Messages queued for a client before posts are answered 429.
-    pub outbox_capacity: usize,
+    /// Messages queued for a client (posted, not yet written) before posts are answered 429.
+    pub outbox_messages: usize,
+    /// Bytes queued for a client before posts are answered 429; at least one largest message.
+    pub outbox_bytes: usize,
+    /// A client that has not taken a message after this long is not reading: it is dropped
+    /// (`$disconnect` with 1006).
+    pub send_timeout: Duration,
+    /// Open connections, handshakes included, beyond which a handshake is answered 503.
+    pub max_connections: usize,
     /// A client must send each request head, the WebSocket upgrade included, within this.
     pub handshake_timeout: Duration,
 }
@@ -57,7 +68,10 @@ impl Default for Limits {
             max_message_bytes: MAX_MESSAGE_BYTES,
             idle_timeout: Duration::from_secs(600),
             max_connection_duration: Duration::from_secs(7_200),
-            outbox_capacity: 1_024,
+            outbox_messages: 1_024,
+            outbox_bytes: 1024 * 1024,
+            send_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
             handshake_timeout: Duration::from_secs(10),
         }
     }
@@ -66,10 +80,18 @@ impl Default for Limits {
 impl Limits {
     /// Refuses limits that would make the gateway unusable rather than protected.
     fn check(&self) -> Result<(), GatewayError> {
-        if self.handshake_timeout.is_zero() {
-            return Err(GatewayError::Limits(
-                "the handshake timeout must be above zero".into(),
+        let refuse = |reason: String| Err(GatewayError::Limits(reason));
+        if self.outbox_bytes < MAX_MESSAGE_BYTES {
+            return refuse(format!(
+                "the outbox must hold one largest message: at least {MAX_MESSAGE_BYTES} bytes, not {}",
+                self.outbox_bytes
             ));
+        }
+        if self.outbox_messages == 0 || self.max_connections == 0 {
+            return refuse("outbox messages and max connections must be at least 1".into());
+        }
+        if self.send_timeout.is_zero() || self.handshake_timeout.is_zero() {
+            return refuse("send and handshake timeouts must be above zero".into());
         }
         Ok(())
     }
@@ -150,6 +172,7 @@ pub(crate) struct Bridge {
     pub broadcast: BroadcastConfig,
     pub sender: ApiGatewaySender,
     pub connections: Registry,
+    pub outbox_limits: Arc<OutboxLimits>,
 }
 
 /// A started gateway; dropping it stops the listeners.
@@ -179,6 +202,20 @@ impl RunningGateway {
     /// Open WebSocket connections.
     pub fn open_connections(&self) -> usize {
         self.bridge.connections.len()
+    }
+
+    /// Bytes posted to connection `id` and not yet written to its socket; `None` once it is
+    /// closed.
+    pub fn outbox_bytes(&self, id: &str) -> Option<usize> {
+        self.bridge
+            .connections
+            .with(id, |c| c.outbox.queued_bytes())
+    }
+
+    /// The most bytes any one connection's outbox has held since the gateway started: never
+    /// more than `Limits::outbox_bytes`.
+    pub fn peak_outbox_bytes(&self) -> usize {
+        self.bridge.outbox_limits.peak_bytes()
     }
 
     /// The store the gateway runs on.
@@ -298,6 +335,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         &local_sdk_config(None),
         Some(format!("http://{}", management_address(ws_address))),
     );
+    let limits = config.limits.clone();
     let bridge = Arc::new(Bridge {
         api: ApiInfo {
             api_id: "local".into(),
@@ -309,8 +347,12 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         session: config.session,
         broadcast: config.broadcast.clone(),
         sender,
-        connections: Registry::default(),
-        limits: config.limits.clone(),
+        connections: Registry::new(limits.max_connections),
+        outbox_limits: Arc::new(OutboxLimits::new(
+            limits.outbox_messages,
+            limits.outbox_bytes,
+        )),
+        limits,
     });
 
     let head_timeout = bridge.limits.handshake_timeout;
@@ -358,6 +400,17 @@ mod tests {
         assert_eq!(on("127.0.0.1:3001"), "127.0.0.1:3001");
     }
 
+    #[test]
+    fn limits_that_would_refuse_every_large_post_are_refused() {
+        let small = Limits {
+            outbox_bytes: 1_000,
+            ..Limits::default()
+        };
+        let message = small.check().unwrap_err().to_string();
+        assert!(message.contains("131072"), "{message}");
+        assert!(Limits::default().check().is_ok());
+    }
+
     #[tokio::test]
     async fn the_connections_api_answers_this_machine_only() {
         // GIVEN a running gateway with one client
@@ -390,7 +443,7 @@ mod tests {
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         assert_eq!(response.headers()["x-amzn-ErrorType"], "ForbiddenException");
 
-        // AND the same post from this machine is delivered: the first frame the client gets
+        // AND the same post from this machine is delivered, and is the only one that was
         let response = app
             .oneshot(post_from("127.0.0.1:40000", r#"{"from":"here"}"#))
             .await
@@ -398,5 +451,6 @@ mod tests {
         assert_eq!(response.status(), StatusCode::OK);
         let delivered = client.next().await.unwrap().unwrap().into_text().unwrap();
         assert_eq!(delivered.as_str(), r#"{"from":"here"}"#);
+        assert_eq!(gateway.peak_outbox_bytes(), r#"{"from":"here"}"#.len());
     }
 }

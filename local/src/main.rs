@@ -60,6 +60,18 @@ struct ServeArgs {
     /// Seconds before any connection is closed (API Gateway: 7200).
     #[arg(long, env = "WSBRIDGE_MAX_CONNECTION_SECONDS", default_value_t = 7_200)]
     max_connection_seconds: u64,
+    /// Bytes posted to one client and not yet written before posts get 429 (at least 131072).
+    #[arg(long, env = "WSBRIDGE_OUTBOX_BYTES", default_value_t = Limits::default().outbox_bytes)]
+    outbox_bytes: usize,
+    /// Messages posted to one client and not yet written before posts get 429.
+    #[arg(long, env = "WSBRIDGE_OUTBOX_MESSAGES", default_value_t = Limits::default().outbox_messages)]
+    outbox_messages: usize,
+    /// Seconds a client may take to accept one message before it is dropped as not reading.
+    #[arg(long, env = "WSBRIDGE_SEND_TIMEOUT_SECONDS", default_value_t = Limits::default().send_timeout.as_secs())]
+    send_timeout_seconds: u64,
+    /// Open connections beyond which handshakes are answered 503.
+    #[arg(long, env = "WSBRIDGE_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
     /// Seconds a client has to send a request head (the WebSocket upgrade included).
     #[arg(long, env = "WSBRIDGE_HANDSHAKE_TIMEOUT_SECONDS", default_value_t = Limits::default().handshake_timeout.as_secs())]
     handshake_timeout_seconds: u64,
@@ -121,8 +133,11 @@ fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
             max_message_bytes: args.max_message_bytes,
             idle_timeout: Duration::from_secs(args.idle_timeout_seconds),
             max_connection_duration: Duration::from_secs(args.max_connection_seconds),
+            outbox_messages: args.outbox_messages,
+            outbox_bytes: args.outbox_bytes,
+            send_timeout: Duration::from_secs(args.send_timeout_seconds),
+            max_connections: args.max_connections,
             handshake_timeout: Duration::from_secs(args.handshake_timeout_seconds),
-            ..Limits::default()
         },
         auth: auth_config()?,
         session: SessionConfig::from_env().map_err(|e| e.to_string())?,

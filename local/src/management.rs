@@ -14,14 +14,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::mpsc::error::TrySendError;
 use tracing::info;
 use wsbridge::protocol::MAX_MESSAGE_BYTES;
 
 use crate::Bridge;
 use crate::access::is_this_machine;
+use crate::outbox::Refused;
 use crate::serve::AcceptedOn;
-use crate::websocket::Outbound;
 
 /// An API Gateway error: status, `x-amzn-ErrorType`, and a `message` body.
 fn error(status: StatusCode, error_type: &'static str, message: &str) -> Response {
@@ -80,16 +79,16 @@ pub(crate) async fn post(
     }
     let sent = bridge
         .connections
-        .with(&id, |c| c.outbox.try_send(Outbound::Data(body.to_vec())));
+        .with(&id, |c| c.outbox.post(body.to_vec()));
     match sent {
         Some(Ok(())) => StatusCode::OK.into_response(),
         // As API Gateway answers when a client's buffer is full.
-        Some(Err(TrySendError::Full(_))) => error(
+        Some(Err(Refused::Full)) => error(
             StatusCode::TOO_MANY_REQUESTS,
             "LimitExceededException",
             "the client's buffer is full",
         ),
-        Some(Err(TrySendError::Closed(_))) | None => gone(&id),
+        Some(Err(Refused::Closed)) | None => gone(&id),
     }
 }
 
@@ -115,14 +114,13 @@ pub(crate) async fn get(State(bridge): State<Arc<Bridge>>, Path(id): Path<String
 
 /// `DELETE /@connections/{id}`: close the socket; `$disconnect` follows.
 pub(crate) async fn delete(State(bridge): State<Arc<Bridge>>, Path(id): Path<String>) -> Response {
-    // A full outbox still gets the close: it waits behind the queued messages.
-    let outbox = bridge.connections.with(&id, |c| c.outbox.clone());
-    match outbox {
-        Some(outbox) if outbox.send(Outbound::Close).await.is_ok() => {
+    // A full outbox still takes the close, behind the queued messages.
+    match bridge.connections.with(&id, |c| c.outbox.close()) {
+        Some(Ok(())) => {
             info!(connection_id = %id, "delete requested");
             StatusCode::NO_CONTENT.into_response()
         }
-        _ => gone(&id),
+        Some(Err(_)) | None => gone(&id),
     }
 }
 

@@ -12,12 +12,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use wsbridge::protocol::ConnectionId;
-use wsbridge_local::local_sdk_config;
 use wsbridge_local::{Limits, RunningGateway, Storage};
-use wsbridge_tests::dynamodb_endpoint;
 use wsbridge_tests::gateway::{
-    Client, PATIENCE, broadcast, connect, drain, eventually, receive, request, send, start_gateway,
-    subscribe, token, whoami,
+    Client, PATIENCE, broadcast, connect, drain, dynamodb_storage, eventually, management_client,
+    receive, request, send, start_gateway, subscribe, token, whoami,
 };
 
 async fn memory_gateway() -> RunningGateway {
@@ -179,9 +177,7 @@ async fn a_client_that_drops_tcp_is_disconnected_and_never_counted_delivered() {
 #[tokio::test]
 async fn management_api_answers_like_api_gateway_to_the_sdk_client() {
     let gateway = memory_gateway().await;
-    let management = aws_sdk_apigatewaymanagement::Client::new(&local_sdk_config(Some(
-        &gateway.management_url(),
-    )));
+    let management = management_client(&gateway);
     let mut client = connect(&gateway, "frank").await;
     let id = whoami(&mut client).await;
 
@@ -505,10 +501,6 @@ async fn two_hundred_clients_twenty_topics_fifty_broadcasts_in_memory() {
 
 #[tokio::test]
 async fn two_hundred_clients_twenty_topics_fifty_broadcasts_on_dynamodb_local() {
-    let storage = Storage::DynamoDb {
-        endpoint: dynamodb_endpoint(),
-        table: format!("wsbridge-gateway-{}", std::process::id()),
-    };
-    let gateway = start_gateway(Limits::default(), storage).await;
+    let gateway = start_gateway(Limits::default(), dynamodb_storage()).await;
     many_clients_many_topics(&gateway).await;
 }
