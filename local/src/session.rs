@@ -31,7 +31,7 @@ use crate::registry::Slot;
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// The reason `$disconnect` reports for a client dropped because it stopped reading.
-pub(crate) const NOT_READING: &str = "Client not reading: send timed out";
+const NOT_READING: &str = "Client not reading: send timed out";
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
