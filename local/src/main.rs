@@ -16,7 +16,8 @@ use wsbridge_local::{GatewayConfig, Limits, RunningGateway, Storage};
 /// The whole wsbridge on one machine: API Gateway's WebSocket API and @connections
 /// management API, and the broadcast HTTP API, running the same handlers as the Lambda
 /// functions. JWT and limit settings read the same environment variables as the functions
-/// (JWT_SECRET defaults to the public dev secret).
+/// (JWT_SECRET defaults to the public dev secret, so listening off loopback needs JWT_SECRET
+/// and BROADCAST_API_KEY set).
 #[derive(Parser)]
 #[command(version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -28,7 +29,9 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Address to listen on (loopback by default: the dev secret is public).
+    /// Address to listen on. Loopback by default; any other address needs JWT_SECRET and
+    /// BROADCAST_API_KEY set (the dev secret is public), and @connections still answers
+    /// this machine only.
     #[arg(long, env = "WSBRIDGE_BIND", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     bind: IpAddr,
     /// Port of the WebSocket API and the @connections management API.
@@ -59,6 +62,21 @@ struct ServeArgs {
     /// Seconds before any connection is closed (API Gateway: 7200).
     #[arg(long, env = "WSBRIDGE_MAX_CONNECTION_SECONDS", default_value_t = 7_200)]
     max_connection_seconds: u64,
+    /// Bytes posted to one client and not yet written before posts get 429 (at least 131072).
+    #[arg(long, env = "WSBRIDGE_OUTBOX_BYTES", default_value_t = Limits::default().outbox_bytes)]
+    outbox_bytes: usize,
+    /// Messages posted to one client and not yet written before posts get 429.
+    #[arg(long, env = "WSBRIDGE_OUTBOX_MESSAGES", default_value_t = Limits::default().outbox_messages)]
+    outbox_messages: usize,
+    /// Seconds a client may take to accept one message before it is dropped as not reading.
+    #[arg(long, env = "WSBRIDGE_SEND_TIMEOUT_SECONDS", default_value_t = Limits::default().send_timeout.as_secs())]
+    send_timeout_seconds: u64,
+    /// Open connections beyond which handshakes are answered 503.
+    #[arg(long, env = "WSBRIDGE_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Seconds a client has to send a request head (the WebSocket upgrade included).
+    #[arg(long, env = "WSBRIDGE_HANDSHAKE_TIMEOUT_SECONDS", default_value_t = Limits::default().handshake_timeout.as_secs())]
+    handshake_timeout_seconds: u64,
     /// Channel namespaces and permissions: a JSON file (e.g. examples/channels/chat.json).
     /// Without it, CHANNELS_CONFIG (the JSON itself) is read, else the built-in policy.
     #[arg(long, env = "WSBRIDGE_CHANNELS_FILE", value_name = "FILE")]
@@ -133,7 +151,11 @@ fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
             max_message_bytes: args.max_message_bytes,
             idle_timeout: Duration::from_secs(args.idle_timeout_seconds),
             max_connection_duration: Duration::from_secs(args.max_connection_seconds),
-            ..Limits::default()
+            outbox_messages: args.outbox_messages,
+            outbox_bytes: args.outbox_bytes,
+            send_timeout: Duration::from_secs(args.send_timeout_seconds),
+            max_connections: args.max_connections,
+            handshake_timeout: Duration::from_secs(args.handshake_timeout_seconds),
         },
         auth: auth_config()?,
         session: SessionConfig::from_env().map_err(|e| e.to_string())?,
@@ -269,6 +291,8 @@ async fn serve(args: &ServeArgs) -> Result<(), String> {
                 .unwrap_or_else(|_| EnvFilter::new("wsbridge_local=info,wsbridge=warn")),
         )
         .with_target(false)
+        // Colour is for people: `wsbridge-local > gateway.log` or `| grep` get plain text.
+        .with_ansi(wsbridge::logging::stdout_wants_colour())
         .init();
     let config = gateway_config(args)?;
     let token = mint("alice", 86_400)?;

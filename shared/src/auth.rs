@@ -167,10 +167,8 @@ pub fn sign_hs256(secret: &str, claims: &Claims) -> Result<String, jsonwebtoken:
     )
 }
 
-/// Seconds since the Unix epoch.
-pub fn now_seconds() -> u64 {
-    jsonwebtoken::get_current_timestamp()
-}
+/// Seconds since the Unix epoch (kept here too: the store and handlers read it from `auth`).
+pub use crate::clock::now_seconds;
 
 #[cfg(test)]
 mod tests {

@@ -5,10 +5,12 @@
 
 pub mod auth;
 pub mod channels;
+pub mod clock;
 pub mod config;
 pub mod fanout;
 pub mod handlers;
 pub mod limits;
+pub mod logging;
 pub mod protocol;
 pub mod sender;
 pub mod store;

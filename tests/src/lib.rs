@@ -7,26 +7,12 @@ pub mod gateway;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_dynamodb::config::Credentials;
 use wsbridge::store::DynamoDbStore;
 use wsbridge::store::dynamodb::schema;
+use wsbridge_local::local_sdk_config;
 
 /// Set by the test command (`scripts/test.sh`) to the DynamoDB Local it started.
 pub const DYNAMODB_ENDPOINT_VAR: &str = "WSBRIDGE_TEST_DYNAMODB_ENDPOINT";
-
-/// SDK configuration for local endpoints: fixed region, dummy credentials, nothing read
-/// from the machine's AWS profile.
-pub fn local_sdk_config(endpoint: &str) -> SdkConfig {
-    SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
-            Credentials::new("local", "local", None, None, "wsbridge-tests"),
-        ))
-        .build()
-}
 
 /// The DynamoDB Local endpoint. Fails the test, loudly, when there is none: a store test
 /// that silently passed without a database would prove nothing.
@@ -45,7 +31,7 @@ pub fn dynamodb_endpoint() -> String {
 pub async fn fresh_dynamodb_store() -> DynamoDbStore {
     static TABLES: AtomicU32 = AtomicU32::new(0);
     let endpoint = dynamodb_endpoint();
-    let client = aws_sdk_dynamodb::Client::new(&local_sdk_config(&endpoint));
+    let client = aws_sdk_dynamodb::Client::new(&local_sdk_config(Some(&endpoint)));
     let table = format!(
         "wsbridge-test-{}-{}",
         std::process::id(),

@@ -4,7 +4,6 @@
 //! handlers accept fails here first.
 
 use std::collections::BTreeSet;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use futures::TryStreamExt;
@@ -14,6 +13,7 @@ use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 use wsbridge::auth::{AuthError, Claims, TokenVerifier, now_seconds, token_of};
 use wsbridge::channels::Channels;
+use wsbridge::clock::now_millis;
 use wsbridge::config::{AuthConfig, BroadcastConfig, SessionConfig};
 use wsbridge::handlers::{broadcast, connect, default, disconnect};
 use wsbridge::protocol::broadcast::Target;
@@ -971,11 +971,4 @@ fn http_json(response: &Response<Body>) -> Value {
         Some(&header::HeaderValue::from_static("application/json"))
     );
     serde_json::from_slice(response.body()).unwrap_or_else(|e| panic!("body is not JSON: {e}"))
-}
-
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_millis() as i64
 }

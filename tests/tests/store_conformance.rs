@@ -328,11 +328,12 @@ async fn expired_rows_are_invisible_before_ttl_deletes_them(store: &dyn Store) {
 #[tokio::test]
 async fn a_missing_table_is_a_rejected_request_and_a_dead_endpoint_an_unavailable_one() {
     use wsbridge::store::{ConnectionStore, DynamoDbStore, Failure};
-    use wsbridge_tests::{dynamodb_endpoint, local_sdk_config};
+    use wsbridge_local::local_sdk_config;
+    use wsbridge_tests::dynamodb_endpoint;
 
     // GIVEN a store on a table that does not exist, and one on a port nobody listens on
     let missing = DynamoDbStore::from_sdk_config(
-        &local_sdk_config(&dynamodb_endpoint()),
+        &local_sdk_config(Some(&dynamodb_endpoint())),
         "wsbridge-no-such-table",
     );
     let closed_port = {
@@ -342,7 +343,7 @@ async fn a_missing_table_is_a_rejected_request_and_a_dead_endpoint_an_unavailabl
         port
     };
     let dead = DynamoDbStore::from_sdk_config(
-        &local_sdk_config(&format!("http://127.0.0.1:{closed_port}")),
+        &local_sdk_config(Some(&format!("http://127.0.0.1:{closed_port}"))),
         "t",
     );
 

@@ -1,6 +1,6 @@
 //! The server HTTP API: app backends broadcast, and manage connections' subscriptions.
 
-use lambda_http::{Error, Request, run, service_fn, tracing};
+use lambda_http::{Error, Request, run, service_fn};
 use wsbridge::config::{
     BroadcastConfig, ChannelsConfig, ManagementConfig, SessionConfig, StoreConfig,
 };
@@ -10,7 +10,7 @@ use wsbridge::store::DynamoDbStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
+    wsbridge::logging::init();
     let table = StoreConfig::from_env()?.table_name;
     let config = BroadcastConfig {
         emit_metrics: true,

@@ -1,7 +1,7 @@
 //! `$connect`: verifies the client's JWT and registers the connection within its user's limit.
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
-use lambda_runtime::{Error, LambdaEvent, run, service_fn, tracing};
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use wsbridge::auth::TokenVerifier;
 use wsbridge::config::{AuthConfig, ChannelsConfig, ManagementConfig, SessionConfig, StoreConfig};
 use wsbridge::handlers::connect;
@@ -10,7 +10,7 @@ use wsbridge::store::DynamoDbStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
+    wsbridge::logging::init();
     let table = StoreConfig::from_env()?.table_name;
     let verifier = TokenVerifier::new(&AuthConfig::from_env()?)?;
     let session = SessionConfig::from_env()?;
