@@ -28,6 +28,43 @@ pub fn now_micros() -> i64 {
     i64::try_from(since_epoch().as_micros()).unwrap_or(i64::MAX)
 }
 
+/// The time a store judges expiry by: the wall clock, or one a test sets, so that "the rows
+/// expired" is a step of the test instead of a sleep.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    /// Seconds since the Unix epoch when set by hand; `None`: the wall clock.
+    manual: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+}
+
+impl Clock {
+    /// The wall clock.
+    pub fn wall() -> Self {
+        Self::default()
+    }
+
+    /// A clock that stands at `seconds` since the Unix epoch until moved.
+    pub fn manual(seconds: u64) -> Self {
+        Self {
+            manual: Some(std::sync::Arc::new(seconds.into())),
+        }
+    }
+
+    /// Seconds since the Unix epoch.
+    pub fn now_seconds(&self) -> u64 {
+        match &self.manual {
+            Some(at) => at.load(std::sync::atomic::Ordering::SeqCst),
+            None => now_seconds(),
+        }
+    }
+
+    /// Moves a manual clock forward (every copy of it moves); the wall clock ignores it.
+    pub fn advance(&self, seconds: u64) {
+        if let Some(at) = &self.manual {
+            at.fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +80,17 @@ mod tests {
         assert!(millis > 1_700_000_000_000, "{millis}");
         let millis_as_seconds = u64::try_from(millis / 1_000).unwrap();
         assert!((seconds_before..=seconds_after).contains(&millis_as_seconds));
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told_and_every_copy_with_it() {
+        let clock = Clock::manual(1_000);
+        let copy = clock.clone();
+        assert_eq!(copy.now_seconds(), 1_000);
+        clock.advance(5);
+        assert_eq!(copy.now_seconds(), 1_005);
+        let wall = Clock::wall();
+        wall.advance(1_000_000);
+        assert!(wall.now_seconds().abs_diff(now_seconds()) <= 1);
     }
 }

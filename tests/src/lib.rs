@@ -60,9 +60,11 @@ pub fn event(name: &str) -> String {
 /// boundaries.
 pub const PAGE_SIZE: usize = 3;
 
-/// One suite, run against both stores: each named scenario, an `async fn(&dyn Store)`,
-/// becomes a test on a `MemoryStore` (module `memory`) and one on a fresh `DynamoDbStore` on
-/// DynamoDB Local (module `dynamodb`), both with pages of [`PAGE_SIZE`] rows.
+/// One suite, run against both stores: each named scenario, an
+/// `async fn(&dyn Store, &Clock)`, becomes a test on a `MemoryStore` (module `memory`) and one
+/// on a fresh `DynamoDbStore` on DynamoDB Local (module `dynamodb`), both with pages of
+/// [`PAGE_SIZE`] rows and a manual clock standing at the wall clock's time, which the
+/// scenario may move to make rows expire without waiting.
 #[macro_export]
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
@@ -70,9 +72,11 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $scenario() {
+                    let clock = wsbridge::clock::Clock::manual(wsbridge::clock::now_seconds());
                     let store = wsbridge::store::MemoryStore::new()
-                        .with_page_size($crate::PAGE_SIZE);
-                    super::$scenario(&store).await;
+                        .with_page_size($crate::PAGE_SIZE)
+                        .with_clock(clock.clone());
+                    super::$scenario(&store, &clock).await;
                 }
             )*
         }
@@ -80,10 +84,12 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $scenario() {
+                    let clock = wsbridge::clock::Clock::manual(wsbridge::clock::now_seconds());
                     let store = $crate::fresh_dynamodb_store()
                         .await
-                        .with_page_size($crate::PAGE_SIZE as i32);
-                    super::$scenario(&store).await;
+                        .with_page_size($crate::PAGE_SIZE as i32)
+                        .with_clock(clock.clone());
+                    super::$scenario(&store, &clock).await;
                 }
             )*
         }
