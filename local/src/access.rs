@@ -24,8 +24,8 @@ pub fn check_exposure(config: &GatewayConfig) -> Result<(), GatewayError> {
     if matches!(&config.auth.key, JwtKey::Secret(secret) if secret == DEV_SECRET) {
         missing.push("JWT_SECRET (a secret of your own: the default one is public)");
     }
-    if config.broadcast.api_key.is_none() {
-        missing.push("BROADCAST_API_KEY");
+    if config.broadcast.api_key.is_none() && config.sigv4.is_none() {
+        missing.push("BROADCAST_API_KEY (or --sigv4)");
     }
     if missing.is_empty() {
         return Ok(());

@@ -12,6 +12,7 @@ mod outbox;
 mod registry;
 mod serve;
 mod session;
+mod sigv4;
 mod websocket;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -36,6 +37,7 @@ use crate::events::ApiInfo;
 pub use crate::limits::Limits;
 use crate::outbox::OutboxLimits;
 use crate::registry::Registry;
+pub use crate::sigv4::{Refusal as SigV4Refusal, SigV4Credentials};
 
 /// Where connections and subscriptions are kept.
 #[derive(Debug, Clone)]
@@ -60,6 +62,9 @@ pub struct GatewayConfig {
     pub broadcast: BroadcastConfig,
     /// Channel namespaces and permissions (`--channels FILE`, `CHANNELS_CONFIG`).
     pub channels: Channels,
+    /// When set (`--sigv4`), the broadcast API accepts only requests signed with these
+    /// credentials, as the deployed API does in IAM mode.
+    pub sigv4: Option<SigV4Credentials>,
     pub storage: Storage,
 }
 
@@ -76,6 +81,7 @@ impl GatewayConfig {
             session: SessionConfig::default(),
             broadcast: BroadcastConfig::default(),
             channels: Channels::default(),
+            sigv4: None,
             storage: Storage::Memory,
         }
     }
@@ -114,6 +120,7 @@ pub(crate) struct Bridge {
     pub session: SessionConfig,
     pub broadcast: BroadcastConfig,
     pub channels: Channels,
+    pub sigv4: Option<SigV4Credentials>,
     pub sender: ApiGatewaySender,
     pub connections: Registry,
     pub outbox_limits: Arc<OutboxLimits>,
@@ -291,6 +298,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         session: config.session,
         broadcast: config.broadcast.clone(),
         channels: config.channels.clone(),
+        sigv4: config.sigv4.clone(),
         sender,
         connections: Registry::new(limits.max_connections),
         outbox_limits: Arc::new(OutboxLimits::new(

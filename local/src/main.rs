@@ -11,7 +11,7 @@ use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
 use wsbridge::channels::{Channels, Grants};
 use wsbridge::config::{AuthConfig, BroadcastConfig, ChannelsConfig, JwtKey, SessionConfig};
 use wsbridge::protocol::{Topic, UserId};
-use wsbridge_local::{GatewayConfig, Limits, RunningGateway, Storage};
+use wsbridge_local::{GatewayConfig, Limits, RunningGateway, SigV4Credentials, Storage};
 
 /// The whole wsbridge on one machine: API Gateway's WebSocket API and @connections
 /// management API, and the broadcast HTTP API, running the same handlers as the Lambda
@@ -77,6 +77,11 @@ struct ServeArgs {
     /// Seconds a client has to send a request head (the WebSocket upgrade included).
     #[arg(long, env = "WSBRIDGE_HANDSHAKE_TIMEOUT_SECONDS", default_value_t = Limits::default().handshake_timeout.as_secs())]
     handshake_timeout_seconds: u64,
+    /// Require SigV4-signed requests on the broadcast API, as the deployed API does in IAM mode:
+    /// signed for execute-api in AWS_REGION (default us-east-1) with AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY (default: local / local).
+    #[arg(long, env = "WSBRIDGE_SIGV4")]
+    sigv4: bool,
     /// Channel namespaces and permissions: a JSON file (e.g. examples/channels/chat.json).
     /// Without it, CHANNELS_CONFIG (the JSON itself) is read, else the built-in policy.
     #[arg(long, env = "WSBRIDGE_CHANNELS_FILE", value_name = "FILE")]
@@ -129,6 +134,22 @@ fn mint(sub: &str, ttl_seconds: u64) -> Result<String, String> {
     sign_hs256(secret, &claims).map_err(|e| e.to_string())
 }
 
+/// The identity `--sigv4` accepts: the environment's, else the dummy one every local tool
+/// here uses.
+fn sigv4_credentials() -> SigV4Credentials {
+    let var = |name: &str, default: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_owned())
+    };
+    SigV4Credentials {
+        access_key_id: var("AWS_ACCESS_KEY_ID", "local"),
+        secret_access_key: var("AWS_SECRET_ACCESS_KEY", "local"),
+        region: var("AWS_REGION", "us-east-1"),
+    }
+}
+
 /// The channel configuration: `--channels FILE`, else `CHANNELS_CONFIG`, else built in.
 fn channels(args: &ServeArgs) -> Result<Channels, String> {
     let Some(path) = &args.channels else {
@@ -161,6 +182,7 @@ fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
         session: SessionConfig::from_env().map_err(|e| e.to_string())?,
         broadcast: BroadcastConfig::from_env().map_err(|e| e.to_string())?,
         channels: channels(args)?,
+        sigv4: args.sigv4.then(sigv4_credentials),
         storage: match &args.dynamodb_endpoint {
             Some(endpoint) => Storage::DynamoDb {
                 endpoint: endpoint.clone(),
@@ -185,10 +207,16 @@ fn banner(gateway: &RunningGateway, config: &GatewayConfig, token: &str) -> Stri
     } else {
         " --release"
     };
-    let key_header = match &config.broadcast.api_key {
+    let mut key_header = match &config.broadcast.api_key {
         Some(key) => format!(" -H 'x-api-key: {key}'"),
         None => String::new(),
     };
+    if let Some(identity) = &config.sigv4 {
+        key_header.push_str(&format!(
+            " --aws-sigv4 'aws:amz:{}:execute-api' --user '{}:{}'",
+            identity.region, identity.access_key_id, identity.secret_access_key
+        ));
+    }
     format!(
         "\nwsbridge local gateway\n\
          \n  WebSocket API    {ws}\
