@@ -88,7 +88,7 @@ impl GatewayConfig {
             http_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             stage: "local".into(),
             limits: Limits::default(),
-            auth: AuthConfig::dev(),
+            auth: wsbridge::dev::auth_config(),
             session: SessionConfig::default(),
             broadcast: BroadcastConfig::default(),
             storage: Storage::Memory,

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
 use wsbridge::config::{AuthConfig, BroadcastConfig, JwtKey, SessionConfig};
+use wsbridge::dev::{Claims, local_auth_config, sign_hs256};
 use wsbridge_local::{GatewayConfig, Limits, RunningGateway, Storage};
 
 /// The whole wsbridge on one machine: API Gateway's WebSocket API and @connections
@@ -85,11 +85,7 @@ enum Command {
 }
 
 fn auth_config() -> Result<AuthConfig, String> {
-    AuthConfig::from_lookup(|name| match std::env::var(name).ok() {
-        None if name == "JWT_SECRET" => Some(DEV_SECRET.to_owned()),
-        value => value,
-    })
-    .map_err(|e| e.to_string())
+    local_auth_config(|name| std::env::var(name).ok()).map_err(|e| e.to_string())
 }
 
 fn mint(sub: &str, ttl_seconds: u64) -> Result<String, String> {

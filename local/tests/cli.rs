@@ -12,7 +12,6 @@ use tokio::time::timeout;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 use wsbridge::auth::TokenVerifier;
-use wsbridge::config::AuthConfig;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_wsbridge-local");
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -72,7 +71,7 @@ fn printed_subcommand(line: &str) -> Vec<String> {
 }
 
 fn dev_verifier() -> TokenVerifier {
-    TokenVerifier::new(&AuthConfig::dev()).unwrap()
+    TokenVerifier::new(&wsbridge::dev::auth_config()).unwrap()
 }
 
 #[tokio::test]

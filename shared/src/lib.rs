@@ -5,9 +5,11 @@
 
 pub mod auth;
 pub mod config;
+pub mod dev;
 pub mod fanout;
 pub mod handlers;
 pub mod protocol;
+pub mod secrets;
 pub mod sender;
 pub mod store;
 

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
 use wsbridge::config::BroadcastConfig;
+use wsbridge::dev::{Claims, DEV_SECRET, sign_hs256};
 use wsbridge_local::{GatewayConfig, Limits, RunningGateway, Storage};
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;

@@ -61,8 +61,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::auth::{Claims, DEV_SECRET, sign_hs256};
-    use crate::config::AuthConfig;
+    use crate::dev::{Claims, DEV_SECRET, sign_hs256};
     use crate::protocol::{ConnectionId, UserId};
     use crate::store::MemoryStore;
     use crate::test_support::{CONNECTED_AT, ENDPOINT, FailingStore, ws_request};
@@ -70,7 +69,7 @@ mod tests {
     const TTL: Duration = Duration::from_secs(7_200);
 
     fn verifier() -> TokenVerifier {
-        TokenVerifier::new(&AuthConfig::dev()).unwrap()
+        TokenVerifier::new(&crate::dev::auth_config()).unwrap()
     }
 
     fn session() -> SessionConfig {
