@@ -10,7 +10,8 @@ use std::time::Duration;
 
 pub(crate) use auth::ASYMMETRIC_ALGORITHMS;
 pub use auth::{
-    AuthConfig, DEFAULT_JWKS_REFRESH_SECONDS, JwksConfig, JwksSource, JwtKey, MIN_SECRET_BYTES,
+    AuthConfig, DEFAULT_JWKS_REFRESH_SECONDS, JWKS_MAX_AGE_IN_INTERVALS, JwksConfig, JwksSource,
+    JwtKey, MIN_SECRET_BYTES,
 };
 
 /// Why the environment is not usable.

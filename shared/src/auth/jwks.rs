@@ -26,9 +26,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest JWK set read. Providers publish a few keys in a few KB (certificate chains
 /// included, tens of KB); a bound keeps a broken or hostile endpoint from filling memory.
 pub const MAX_JWKS_BYTES: usize = 128 * 1024;
-/// Keys are fetched again when this many refresh intervals old (1 h by default), so a key
-/// the provider withdrew stops verifying even if no token ever names an unknown `kid`.
-const MAX_AGE_IN_INTERVALS: u32 = 12;
 /// After a failed fetch, the next may come this soon even if the refresh interval is longer:
 /// a cold start during a provider hiccup should not refuse everyone for the whole interval.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(10);
@@ -56,6 +53,7 @@ pub(super) struct JwksKeys {
     fetcher: Option<Fetcher>,
     pinned: Option<Algorithm>,
     refresh_interval: Duration,
+    max_age: Duration,
     held: RwLock<Held>,
     /// Held while fetching: the single flight.
     refreshing: tokio::sync::Mutex<()>,
@@ -79,6 +77,7 @@ impl JwksKeys {
             fetcher,
             pinned: config.algorithm,
             refresh_interval: config.refresh_interval,
+            max_age: config.max_age,
             held: RwLock::new(held),
             refreshing: tokio::sync::Mutex::new(()),
         })
@@ -116,10 +115,9 @@ impl JwksKeys {
             return (key, false);
         }
         let now = Instant::now();
-        let max_age = self.refresh_interval * MAX_AGE_IN_INTERVALS;
         let old = held
             .fetched_at
-            .is_none_or(|at| now.duration_since(at) >= max_age);
+            .is_none_or(|at| now.duration_since(at) >= self.max_age);
         let wait = if held.failed {
             self.refresh_interval.min(RETRY_AFTER_FAILURE)
         } else {

@@ -291,6 +291,7 @@ fn jwks_config(keys: &[serde_json::Value]) -> AuthConfig {
             source: JwksSource::Inline(serde_json::json!({ "keys": keys }).to_string()),
             algorithm: None,
             refresh_interval: Duration::from_secs(300),
+            max_age: Duration::from_secs(3_600),
         }),
         issuer: Some(ISSUER.into()),
         audience: Some(AUDIENCE.into()),

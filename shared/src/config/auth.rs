@@ -16,6 +16,9 @@ pub const MIN_SECRET_BYTES: usize = 32;
 /// `kid`s costs the provider: one request per Lambda sandbox per five minutes.
 pub const DEFAULT_JWKS_REFRESH_SECONDS: u64 = 300;
 
+/// Keys are fetched again when this many refresh intervals old: one hour by default.
+pub const JWKS_MAX_AGE_IN_INTERVALS: u32 = 12;
+
 /// Secrets this repository publishes, which anyone can sign tokens with: the development
 /// secret of the local gateway and the tests (`wsbridge::dev::DEV_SECRET`). Written out here
 /// because configuration does not depend on the dev module; its tests check they agree.
@@ -56,6 +59,9 @@ pub struct JwksConfig {
     pub algorithm: Option<Algorithm>,
     /// Fetches caused by an unknown `kid` (or keys grown old) are at least this far apart.
     pub refresh_interval: Duration,
+    /// Keys this old are fetched again on next use, so a key the provider withdrew stops
+    /// verifying even if no token names an unknown `kid`.
+    pub max_age: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,15 +281,17 @@ impl AuthConfig {
                 });
             }
         };
+        let refresh_interval = Duration::from_secs(number(
+            lookup,
+            "JWT_JWKS_REFRESH_SECONDS",
+            DEFAULT_JWKS_REFRESH_SECONDS,
+            10..=86_400,
+        )?);
         Ok(JwtKey::Jwks(JwksConfig {
             algorithm: asymmetric(algorithm, "a JWK set")?,
             source,
-            refresh_interval: Duration::from_secs(number(
-                lookup,
-                "JWT_JWKS_REFRESH_SECONDS",
-                DEFAULT_JWKS_REFRESH_SECONDS,
-                10..=86_400,
-            )?),
+            refresh_interval,
+            max_age: refresh_interval * JWKS_MAX_AGE_IN_INTERVALS,
         }))
     }
 }
@@ -374,6 +382,7 @@ mod tests {
                 source: JwksSource::Url(url.into()),
                 algorithm: None,
                 refresh_interval: Duration::from_secs(DEFAULT_JWKS_REFRESH_SECONDS),
+                max_age: Duration::from_secs(3_600),
             })
         );
         let pinned = parse(&[
@@ -390,6 +399,7 @@ mod tests {
                 source: JwksSource::Url(url.into()),
                 algorithm: Some(Algorithm::ES256),
                 refresh_interval: Duration::from_secs(60),
+                max_age: Duration::from_secs(720),
             })
         );
         let inline = parse(&[("JWT_JWKS", r#"{"keys":[]}"#), ISSUER, AUDIENCE]).unwrap();
