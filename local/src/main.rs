@@ -91,7 +91,11 @@ fn auth_config() -> Result<AuthConfig, String> {
 fn mint(sub: &str, ttl_seconds: u64) -> Result<String, String> {
     let config = auth_config()?;
     let JwtKey::Secret(secret) = &config.key else {
-        return Err("tokens can only be minted for HS256 (JWT_ALGORITHM is not HS256)".into());
+        return Err(
+            "tokens can only be minted with an HS256 secret (JWT_SECRET); this \
+             gateway verifies with a public key or a JWK set"
+                .into(),
+        );
     };
     let claims = Claims {
         iss: config.issuer.clone(),
