@@ -1,11 +1,11 @@
 //! A JWK set (RFC 7517): the keys an identity provider signs with, chosen by a token's `kid`.
 //!
-//! A set at a URL is fetched on first use and kept for the life of the sandbox. A `kid` it
-//! lacks (the provider rotated its keys) or keys grown old cause one more fetch, but never
-//! two within the refresh interval: a flood of tokens with made-up `kid`s costs the provider
-//! one request per interval, and concurrent verifications wait for the one fetch in flight
-//! instead of starting their own. A failed fetch or a malformed set changes nothing: the
-//! keys held stay, and a token whose key is not among them is refused.
+//! A set at a URL is fetched on first use and kept. A `kid` it lacks (the provider rotated
+//! its keys) or keys older than `max_age` cause one more fetch, but never two within the
+//! refresh interval (10 s after a failed one, if shorter): a flood of tokens with made-up
+//! `kid`s costs the provider one request per interval, and concurrent verifications wait for
+//! the one fetch in flight instead of starting their own. A failed fetch or a malformed set
+//! changes nothing: the keys held stay, and a token whose key is not among them is refused.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
