@@ -18,8 +18,8 @@ use tokio::process::Command;
 use tokio::sync::watch;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
 use wsbridge::config::BroadcastConfig;
+use wsbridge::dev::{Claims, DEV_SECRET, sign_hs256};
 use wsbridge_local::{GatewayConfig, Limits};
 
 use crate::report::{Check, Result, Stats, Table, fmt_count, machine, print_checks};

@@ -77,7 +77,7 @@ impl GatewayConfig {
             http_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             stage: "local".into(),
             limits: Limits::default(),
-            auth: AuthConfig::dev(),
+            auth: wsbridge::dev::auth_config(),
             session: SessionConfig::default(),
             broadcast: BroadcastConfig::default(),
             channels: Channels::default(),
@@ -339,7 +339,7 @@ mod tests {
     use tokio_tungstenite::connect_async;
     use tokio_tungstenite::tungstenite::Message;
     use tower::ServiceExt;
-    use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
+    use wsbridge::dev::{Claims, DEV_SECRET, sign_hs256};
 
     use super::*;
     use crate::serve::AcceptedOn;

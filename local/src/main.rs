@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
 use wsbridge::channels::{Channels, Grants};
 use wsbridge::config::{AuthConfig, BroadcastConfig, ChannelsConfig, JwtKey, SessionConfig};
+use wsbridge::dev::{Claims, local_auth_config, sign_hs256};
 use wsbridge::protocol::{Topic, UserId};
 use wsbridge_local::{GatewayConfig, Limits, RunningGateway, SigV4Credentials, Storage};
 
@@ -114,17 +114,17 @@ enum Command {
 }
 
 fn auth_config() -> Result<AuthConfig, String> {
-    AuthConfig::from_lookup(|name| match std::env::var(name).ok() {
-        None if name == "JWT_SECRET" => Some(DEV_SECRET.to_owned()),
-        value => value,
-    })
-    .map_err(|e| e.to_string())
+    local_auth_config(|name| std::env::var(name).ok()).map_err(|e| e.to_string())
 }
 
 fn mint(sub: &str, ttl_seconds: u64) -> Result<String, String> {
     let config = auth_config()?;
     let JwtKey::Secret(secret) = &config.key else {
-        return Err("tokens can only be minted for HS256 (JWT_ALGORITHM is not HS256)".into());
+        return Err(
+            "tokens can only be minted with an HS256 secret (JWT_SECRET); this \
+             gateway verifies with a public key or a JWK set"
+                .into(),
+        );
     };
     let claims = Claims {
         iss: config.issuer.clone(),

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async, connect_async};
-use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
 use wsbridge::config::BroadcastConfig;
+use wsbridge::dev::{Claims, DEV_SECRET, sign_hs256};
 use wsbridge_local::{GatewayConfig, Limits, RunningGateway, Storage, local_sdk_config};
 
 use crate::dynamodb_endpoint;
