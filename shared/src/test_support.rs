@@ -146,6 +146,7 @@ pub struct RecordingSender {
     posts: Mutex<Vec<Post>>,
     closed: Mutex<Vec<Recipient>>,
     attempts: AtomicUsize,
+    close_attempts: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
 }
@@ -207,6 +208,19 @@ impl RecordingSender {
         self.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// The management API's methods called, failed calls included: `POST` (PostToConnection)
+    /// and `DELETE` (DeleteConnection), as IAM names them on `@connections`.
+    pub fn management_methods(&self) -> std::collections::BTreeSet<&'static str> {
+        let mut methods = std::collections::BTreeSet::new();
+        if self.attempts() > 0 {
+            methods.insert("POST");
+        }
+        if self.close_attempts.load(Ordering::SeqCst) > 0 {
+            methods.insert("DELETE");
+        }
+        methods
+    }
+
     /// Connections closed, in order, with the endpoint each close went to.
     pub fn closed(&self) -> Vec<Recipient> {
         self.closed.lock().unwrap().clone()
@@ -238,6 +252,7 @@ impl ConnectionSender for RecordingSender {
     }
 
     async fn close(&self, recipient: &Recipient) -> Result<(), SendError> {
+        self.close_attempts.fetch_add(1, Ordering::SeqCst);
         if let Some(error) = self.failures.get(&recipient.connection_id) {
             return Err(error.clone());
         }

@@ -4,6 +4,7 @@
 //! `wsbridge::test_support`.)
 
 pub mod gateway;
+pub mod iam;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
