@@ -20,7 +20,7 @@ use wsbridge::limits::{ConnectionLimit, LimitPolicy, RateLimit};
 use wsbridge::sender::SendError;
 use wsbridge::store::dynamodb::OperationCounts;
 use wsbridge::store::{ConnectionStore, DynamoDbStore};
-use wsbridge::test_support::{RecordingSender, connection, put, topic, ws_request};
+use wsbridge::test_support::{RecordingSender, Settings, connection, pattern, put, ws_request};
 
 use crate::fresh_dynamodb_store;
 use crate::gateway::token;
@@ -46,8 +46,8 @@ pub async fn calls_of(binary: &str) -> Calls {
     let store = fixtures.clone().with_operation_counts(counts.clone());
     match binary {
         "wsbridge-connect" => exercise_connect(&fixtures, &store, &sender).await,
-        "wsbridge-disconnect" => exercise_disconnect(&fixtures, &store).await,
-        "wsbridge-default" => exercise_default(&fixtures, &store).await,
+        "wsbridge-disconnect" => exercise_disconnect(&fixtures, &store, &sender).await,
+        "wsbridge-default" => exercise_default(&fixtures, &store, &sender).await,
         "wsbridge-broadcast" => exercise_broadcast(&fixtures, &store, &sender).await,
         other => panic!("no exercise for {other}; add one in tests/src/iam.rs"),
     }
@@ -69,22 +69,53 @@ pub async fn calls_of(binary: &str) -> Calls {
     }
 }
 
-/// A connection as `$connect` registers it, subscribed to `topics`.
+/// A connection as `$connect` registers it, subscribed to `topics` (presence recorded where
+/// the rooms' channels keep it).
 async fn seed(store: &DynamoDbStore, id: &str, user: &str, topics: &[&str]) {
     put(store, &connection(id, user)).await;
     if !topics.is_empty() {
-        let topics: Vec<_> = topics.iter().map(|t| topic(t)).collect();
+        let subscriptions: Vec<_> = topics.iter().map(|t| pattern(t)).collect();
+        let presence = rooms().presence_topics(&subscriptions);
         store
-            .subscribe(&wsbridge::protocol::ConnectionId::new(id), &topics, 50)
+            .subscribe(
+                &wsbridge::protocol::ConnectionId::new(id),
+                &subscriptions,
+                &presence,
+                50,
+            )
             .await
             .expect("the fixture subscribes");
     }
+}
+
+/// Every feature on: `room:` with client publish, presence and join/leave, `list:` with
+/// wildcards, everything else open.
+fn rooms() -> Channels {
+    Channels::parse(
+        &json!({
+            "namespaces": {
+                "room": {"subscribe": "authenticated", "publish": "subscribers", "presence": true, "join_leave": true},
+                "list": {"subscribe": "authenticated", "wildcards": true}
+            },
+            "default": {"subscribe": "authenticated"}
+        })
+        .to_string(),
+    )
+    .expect("the channels of the exercise parse")
 }
 
 fn connect_request(id: &str, user: &str) -> ApiGatewayWebsocketProxyRequest {
     let mut request = ws_request(id, None);
     request.query_string_parameters = HashMap::from([("token".to_owned(), token(user))]).into();
     request
+}
+
+fn settings(session: SessionConfig) -> Settings {
+    Settings {
+        session,
+        channels: rooms(),
+        ..Settings::default()
+    }
 }
 
 fn limited(per_user: usize, policy: LimitPolicy) -> SessionConfig {
@@ -94,75 +125,96 @@ fn limited(per_user: usize, policy: LimitPolicy) -> SessionConfig {
     }
 }
 
-/// `$connect`: below the limit, at it (refused), at it under close_oldest (evicting).
+/// `$connect`: below the limit, at it (refused), at it under close_oldest (evicting a
+/// connection that is in a room with someone else, who hears the leave).
 async fn exercise_connect(
     fixtures: &DynamoDbStore,
     store: &DynamoDbStore,
     sender: &RecordingSender,
 ) {
     let verifier = TokenVerifier::new(&wsbridge::dev::auth_config()).expect("dev verifier");
-    let channels = Channels::default();
-    let refuse = limited(1, LimitPolicy::Refuse);
-    let evict = limited(1, LimitPolicy::CloseOldest);
-    for (id, session, status) in [
+    let refuse = settings(limited(1, LimitPolicy::Refuse));
+    let evict = settings(limited(1, LimitPolicy::CloseOldest));
+    seed(fixtures, "c-bob", "bob", &["room:1"]).await;
+    for (id, settings, status) in [
         ("c-1", &refuse, 200),
         ("c-2", &refuse, 429),
         ("c-3", &evict, 200),
     ] {
         if id == "c-3" {
-            // The connection about to be evicted holds a topic, as most do.
-            fixtures
-                .subscribe(
-                    &wsbridge::protocol::ConnectionId::new("c-1"),
-                    &[topic("a:1")],
-                    50,
-                )
-                .await
-                .expect("the fixture subscribes");
+            // The connection about to be evicted holds a room, as most do.
+            seed_subscription(fixtures, "c-1", &["room:1", "a:1"]).await;
         }
-        let response = connect::handle(
-            &connect_request(id, "alice"),
-            &verifier,
-            store,
-            sender,
-            session,
-            &channels,
-        )
-        .await;
+        let ctx = settings.context(store, sender);
+        let response = connect::handle(&connect_request(id, "alice"), &verifier, &ctx).await;
         assert_eq!(response.status_code, status, "{id}");
     }
 }
 
-/// `$disconnect` of a subscribed connection, and of one already gone.
-async fn exercise_disconnect(fixtures: &DynamoDbStore, store: &DynamoDbStore) {
-    seed(fixtures, "c-1", "alice", &["a:1", "a:2"]).await;
+async fn seed_subscription(store: &DynamoDbStore, id: &str, topics: &[&str]) {
+    let subscriptions: Vec<_> = topics.iter().map(|t| pattern(t)).collect();
+    let presence = rooms().presence_topics(&subscriptions);
+    store
+        .subscribe(
+            &wsbridge::protocol::ConnectionId::new(id),
+            &subscriptions,
+            &presence,
+            50,
+        )
+        .await
+        .expect("the fixture subscribes");
+}
+
+/// `$disconnect` of a connection in a room with someone else, and of one already gone.
+async fn exercise_disconnect(
+    fixtures: &DynamoDbStore,
+    store: &DynamoDbStore,
+    sender: &RecordingSender,
+) {
+    seed(fixtures, "c-1", "alice", &["room:1", "a:2"]).await;
+    seed(fixtures, "c-2", "bob", &["room:1"]).await;
+    let settings = settings(SessionConfig::default());
     for _ in 0..2 {
-        let response = disconnect::handle(&ws_request("c-1", None), store).await;
+        let ctx = settings.context(store, sender);
+        let response = disconnect::handle(&ws_request("c-1", None), &ctx).await;
         assert_eq!(response.status_code, 200);
     }
 }
 
 /// `$default`: every action, with and without a frame budget, and a refused frame.
-async fn exercise_default(fixtures: &DynamoDbStore, store: &DynamoDbStore) {
+async fn exercise_default(
+    fixtures: &DynamoDbStore,
+    store: &DynamoDbStore,
+    sender: &RecordingSender,
+) {
     seed(fixtures, "c-1", "alice", &[]).await;
-    let budget = SessionConfig {
+    seed(fixtures, "c-2", "bob", &["room:1", "list:*"]).await;
+    seed(fixtures, "c-gone", "carol", &["room:1"]).await;
+    let budget = settings(SessionConfig {
         rate_limit: Some(RateLimit {
             per_second: 1,
             burst: 3,
         }),
         ..SessionConfig::default()
-    };
-    let unlimited = SessionConfig {
+    });
+    let unlimited = settings(SessionConfig {
         rate_limit: None,
         ..SessionConfig::default()
-    };
-    let channels = Channels::default();
+    });
     let frames = [
         (
             &unlimited,
-            json!({"action": "subscribe", "topics": ["a:1", "a:2"]}),
+            json!({"action": "subscribe", "topics": ["room:1", "list:*", "a:1"]}),
         ),
-        (&unlimited, json!({"action": "unsubscribe", "topic": "a:1"})),
+        (
+            &unlimited,
+            json!({"action": "publish", "topic": "room:1", "event": "e"}),
+        ),
+        (&unlimited, json!({"action": "presence", "topic": "room:1"})),
+        (
+            &unlimited,
+            json!({"action": "unsubscribe", "topics": ["room:1", "a:1"]}),
+        ),
         (&unlimited, json!({"action": "whoami"})),
         (&unlimited, json!({"action": "ping"})),
         (&budget, json!({"action": "subscribe", "topic": "a:3"})),
@@ -171,9 +223,9 @@ async fn exercise_default(fixtures: &DynamoDbStore, store: &DynamoDbStore) {
         (&budget, json!({"action": "whoami"})),
     ];
     let mut replies = Vec::new();
-    for (session, frame) in frames {
+    for (settings, frame) in frames {
         let request = ws_request("c-1", Some(&frame.to_string()));
-        let response = default::handle(&request, store, session, &channels).await;
+        let response = default::handle(&request, &settings.context(store, sender)).await;
         replies.push(response);
     }
     let limited = replies.iter().any(|r| {
@@ -188,22 +240,22 @@ async fn exercise_broadcast(
     store: &DynamoDbStore,
     sender: &RecordingSender,
 ) {
-    seed(fixtures, "c-1", "alice", &["a:1"]).await;
-    seed(fixtures, "c-2", "bob", &["a:1"]).await;
-    seed(fixtures, "c-gone", "carol", &["a:1"]).await;
+    seed(fixtures, "c-1", "alice", &["a:1", "room:1"]).await;
+    seed(fixtures, "c-2", "bob", &["a:1", "room:1"]).await;
+    seed(fixtures, "c-gone", "carol", &["a:1", "room:1"]).await;
     let config = BroadcastConfig::default();
-    let session = SessionConfig::default();
-    let channels = Channels::default();
-    let api = broadcast::ServerApi {
-        config: &config,
-        session: &session,
-        channels: &channels,
-    };
-    let calls: [(Method, &str, Value); 10] = [
+    let settings = settings(SessionConfig::default());
+    let ctx = settings.context(store, sender);
+    let calls: [(Method, &str, Value); 13] = [
         (
             Method::POST,
             "/broadcast",
-            json!({"topic": "a:1", "event": "e"}),
+            json!({"topic": "room:1", "event": "e"}),
+        ),
+        (
+            Method::POST,
+            "/broadcast",
+            json!({"topics": ["a:1", "list:7"], "event": "e"}),
         ),
         (
             Method::POST,
@@ -220,11 +272,16 @@ async fn exercise_broadcast(
             "/broadcast",
             json!({"connection_ids": ["c-1"], "event": "e"}),
         ),
+        (
+            Method::POST,
+            "/broadcast",
+            json!({"batch": [{"topic": "a:1", "event": "e"}]}),
+        ),
         (Method::GET, "/connections/count", Value::Null),
         (
             Method::POST,
             "/subscribe",
-            json!({"topic": "a:2", "user_id": "alice"}),
+            json!({"topic": "room:2", "user_id": "alice"}),
         ),
         (
             Method::POST,
@@ -234,7 +291,7 @@ async fn exercise_broadcast(
         (
             Method::POST,
             "/unsubscribe",
-            json!({"topic": "a:2", "connection_ids": ["c-1"]}),
+            json!({"topic": "room:2", "connection_ids": ["c-1"]}),
         ),
         (
             Method::POST,
@@ -242,6 +299,7 @@ async fn exercise_broadcast(
             json!({"connection_ids": ["c-2"]}),
         ),
         (Method::POST, "/disconnect", json!({"user_id": "alice"})),
+        (Method::GET, "/presence?topic=room:1", Value::Null),
     ];
     for (method, path, body) in calls {
         let body = if body.is_null() {
@@ -254,7 +312,7 @@ async fn exercise_broadcast(
             .uri(path)
             .body(Body::from(body))
             .expect("a request");
-        let response = broadcast::handle(&request, store, sender, &api).await;
+        let response = broadcast::handle(&request, &ctx, &config).await;
         assert_eq!(response.status().as_u16(), 200, "{path}");
     }
 }

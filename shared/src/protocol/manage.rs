@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::broadcast::{ApiError, ApiErrorCode, connection_ids, user_id};
-use super::{ConnectionId, Topic, UserId};
+use super::{ConnectionId, UserId};
+use crate::channels::TopicPattern;
 
 /// Whose connections a request is about: exactly one of these.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,8 +39,8 @@ struct DisconnectRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionChange {
     pub connections: Connections,
-    /// Distinct, in the order given.
-    pub topics: Vec<Topic>,
+    /// Topics or wildcard patterns, distinct, in the order given.
+    pub topics: Vec<TopicPattern>,
 }
 
 /// A validated `POST /disconnect`.
@@ -131,7 +132,7 @@ pub struct ConnectionFailure {
 pub struct SubscriptionReport {
     /// `subscribed` or `unsubscribed`.
     pub action: String,
-    pub topics: Vec<Topic>,
+    pub topics: Vec<TopicPattern>,
     /// Connections that now hold (or no longer hold) every topic.
     pub connections: Vec<ConnectionId>,
     /// Named connections that are not registered (closed, or expired).
@@ -173,8 +174,8 @@ mod tests {
         assert_eq!(
             by_ids.topics,
             vec![
-                Topic::parse("admin:1").unwrap(),
-                Topic::parse("admin:2").unwrap()
+                TopicPattern::parse("admin:1").unwrap(),
+                TopicPattern::parse("admin:2").unwrap()
             ]
         );
         let by_user = change(json!({"topic": "admin:1", "user_id": "alice"})).unwrap();
