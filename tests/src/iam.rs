@@ -34,6 +34,8 @@ pub struct Calls {
     pub only_in_transactions: BTreeSet<String>,
     /// `@connections` methods: `POST` (PostToConnection), `DELETE` (DeleteConnection).
     pub management: BTreeSet<&'static str>,
+    /// What its Query calls read: `table`, or an index name.
+    pub queried: BTreeSet<String>,
 }
 
 /// The calls of the function that builds `binary`, by running all of its paths.
@@ -66,6 +68,7 @@ pub async fn calls_of(binary: &str) -> Calls {
             .collect(),
         dynamodb: all,
         management: sender.management_methods(),
+        queried: counts.queried(),
     }
 }
 
@@ -246,7 +249,7 @@ async fn exercise_broadcast(
     let config = BroadcastConfig::default();
     let settings = settings(SessionConfig::default());
     let ctx = settings.context(store, sender);
-    let calls: [(Method, &str, Value); 13] = [
+    let calls: [(Method, &str, Value); 14] = [
         (
             Method::POST,
             "/broadcast",
@@ -300,6 +303,7 @@ async fn exercise_broadcast(
         ),
         (Method::POST, "/disconnect", json!({"user_id": "alice"})),
         (Method::GET, "/presence?topic=room:1", Value::Null),
+        (Method::GET, "/online?user_id=alice", Value::Null),
     ];
     for (method, path, body) in calls {
         let body = if body.is_null() {

@@ -1,6 +1,6 @@
 //! The server API's connection management: a backend subscribes and unsubscribes
 //! connections (`POST /subscribe`, `POST /unsubscribe`) and closes them (`POST /disconnect`),
-//! by connection id or by user.
+//! by connection id or by user; and asks who is there (`GET /presence`, `GET /online`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -150,6 +150,37 @@ pub struct DisconnectReport {
     pub not_connected: Vec<ConnectionId>,
     /// API Gateway did not close them (throttled, unavailable): rows kept, retry.
     pub failed: Vec<ConnectionFailure>,
+}
+
+/// The query of `GET /presence`: `?topic=room:1`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceQuery {
+    pub topic: String,
+}
+
+/// The query of `GET /online`: `?user_id=alice`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineQuery {
+    pub user_id: String,
+}
+
+/// The 200 body of `GET /online`: whether a user has live connections, and which.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnlineReport {
+    pub user_id: UserId,
+    pub online: bool,
+    /// Oldest first.
+    pub connections: Vec<OnlineConnection>,
+}
+
+/// One live connection of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnlineConnection {
+    pub connection_id: ConnectionId,
+    /// Milliseconds since the Unix epoch.
+    pub connected_at: i64,
 }
 
 #[cfg(test)]

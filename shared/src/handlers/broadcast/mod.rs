@@ -1,8 +1,9 @@
 //! The server HTTP API, one Lambda for all its routes: `POST /broadcast`,
-//! `GET /connections/count`, and connection management (`POST /subscribe`,
-//! `POST /unsubscribe`, `POST /disconnect`).
+//! `GET /connections/count`, connection management (`POST /subscribe`,
+//! `POST /unsubscribe`, `POST /disconnect`) and who is there (`GET /presence`, `GET /online`).
 
 mod manage;
+mod query;
 mod send;
 
 use lambda_http::http::{Method, StatusCode, header};
@@ -30,14 +31,18 @@ enum Route {
     Subscribe,
     Unsubscribe,
     Disconnect,
+    Presence,
+    Online,
 }
 
-const ROUTES: [(&str, Method, Route); 5] = [
+const ROUTES: [(&str, Method, Route); 7] = [
     ("/broadcast", Method::POST, Route::Broadcast),
     ("/connections/count", Method::GET, Route::Count),
     ("/subscribe", Method::POST, Route::Subscribe),
     ("/unsubscribe", Method::POST, Route::Unsubscribe),
     ("/disconnect", Method::POST, Route::Disconnect),
+    ("/presence", Method::GET, Route::Presence),
+    ("/online", Method::GET, Route::Online),
 ];
 
 /// Every route as API Gateway's HTTP API keys it (`POST /broadcast`): what the template
@@ -107,6 +112,8 @@ pub async fn handle(
         Route::Subscribe => manage::subscribe(request, ctx).await,
         Route::Unsubscribe => manage::unsubscribe(request, ctx).await,
         Route::Disconnect => manage::disconnect(request, ctx).await,
+        Route::Presence => query::presence(request, ctx).await,
+        Route::Online => query::online(request, ctx).await,
     }
 }
 

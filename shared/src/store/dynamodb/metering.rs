@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
+use aws_sdk_dynamodb::operation::query::QueryInput;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 
@@ -41,6 +42,8 @@ pub struct OperationCounts {
     /// `PutItem`, `UpdateItem`, `DeleteItem`, `ConditionCheckItem` seen inside a
     /// `TransactWriteItems`.
     in_transactions: Mutex<BTreeSet<String>>,
+    /// What Query calls read: `table`, or an index's name.
+    queried: Mutex<BTreeSet<String>>,
 }
 
 impl OperationCounts {
@@ -67,6 +70,19 @@ impl OperationCounts {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.queried
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// What the Query calls so far read: `table` and index names, which IAM authorizes
+    /// resource by resource.
+    pub fn queried(&self) -> BTreeSet<String> {
+        self.queried
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The IAM actions the calls so far needed (`dynamodb:GetItem`, …): each operation's own,
@@ -119,6 +135,13 @@ impl Intercept for Counter {
             .unwrap_or_else(|p| p.into_inner())
             .entry(name.to_owned())
             .or_default() += 1;
+        if let Some(input) = context.input().downcast_ref::<QueryInput>() {
+            self.0
+                .queried
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(input.index_name().unwrap_or("table").to_owned());
+        }
         if let Some(input) = context.input().downcast_ref::<TransactWriteItemsInput>() {
             let mut seen = self
                 .0

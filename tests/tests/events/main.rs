@@ -23,6 +23,9 @@ use wsbridge::store::{Connection, ConnectionStore, MemoryStore, RecipientStore};
 use wsbridge::test_support::{RecordingSender, Settings};
 use wsbridge_tests::{event, event_path};
 
+/// The samples of rooms: publish, presence, who is online.
+mod rooms;
+
 // ---- the files ----
 
 const CONNECT: &str = "connect.json";
@@ -44,6 +47,10 @@ const CONNECTIONS_COUNT: &str = "connections-count.json";
 const BROADCAST_SUBSCRIBE: &str = "broadcast-subscribe.json";
 const BROADCAST_UNSUBSCRIBE: &str = "broadcast-unsubscribe.json";
 const BROADCAST_DISCONNECT: &str = "broadcast-disconnect.json";
+const DEFAULT_PUBLISH: &str = "default-publish.json";
+const DEFAULT_PRESENCE: &str = "default-presence.json";
+const BROADCAST_PRESENCE: &str = "broadcast-presence.json";
+const BROADCAST_ONLINE: &str = "broadcast-online.json";
 
 /// API Gateway WebSocket API events, for the `$connect`, `$disconnect` and `$default` functions.
 const WEBSOCKET_EVENTS: &[&str] = &[
@@ -59,6 +66,8 @@ const WEBSOCKET_EVENTS: &[&str] = &[
     DEFAULT_WHOAMI,
     DEFAULT_INVALID_JSON,
     DEFAULT_UNKNOWN_ACTION,
+    DEFAULT_PUBLISH,
+    DEFAULT_PRESENCE,
 ];
 
 /// HTTP API payload format 2.0 events, for the broadcast function.
@@ -70,6 +79,8 @@ const HTTP_EVENTS: &[&str] = &[
     BROADCAST_SUBSCRIBE,
     BROADCAST_UNSUBSCRIBE,
     BROADCAST_DISCONNECT,
+    BROADCAST_PRESENCE,
+    BROADCAST_ONLINE,
 ];
 
 /// JSON files in `events/` that are not events: `sam local invoke --env-vars` input.
