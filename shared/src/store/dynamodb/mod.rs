@@ -30,7 +30,7 @@ use crate::clock::Clock;
 use crate::limits::{ConnectionLimit, RateLimit};
 use crate::protocol::{ConnectionId, Topic, UserId};
 use items::{Item, connection_key, live, n, recipient_of, s, subscription_key, topic_pk};
-pub use metering::{ConsumedCapacity, OperationCounts};
+pub use metering::{CapacityMeter, ConsumedCapacity, OperationCounts};
 use schema::{BY_SHARD_INDEX, BY_USER_INDEX, GSI_SHARD, GSI_USER, PK, SHARDS, TTL_ATTRIBUTE};
 
 /// BatchGetItem's and BatchWriteItem's per-call limits.
@@ -155,6 +155,19 @@ impl DynamoDbStore {
     /// Adds the read capacity every Query and BatchGetItem consumes to `consumed`.
     pub fn with_consumed_capacity(mut self, consumed: Arc<ConsumedCapacity>) -> Self {
         self.consumed = Some(consumed);
+        self
+    }
+
+    /// Adds the capacity every DynamoDB call of this store consumes, reads and writes, by
+    /// operation, to `meter`.
+    pub fn with_capacity_meter(mut self, meter: Arc<CapacityMeter>) -> Self {
+        let config = self
+            .client
+            .config()
+            .to_builder()
+            .interceptor(metering::Meter(meter))
+            .build();
+        self.client = Client::from_conf(config);
         self
     }
 
