@@ -2,6 +2,7 @@
 //! Design: see `schema`, `items` (and the README's "Table design").
 
 mod admission;
+mod history;
 mod items;
 pub mod metering;
 mod presence;
@@ -226,6 +227,10 @@ impl DynamoDbStore {
             .query()
             .table_name(&self.table)
             .set_index_name(index.map(str::to_owned))
+            // A topic's subscribers, on the table, strongly consistent: a connection told
+            // "subscribed" gets every message sent after, and a recovering subscribe misses
+            // nothing between its history read and live delivery. Indexes cannot be.
+            .consistent_read(index.is_none())
             .key_condition_expression("#k = :k")
             .filter_expression("#ttl > :now")
             .projection_expression(RECIPIENT_PROJECTION)
