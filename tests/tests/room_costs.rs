@@ -27,6 +27,7 @@ struct Metered {
     counts: Arc<OperationCounts>,
     meter: Arc<CapacityMeter>,
     settings: Settings,
+    quiet: std::sync::atomic::AtomicBool,
 }
 
 impl Metered {
@@ -54,6 +55,7 @@ impl Metered {
             counts,
             meter,
             settings,
+            quiet: Default::default(),
         }
     }
 
@@ -75,6 +77,14 @@ impl Metered {
         }
     }
 
+    /// `frame`, printing nothing.
+    async fn frame_quietly(&self, what: &str, id: &str, frame: Value) {
+        self.quiet.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.frame(what, id, frame).await;
+        self.quiet
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Runs one frame of `id` and returns its reply, the operations and units it cost.
     async fn frame(&self, what: &str, id: &str, frame: Value) -> (Value, BTreeMap<String, u64>) {
         self.counts.reset();
@@ -90,6 +100,9 @@ impl Metered {
             other => panic!("no reply frame: {other:?}"),
         };
         let ops = self.counts.snapshot();
+        if self.quiet.load(std::sync::atomic::Ordering::Relaxed) {
+            return (reply, ops);
+        }
         println!(
             "{what:<38} posts {:>3}  read units {:>4.1}  write units {:>4.1}  {ops:?} {:?}",
             sender.posts().len(),
@@ -127,11 +140,12 @@ async fn a_join_a_second_device_a_presence_query_a_publish_and_a_leave() {
         )
         .await;
     assert_eq!(reply["action"], "subscribed", "{reply}");
+    // (room:1 keeps history: the reply says where its stream stands, one GetItem more)
     assert_eq!(
         join,
         ops(&[
             ("UpdateItem", 1),
-            ("GetItem", 1),
+            ("GetItem", 2),
             ("BatchGetItem", 1),
             ("TransactWriteItems", 1),
             ("Query", 1),
@@ -150,7 +164,7 @@ async fn a_join_a_second_device_a_presence_query_a_publish_and_a_leave() {
         second,
         ops(&[
             ("UpdateItem", 1),
-            ("GetItem", 1),
+            ("GetItem", 2),
             ("BatchGetItem", 1),
             ("TransactWriteItems", 1),
         ])
@@ -167,7 +181,8 @@ async fn a_join_a_second_device_a_presence_query_a_publish_and_a_leave() {
     assert_eq!(reply["total_users"], 11, "{reply}");
     assert_eq!(presence, ops(&[("UpdateItem", 1), ("Query", 1)]));
 
-    // a publish to the room: one Query page of its subscribers, nothing written
+    // a publish to the room: kept in its history (the stream row read, one transaction of
+    // the stream row and the message), then one Query page of its subscribers
     let (reply, publish) = m
         .frame(
             "publish (12 subscribers, 11 posts)",
@@ -176,7 +191,66 @@ async fn a_join_a_second_device_a_presence_query_a_publish_and_a_leave() {
         )
         .await;
     assert_eq!(reply["recipients"], 11, "{reply}");
-    assert_eq!(publish, ops(&[("UpdateItem", 1), ("Query", 1)]));
+    assert_eq!(
+        publish,
+        ops(&[
+            ("UpdateItem", 1),
+            ("GetItem", 1),
+            ("TransactWriteItems", 1),
+            ("Query", 1)
+        ])
+    );
+    let (epoch, offset) = (
+        reply["epoch"].clone(),
+        reply["offset"].as_u64().unwrap_or(0),
+    );
+    for _ in 0..9 {
+        m.frame_quietly(
+            "publish (again)",
+            "bob-1",
+            json!({"action": "publish", "topic": "room:1", "event": "message", "data": {"text": "x".repeat(100)}}),
+        )
+        .await;
+    }
+
+    // a recovery of the nine missed since (by a connection that still holds the topic, so
+    // the subscription itself writes nothing): the connection row, the stream row and one
+    // Query of the kept messages
+    let (reply, recovery) = m
+        .frame(
+            "recovering subscribe (9 missed)",
+            "bob-2",
+            json!({"action": "subscribe", "topic": "room:1",
+                   "since": {"offset": offset, "epoch": epoch}}),
+        )
+        .await;
+    let recovered = &reply["history"]["room:1"];
+    assert_eq!(recovered["recovered"], true, "{reply}");
+    assert_eq!(
+        recovered["messages"].as_array().map(Vec::len),
+        Some(9),
+        "{reply}"
+    );
+    assert_eq!(
+        recovery,
+        ops(&[("UpdateItem", 1), ("GetItem", 2), ("Query", 1)])
+    );
+    let (reply, history) = m
+        .frame(
+            "history (last 10)",
+            "bob-2",
+            json!({"action": "history", "topic": "room:1", "limit": 10}),
+        )
+        .await;
+    assert_eq!(
+        reply["messages"].as_array().map(Vec::len),
+        Some(10),
+        "{reply}"
+    );
+    assert_eq!(
+        history,
+        ops(&[("UpdateItem", 1), ("GetItem", 1), ("Query", 1)])
+    );
 
     // leaving from both devices: the last one is the leave, told to the ten
     let (_, first_out) = m
