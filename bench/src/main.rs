@@ -8,6 +8,7 @@ mod dynamodb_local;
 mod e2e;
 mod engine;
 mod fixtures;
+mod history;
 mod lambda_stub;
 mod load;
 mod memory;

@@ -15,6 +15,7 @@ use wsbridge::store::{Audience, DynamoDbStore, Recipient, RecipientStore};
 
 use crate::dynamodb_local::{subscription_row_size, table_with_subscribers};
 use crate::fixtures::{memory_store, payload, sdk_config, topic};
+use crate::history;
 use crate::load::engine_posts;
 use crate::report::{Result, Table, fmt_count, machine, ms};
 use crate::sink::Sink;
@@ -60,9 +61,10 @@ struct Fanout {
     read_units: f64,
 }
 
-/// Eventually consistent reads: half a unit per 4 KB read (pages round up; ignored here).
+/// Strongly consistent reads (a topic's subscribers are read so): a unit per 4 KB read
+/// (pages round up; ignored here).
 fn expected_read_units(size: usize) -> f64 {
-    (size * subscription_row_size()) as f64 / 4_096.0 * 0.5
+    (size * subscription_row_size()) as f64 / 4_096.0
 }
 
 pub async fn run(
@@ -151,7 +153,14 @@ pub async fn run(
         }
         sink.stop().await;
     }
+    // What history adds, at the slowest post latency measured.
+    let history_latency = latencies_ms.last().copied().unwrap_or(20);
+    let sink = Sink::spawn(Duration::from_millis(history_latency)).await?;
+    let sender = ApiGatewaySender::new(&sdk_config(None), Some(sink.endpoint()));
+    let history_rows = history::measure(&client, &table, sizes, &sender, concurrency).await?;
+    sink.stop().await;
     print_tables(&reads, &fanouts, concurrency);
+    history::print(&history_rows, history_latency);
     Ok(json!({
         "scenario": "store",
         "machine": machine(),
@@ -170,6 +179,7 @@ pub async fn run(
             "posts_per_second": f.size as f64 / f.total.as_secs_f64(),
             "memory_store_total_ms": ms(f.memory_total), "read_units": f.read_units,
         })).collect::<Vec<_>>(),
+        "history": { "latency_ms": history_latency, "rows": history::json(&history_rows) },
     }))
 }
 
