@@ -2,16 +2,16 @@
 //! DynamoDB Local (started by scripts/test.sh; without it these tests fail, never skip).
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use futures::TryStreamExt;
 use wsbridge::auth::now_seconds;
 use wsbridge::channels::{Grants, TopicPattern};
-use wsbridge::protocol::broadcast::Target;
-use wsbridge::protocol::{ConnectionId, Topic, UserId};
+use wsbridge::protocol::{ConnectionId, UserId};
+use wsbridge::store::Audience;
 use wsbridge::store::{Connection, StoreError};
 use wsbridge::test_support::put;
 
+use wsbridge::clock::Clock;
 use wsbridge::store::Store;
 
 wsbridge_tests::conformance!(
@@ -35,8 +35,8 @@ fn id(n: impl std::fmt::Display) -> ConnectionId {
     ConnectionId::new(format!("conn{n}="))
 }
 
-fn topic(name: &str) -> Topic {
-    Topic::parse(name).unwrap()
+fn topic(name: &str) -> TopicPattern {
+    TopicPattern::parse(name).unwrap()
 }
 
 fn connection(n: impl std::fmt::Display, user: &str) -> Connection {
@@ -50,7 +50,7 @@ fn connection(n: impl std::fmt::Display, user: &str) -> Connection {
     }
 }
 
-async fn ids_of(store: &dyn Store, target: &Target) -> Vec<ConnectionId> {
+async fn ids_of(store: &dyn Store, target: &Audience) -> Vec<ConnectionId> {
     let pages: Vec<_> = store.recipients(target).try_collect().await.unwrap();
     let mut ids: Vec<ConnectionId> = pages
         .into_iter()
@@ -68,7 +68,7 @@ fn sorted(ids: impl IntoIterator<Item = ConnectionId>) -> Vec<ConnectionId> {
 
 // ---- scenarios ----
 
-async fn put_then_get_returns_the_same_connection(store: &dyn Store) {
+async fn put_then_get_returns_the_same_connection(store: &dyn Store, _: &Clock) {
     let alice = Connection {
         grants: Grants {
             // sorted, as grants are kept
@@ -84,16 +84,16 @@ async fn put_then_get_returns_the_same_connection(store: &dyn Store) {
     assert_eq!(store.get_connection(&alice.id).await.unwrap(), Some(alice));
 }
 
-async fn unknown_connection_is_none_and_removing_it_succeeds(store: &dyn Store) {
+async fn unknown_connection_is_none_and_removing_it_succeeds(store: &dyn Store, _: &Clock) {
     assert_eq!(store.get_connection(&id("nobody")).await.unwrap(), None);
     store.remove_connection(&id("nobody")).await.unwrap();
     store
-        .remove_gone(&[id("x"), id("y")], &Target::All)
+        .remove_gone(&[id("x"), id("y")], &Audience::All)
         .await
         .unwrap();
 }
 
-async fn topic_recipients_are_exactly_its_live_subscribers(store: &dyn Store) {
+async fn topic_recipients_are_exactly_its_live_subscribers(store: &dyn Store, _: &Clock) {
     // GIVEN ten connections, the even ones on "list:1", all on "list:2", one subscribing twice
     for n in 0..10 {
         put(store, &connection(n, "u")).await;
@@ -102,28 +102,28 @@ async fn topic_recipients_are_exactly_its_live_subscribers(store: &dyn Store) {
         } else {
             vec![topic("list:2")]
         };
-        store.subscribe(&id(n), &topics, 10).await.unwrap();
+        store.subscribe(&id(n), &topics, &[], 10).await.unwrap();
     }
     store
-        .subscribe(&id(0), &[topic("list:1")], 10)
+        .subscribe(&id(0), &[topic("list:1")], &[], 10)
         .await
         .unwrap();
     // THEN each topic lists exactly its subscribers, each once, across several pages
     assert_eq!(
-        ids_of(store, &Target::Topic(topic("list:1"))).await,
+        ids_of(store, &Audience::Subscribers(vec![topic("list:1")])).await,
         sorted((0..10).step_by(2).map(id))
     );
     assert_eq!(
-        ids_of(store, &Target::Topic(topic("list:2"))).await,
+        ids_of(store, &Audience::Subscribers(vec![topic("list:2")])).await,
         sorted((0..10).map(id))
     );
     assert!(
-        ids_of(store, &Target::Topic(topic("empty")))
+        ids_of(store, &Audience::Subscribers(vec![topic("empty")]))
             .await
             .is_empty()
     );
     let pages: Vec<_> = store
-        .recipients(&Target::Topic(topic("list:2")))
+        .recipients(&Audience::Subscribers(vec![topic("list:2")]))
         .try_collect()
         .await
         .unwrap();
@@ -134,18 +134,20 @@ async fn topic_recipients_are_exactly_its_live_subscribers(store: &dyn Store) {
     );
 }
 
-async fn subscribe_enforces_the_topic_limit_atomically(store: &dyn Store) {
+async fn subscribe_enforces_the_topic_limit_atomically(store: &dyn Store, _: &Clock) {
     put(store, &connection(1, "u")).await;
     store
-        .subscribe(&id(1), &[topic("a"), topic("b")], 3)
+        .subscribe(&id(1), &[topic("a"), topic("b")], &[], 3)
         .await
         .unwrap();
     // "b" is held already, so only "c" counts against the limit
     store
-        .subscribe(&id(1), &[topic("b"), topic("c")], 3)
+        .subscribe(&id(1), &[topic("b"), topic("c")], &[], 3)
         .await
         .unwrap();
-    let refused = store.subscribe(&id(1), &[topic("a"), topic("d")], 3).await;
+    let refused = store
+        .subscribe(&id(1), &[topic("a"), topic("d")], &[], 3)
+        .await;
     assert!(
         matches!(
             refused,
@@ -157,23 +159,75 @@ async fn subscribe_enforces_the_topic_limit_atomically(store: &dyn Store) {
         ),
         "{refused:?}"
     );
-    assert!(ids_of(store, &Target::Topic(topic("d"))).await.is_empty());
+    assert!(
+        ids_of(store, &Audience::Subscribers(vec![topic("d")]))
+            .await
+            .is_empty()
+    );
     // re-subscribing to held topics at the limit is fine
-    store.subscribe(&id(1), &[topic("a")], 3).await.unwrap();
+    store
+        .subscribe(&id(1), &[topic("a")], &[], 3)
+        .await
+        .unwrap();
     for held in ["a", "b", "c"] {
         assert_eq!(
-            ids_of(store, &Target::Topic(topic(held))).await,
+            ids_of(store, &Audience::Subscribers(vec![topic(held)])).await,
             vec![id(1)]
         );
     }
+
+    // AND subscribes racing on one connection cannot pass the limit together: six frames of
+    // two new topics each, at once, against a limit of five
+    for round in 0..3 {
+        let racer = connection(format!("racer{round}"), "u");
+        put(store, &racer).await;
+        let requests: Vec<[TopicPattern; 2]> = (0..6)
+            .map(|n| {
+                [
+                    topic(&format!("r{round}:{n}a")),
+                    topic(&format!("r{round}:{n}b")),
+                ]
+            })
+            .collect();
+        let outcomes = futures::future::join_all(
+            requests
+                .iter()
+                .map(|pair| store.subscribe(&racer.id, pair, &[], 5)),
+        )
+        .await;
+        // THEN each request got all or none of its topics, and at most two got them
+        let mut granted = 0;
+        for (pair, outcome) in requests.iter().zip(&outcomes) {
+            let held: Vec<bool> = futures::future::join_all(pair.iter().map(|t| async {
+                ids_of(store, &Audience::Subscribers(vec![t.clone()])).await
+                    == vec![racer.id.clone()]
+            }))
+            .await;
+            match outcome {
+                Ok(_) => {
+                    granted += 1;
+                    assert_eq!(held, [true, true], "round {round}: {pair:?}");
+                }
+                Err(StoreError::TooManyTopics { .. } | StoreError::Contended { .. }) => {
+                    assert_eq!(held, [false, false], "round {round}: {pair:?}");
+                }
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert!(
+            granted <= 2,
+            "round {round}: {granted} granted, {outcomes:?}"
+        );
+        assert!(granted >= 1, "round {round}: {outcomes:?}");
+    }
 }
 
-async fn unsubscribe_removes_only_the_named_topics(store: &dyn Store) {
+async fn unsubscribe_removes_only_the_named_topics(store: &dyn Store, _: &Clock) {
     put(store, &connection(1, "u")).await;
     put(store, &connection(2, "u")).await;
     for n in [1, 2] {
         store
-            .subscribe(&id(n), &[topic("a"), topic("b")], 10)
+            .subscribe(&id(n), &[topic("a"), topic("b")], &[], 10)
             .await
             .unwrap();
     }
@@ -181,144 +235,245 @@ async fn unsubscribe_removes_only_the_named_topics(store: &dyn Store) {
         .unsubscribe(&id(1), &[topic("a"), topic("never-held")])
         .await
         .unwrap();
-    assert_eq!(ids_of(store, &Target::Topic(topic("a"))).await, vec![id(2)]);
     assert_eq!(
-        ids_of(store, &Target::Topic(topic("b"))).await,
+        ids_of(store, &Audience::Subscribers(vec![topic("a")])).await,
+        vec![id(2)]
+    );
+    assert_eq!(
+        ids_of(store, &Audience::Subscribers(vec![topic("b")])).await,
         vec![id(1), id(2)]
     );
     // the freed slot can be used again
-    store.subscribe(&id(1), &[topic("c")], 2).await.unwrap();
+    store
+        .subscribe(&id(1), &[topic("c")], &[], 2)
+        .await
+        .unwrap();
 }
 
-async fn subscribing_an_unknown_connection_is_refused(store: &dyn Store) {
-    let subscribed = store.subscribe(&id("ghost"), &[topic("a")], 10).await;
+async fn subscribing_an_unknown_connection_is_refused(store: &dyn Store, _: &Clock) {
+    let subscribed = store.subscribe(&id("ghost"), &[topic("a")], &[], 10).await;
     assert!(matches!(subscribed, Err(StoreError::NotConnected(_))));
     let unsubscribed = store.unsubscribe(&id("ghost"), &[topic("a")]).await;
     assert!(matches!(unsubscribed, Err(StoreError::NotConnected(_))));
-    assert!(ids_of(store, &Target::Topic(topic("a"))).await.is_empty());
+    assert!(
+        ids_of(store, &Audience::Subscribers(vec![topic("a")]))
+            .await
+            .is_empty()
+    );
 }
 
-async fn remove_connection_removes_every_subscription(store: &dyn Store) {
+async fn remove_connection_removes_every_subscription(store: &dyn Store, _: &Clock) {
     put(store, &connection(1, "u")).await;
     put(store, &connection(2, "u")).await;
-    let topics: Vec<Topic> = (0..8).map(|n| topic(&format!("t{n}"))).collect();
-    store.subscribe(&id(1), &topics, 10).await.unwrap();
-    store.subscribe(&id(2), &topics[..1], 10).await.unwrap();
+    let topics: Vec<TopicPattern> = (0..8).map(|n| topic(&format!("t{n}"))).collect();
+    store.subscribe(&id(1), &topics, &[], 10).await.unwrap();
+    store
+        .subscribe(&id(2), &topics[..1], &[], 10)
+        .await
+        .unwrap();
 
     store.remove_connection(&id(1)).await.unwrap();
     store.remove_connection(&id(1)).await.unwrap();
 
     assert_eq!(store.get_connection(&id(1)).await.unwrap(), None);
     assert_eq!(
-        ids_of(store, &Target::Topic(topics[0].clone())).await,
+        ids_of(store, &Audience::Subscribers(vec![topics[0].clone()])).await,
         vec![id(2)]
     );
     for t in &topics[1..] {
-        assert!(ids_of(store, &Target::Topic(t.clone())).await.is_empty());
+        assert!(
+            ids_of(store, &Audience::Subscribers(vec![t.clone()]))
+                .await
+                .is_empty()
+        );
     }
     assert_eq!(store.count_connections().await.unwrap(), 1);
 }
 
-async fn user_target_finds_all_connections_of_that_user(store: &dyn Store) {
+async fn user_target_finds_all_connections_of_that_user(store: &dyn Store, _: &Clock) {
     for n in 0..7 {
         put(store, &connection(n, "alice")).await;
     }
     put(store, &connection(99, "bob")).await;
     assert_eq!(
-        ids_of(store, &Target::User(UserId::new("alice"))).await,
+        ids_of(store, &Audience::User(UserId::new("alice"))).await,
         sorted((0..7).map(id))
     );
     assert_eq!(
-        ids_of(store, &Target::User(UserId::new("bob"))).await,
+        ids_of(store, &Audience::User(UserId::new("bob"))).await,
         vec![id(99)]
     );
     assert!(
-        ids_of(store, &Target::User(UserId::new("carol")))
+        ids_of(store, &Audience::User(UserId::new("carol")))
             .await
             .is_empty()
     );
 }
 
-async fn all_target_and_count_cover_every_live_connection_across_pages(store: &dyn Store) {
+async fn all_target_and_count_cover_every_live_connection_across_pages(
+    store: &dyn Store,
+    _: &Clock,
+) {
     // 60 connections over 16 shards with pages of 3: most shards need several pages.
     for n in 0..60 {
         put(store, &connection(n, &format!("user{}", n % 5))).await;
     }
-    assert_eq!(ids_of(store, &Target::All).await, sorted((0..60).map(id)));
+    assert_eq!(ids_of(store, &Audience::All).await, sorted((0..60).map(id)));
     assert_eq!(store.count_connections().await.unwrap(), 60);
 }
 
-async fn connections_target_returns_only_live_ids(store: &dyn Store) {
+async fn connections_target_returns_only_live_ids(store: &dyn Store, _: &Clock) {
     put(store, &connection(1, "u")).await;
     put(store, &connection(2, "u")).await;
-    let target = Target::Connections(vec![id(1), id("unknown"), id(2)]);
+    let target = Audience::Connections(vec![id(1), id("unknown"), id(2)]);
     assert_eq!(ids_of(store, &target).await, vec![id(1), id(2)]);
     // more ids than one BatchGetItem takes
     let many: Vec<ConnectionId> = (0..150)
         .map(|n| id(format!("x{n}")))
         .chain([id(2)])
         .collect();
-    assert_eq!(ids_of(store, &Target::Connections(many)).await, vec![id(2)]);
+    assert_eq!(
+        ids_of(store, &Audience::Connections(many)).await,
+        vec![id(2)]
+    );
 }
 
-async fn remove_connections_handles_more_than_one_batch(store: &dyn Store) {
+async fn remove_connections_handles_more_than_one_batch(store: &dyn Store, _: &Clock) {
     // 30 connections with 2 topics each: 90 rows, several BatchWriteItem calls of 25
     let ids: Vec<ConnectionId> = (0..30).map(id).collect();
     for n in 0..30 {
         put(store, &connection(n, "u")).await;
         store
-            .subscribe(&id(n), &[topic("a"), topic("b")], 10)
+            .subscribe(&id(n), &[topic("a"), topic("b")], &[], 10)
             .await
             .unwrap();
     }
     put(store, &connection("keep", "u")).await;
     store
-        .subscribe(&id("keep"), &[topic("a")], 10)
+        .subscribe(&id("keep"), &[topic("a")], &[], 10)
         .await
         .unwrap();
 
-    store.remove_gone(&ids, &Target::All).await.unwrap();
+    store.remove_gone(&ids, &Audience::All).await.unwrap();
 
     assert_eq!(
-        ids_of(store, &Target::Topic(topic("a"))).await,
+        ids_of(store, &Audience::Subscribers(vec![topic("a")])).await,
         vec![id("keep")]
     );
-    assert!(ids_of(store, &Target::Topic(topic("b"))).await.is_empty());
-    assert_eq!(ids_of(store, &Target::All).await, vec![id("keep")]);
+    assert!(
+        ids_of(store, &Audience::Subscribers(vec![topic("b")]))
+            .await
+            .is_empty()
+    );
+    assert_eq!(ids_of(store, &Audience::All).await, vec![id("keep")]);
 }
 
-async fn expired_rows_are_invisible_before_ttl_deletes_them(store: &dyn Store) {
-    // GIVEN a connection that expires within two seconds, subscribed to a topic
+async fn expired_rows_are_invisible_before_ttl_deletes_them(store: &dyn Store, clock: &Clock) {
+    // GIVEN a connection that expires in two seconds, subscribed to a topic, and one that
+    // lives on
+    let now = clock.now_seconds();
     let mut short = connection("short", "alice");
-    short.expires_at = now_seconds() + 2;
+    short.expires_at = now + 2;
     put(store, &short).await;
-    store.subscribe(&short.id, &[topic("t")], 10).await.unwrap();
+    store
+        .subscribe(&short.id, &[topic("t")], &[], 10)
+        .await
+        .unwrap();
     put(store, &connection("long", "alice")).await;
     store
-        .subscribe(&id("long"), &[topic("t")], 10)
+        .subscribe(&id("long"), &[topic("t")], &[], 10)
         .await
         .unwrap();
     assert_eq!(store.count_connections().await.unwrap(), 2);
 
-    // WHEN its expiry passes (DynamoDB TTL deletes rows only eventually)
-    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    // WHEN its expiry passes (DynamoDB TTL deletes rows only eventually): the store's clock
+    // moves three seconds, no test sleeps
+    clock.advance(3);
 
     // THEN no read returns it, and it cannot subscribe any more
     let alive = vec![id("long")];
     assert_eq!(store.get_connection(&short.id).await.unwrap(), None);
-    assert_eq!(ids_of(store, &Target::Topic(topic("t"))).await, alive);
     assert_eq!(
-        ids_of(store, &Target::User(UserId::new("alice"))).await,
+        ids_of(store, &Audience::Subscribers(vec![topic("t")])).await,
         alive
     );
-    assert_eq!(ids_of(store, &Target::All).await, alive);
-    let named = Target::Connections(vec![short.id.clone(), id("long")]);
+    assert_eq!(
+        ids_of(store, &Audience::User(UserId::new("alice"))).await,
+        alive
+    );
+    assert_eq!(ids_of(store, &Audience::All).await, alive);
+    let named = Audience::Connections(vec![short.id.clone(), id("long")]);
     assert_eq!(ids_of(store, &named).await, alive);
     assert_eq!(store.count_connections().await.unwrap(), 1);
     assert!(matches!(
-        store.subscribe(&short.id, &[topic("u")], 10).await,
+        store.subscribe(&short.id, &[topic("u")], &[], 10).await,
         Err(StoreError::NotConnected(_))
     ));
+    let counted: Vec<ConnectionId> = store
+        .user_connections(&UserId::new("alice"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(counted, alive);
     // and removing it still cleans up its rows
     store.remove_connection(&short.id).await.unwrap();
+}
+
+// ---- DynamoDB failures, classified (DynamoDB Local) ----
+
+#[tokio::test]
+async fn a_missing_table_is_a_rejected_request_and_a_dead_endpoint_an_unavailable_one() {
+    use wsbridge::store::{ConnectionStore, DynamoDbStore, Failure};
+    use wsbridge_local::local_sdk_config;
+    use wsbridge_tests::dynamodb_endpoint;
+
+    // GIVEN a store on a table that does not exist, and one on a port nobody listens on
+    let missing = DynamoDbStore::from_sdk_config(
+        &local_sdk_config(Some(&dynamodb_endpoint())),
+        "wsbridge-no-such-table",
+    );
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        port
+    };
+    let dead = DynamoDbStore::from_sdk_config(
+        &local_sdk_config(Some(&format!("http://127.0.0.1:{closed_port}"))),
+        "t",
+    );
+
+    // WHEN each is read
+    let rejected = missing.get_connection(&id(1)).await.unwrap_err();
+    let unavailable = dead.get_connection(&id(1)).await.unwrap_err();
+
+    // THEN the first is a bug to fix, not to retry; the second is worth retrying
+    assert!(
+        matches!(
+            rejected,
+            StoreError::Backend {
+                failure: Failure::Rejected,
+                ..
+            }
+        ),
+        "{rejected}"
+    );
+    assert!(!rejected.is_retryable());
+    assert!(
+        rejected.to_string().contains("ResourceNotFoundException"),
+        "{rejected}"
+    );
+    assert!(
+        matches!(
+            unavailable,
+            StoreError::Backend {
+                failure: Failure::Unavailable,
+                ..
+            }
+        ),
+        "{unavailable}"
+    );
+    assert!(unavailable.is_retryable());
 }

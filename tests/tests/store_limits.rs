@@ -8,10 +8,11 @@ use std::collections::BTreeSet;
 use futures::TryStreamExt;
 use futures::future::join_all;
 use wsbridge::auth::now_seconds;
-use wsbridge::channels::Grants;
+use wsbridge::channels::{Grants, TopicPattern};
+use wsbridge::clock::Clock;
 use wsbridge::limits::{ConnectionLimit, LimitPolicy, RateLimit};
-use wsbridge::protocol::broadcast::Target;
-use wsbridge::protocol::{ConnectionId, Topic, UserId};
+use wsbridge::protocol::{ConnectionId, UserId};
+use wsbridge::store::Audience;
 use wsbridge::store::{Admission, Connection, Registration, Store, StoreError};
 use wsbridge::test_support::put;
 
@@ -39,13 +40,13 @@ fn connection(id: impl std::fmt::Display, user: &str) -> Connection {
     }
 }
 
-fn topic(name: &str) -> Topic {
-    Topic::parse(name).unwrap()
+fn topic(name: &str) -> TopicPattern {
+    TopicPattern::parse(name).unwrap()
 }
 
 async fn subscribers(store: &dyn Store, name: &str) -> BTreeSet<ConnectionId> {
     let pages: Vec<_> = store
-        .recipients(&Target::Topic(topic(name)))
+        .recipients(&Audience::Subscribers(vec![topic(name)]))
         .try_collect()
         .await
         .unwrap();
@@ -86,7 +87,7 @@ async fn counted(store: &dyn Store, user: &str) -> BTreeSet<ConnectionId> {
         .collect()
 }
 
-async fn simultaneous_registrations_admit_exactly_the_limit(store: &dyn Store) {
+async fn simultaneous_registrations_admit_exactly_the_limit(store: &dyn Store, _: &Clock) {
     let limit = ConnectionLimit {
         per_user: 3,
         policy: LimitPolicy::Refuse,
@@ -118,7 +119,10 @@ async fn simultaneous_registrations_admit_exactly_the_limit(store: &dyn Store) {
     }
 }
 
-async fn simultaneous_registrations_under_close_oldest_keep_exactly_the_limit(store: &dyn Store) {
+async fn simultaneous_registrations_under_close_oldest_keep_exactly_the_limit(
+    store: &dyn Store,
+    _: &Clock,
+) {
     let limit = ConnectionLimit {
         per_user: 3,
         policy: LimitPolicy::CloseOldest,
@@ -151,7 +155,7 @@ async fn simultaneous_registrations_under_close_oldest_keep_exactly_the_limit(st
     }
 }
 
-async fn expired_connections_never_count_and_removal_frees_a_slot(store: &dyn Store) {
+async fn expired_connections_never_count_and_removal_frees_a_slot(store: &dyn Store, _: &Clock) {
     let limit = ConnectionLimit {
         per_user: 2,
         policy: LimitPolicy::Refuse,
@@ -181,7 +185,7 @@ async fn expired_connections_never_count_and_removal_frees_a_slot(store: &dyn St
     assert_eq!(again, Registration::Registered { evicted: vec![] });
 }
 
-async fn user_connections_are_the_live_counted_ones(store: &dyn Store) {
+async fn user_connections_are_the_live_counted_ones(store: &dyn Store, _: &Clock) {
     put(store, &connection(1, "bea")).await;
     put(store, &connection(2, "bea")).await;
     put(store, &connection(3, "cid")).await;
@@ -201,7 +205,7 @@ async fn user_connections_are_the_live_counted_ones(store: &dyn Store) {
 
 const T0: i64 = 1_800_000_000_000_000;
 
-async fn a_burst_of_simultaneous_frames_admits_exactly_the_burst(store: &dyn Store) {
+async fn a_burst_of_simultaneous_frames_admits_exactly_the_burst(store: &dyn Store, _: &Clock) {
     let limit = RateLimit {
         per_second: 1,
         burst: 5,
@@ -222,7 +226,7 @@ async fn a_burst_of_simultaneous_frames_admits_exactly_the_burst(store: &dyn Sto
         assert_eq!(admitted, 5, "round {round}: {outcomes:?}");
         for outcome in &outcomes {
             match outcome {
-                Ok(Admission::Admitted(c)) => assert_eq!(c.id, id),
+                Ok(Admission::Admitted(s)) => assert_eq!(s.connection.id, id),
                 Ok(Admission::Limited { retry_after }) => {
                     assert_eq!(retry_after.as_millis(), 1_000)
                 }
@@ -232,7 +236,7 @@ async fn a_burst_of_simultaneous_frames_admits_exactly_the_burst(store: &dyn Sto
     }
 }
 
-async fn the_budget_refills_and_refuses_with_the_wait(store: &dyn Store) {
+async fn the_budget_refills_and_refuses_with_the_wait(store: &dyn Store, _: &Clock) {
     let limit = RateLimit {
         per_second: 10,
         burst: 2,
@@ -243,8 +247,8 @@ async fn the_budget_refills_and_refuses_with_the_wait(store: &dyn Store) {
         let (id, limit) = (c.id.clone(), limit);
         async move {
             match store.admit(&id, Some(&limit), now_us).await.unwrap() {
-                Admission::Admitted(connection) => {
-                    assert_eq!(connection.user_id, UserId::new("eve"));
+                Admission::Admitted(session) => {
+                    assert_eq!(session.connection.user_id, UserId::new("eve"));
                     Ok(())
                 }
                 Admission::Limited { retry_after } => Err(retry_after.as_micros()),
@@ -268,7 +272,7 @@ async fn the_budget_refills_and_refuses_with_the_wait(store: &dyn Store) {
     }
 }
 
-async fn admitting_an_unknown_or_expired_connection_is_not_connected(store: &dyn Store) {
+async fn admitting_an_unknown_or_expired_connection_is_not_connected(store: &dyn Store, _: &Clock) {
     let limit = RateLimit {
         per_second: 10,
         burst: 2,
@@ -298,27 +302,27 @@ async fn admitting_an_unknown_or_expired_connection_is_not_connected(store: &dyn
     );
 }
 
-async fn subscribe_racing_removal_never_leaves_a_subscription(store: &dyn Store) {
+async fn subscribe_racing_removal_never_leaves_a_subscription(store: &dyn Store, _: &Clock) {
     for round in 0..30 {
         // GIVEN a connection holding one topic
         let c = connection(format!("racy{round}"), "gus");
         put(store, &c).await;
         store
-            .subscribe(&c.id, &[topic("race:a")], 10)
+            .subscribe(&c.id, &[topic("race:a")], &[], 10)
             .await
             .unwrap();
 
         // WHEN a subscribe to three more and its $disconnect run at the same time
         let more = [topic("race:b"), topic("race:c"), topic("race:d")];
         let (subscribed, removed) = futures::join!(
-            store.subscribe(&c.id, &more, 10),
+            store.subscribe(&c.id, &more, &[], 10),
             store.remove_connection(&c.id)
         );
 
         // THEN the subscribe either landed first or found the connection gone, and in both
         // cases no topic lists the connection any more
         assert!(
-            matches!(subscribed, Ok(()) | Err(StoreError::NotConnected(_))),
+            matches!(subscribed, Ok(_) | Err(StoreError::NotConnected(_))),
             "round {round}: {subscribed:?}"
         );
         removed.unwrap();
@@ -333,11 +337,11 @@ async fn subscribe_racing_removal_never_leaves_a_subscription(store: &dyn Store)
     }
 }
 
-async fn removal_returns_the_connection_and_its_topics(store: &dyn Store) {
+async fn removal_returns_the_connection_and_its_topics(store: &dyn Store, _: &Clock) {
     let c = connection("leaving", "hal");
     put(store, &c).await;
     store
-        .subscribe(&c.id, &[topic("x:1"), topic("x:2")], 10)
+        .subscribe(&c.id, &[topic("x:1"), topic("x:2")], &[], 10)
         .await
         .unwrap();
     let removed = store
@@ -346,27 +350,30 @@ async fn removal_returns_the_connection_and_its_topics(store: &dyn Store) {
         .unwrap()
         .expect("it was there");
     assert_eq!(removed.connection, c);
-    let topics: BTreeSet<Topic> = removed.topics.into_iter().collect();
+    let topics: BTreeSet<TopicPattern> = removed.topics.into_iter().collect();
     assert_eq!(topics, BTreeSet::from([topic("x:1"), topic("x:2")]));
     assert_eq!(store.remove_connection(&c.id).await.unwrap(), None);
     assert!(counted(store, "hal").await.is_empty());
 }
 
-async fn a_gone_recipient_reached_through_a_topic_loses_that_subscription(store: &dyn Store) {
+async fn a_gone_recipient_reached_through_a_topic_loses_that_subscription(
+    store: &dyn Store,
+    _: &Clock,
+) {
     let gone = connection("gone410", "ivy");
     let kept = connection("kept", "ivy");
     put(store, &gone).await;
     put(store, &kept).await;
     for c in [&gone, &kept] {
         store
-            .subscribe(&c.id, &[topic("feed:1"), topic("feed:2")], 10)
+            .subscribe(&c.id, &[topic("feed:1"), topic("feed:2")], &[], 10)
             .await
             .unwrap();
     }
     store
         .remove_gone(
             std::slice::from_ref(&gone.id),
-            &Target::Topic(topic("feed:1")),
+            &Audience::Subscribers(vec![topic("feed:1")]),
         )
         .await
         .unwrap();

@@ -4,6 +4,7 @@
 mod admission;
 mod items;
 pub mod metering;
+mod presence;
 mod registry;
 pub mod schema;
 mod subscriptions;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     DeleteRequest, KeysAndAttributes, ReturnConsumedCapacity, Select, WriteRequest,
 };
@@ -21,12 +22,12 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use rand::Rng;
 
 use super::{
-    Admission, Connection, ConnectionStore, RecipientPages, RecipientStore, Registration, Removed,
-    StoreError,
+    Admission, Audience, Connection, ConnectionStore, Failure, PresencePage, RecipientPages,
+    RecipientStore, Registration, Removed, StoreError,
 };
-use crate::auth::now_seconds;
+use crate::channels::TopicPattern;
+use crate::clock::Clock;
 use crate::limits::{ConnectionLimit, RateLimit};
-use crate::protocol::broadcast::Target;
 use crate::protocol::{ConnectionId, Topic, UserId};
 use items::{Item, connection_key, live, n, recipient_of, s, subscription_key, topic_pk};
 pub use metering::{ConsumedCapacity, OperationCounts};
@@ -40,14 +41,40 @@ const UNPROCESSED_ATTEMPTS: u32 = 8;
 /// What fan-out reads of a row.
 const RECIPIENT_PROJECTION: &str = "connection_id, user_id, endpoint";
 
+/// A failed DynamoDB call, classified by what trying again can do, with the SDK's error kept.
 pub(crate) fn backend<E, R>(operation: &'static str, error: SdkError<E, R>) -> StoreError
 where
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     StoreError::Backend {
         operation,
+        failure: classify(&error),
         message: DisplayErrorContext(&error).to_string(),
+        source: Some(Box::new(error)),
+    }
+}
+
+/// DynamoDB's throttling codes; 5xx, timeouts and dropped connections are `Unavailable`;
+/// everything else (validation, access, a missing table) is `Rejected`.
+fn classify<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> Failure {
+    match error {
+        SdkError::ServiceError(service) => match service.err().code() {
+            Some(
+                "ProvisionedThroughputExceededException"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "LimitExceededException",
+            ) => Failure::Throttled,
+            Some("InternalServerError" | "ServiceUnavailable" | "InternalFailure") => {
+                Failure::Unavailable
+            }
+            _ => Failure::Rejected,
+        },
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Failure::Unavailable
+        }
+        _ => Failure::Rejected,
     }
 }
 
@@ -68,6 +95,15 @@ fn was_cancelled_by_condition<R>(
         })
 }
 
+/// A short jittered pause before re-reading an item another writer changed under us: 0–10 ms,
+/// doubling to 0–160 ms, so racing writers (simultaneous `$connect`s of one user, frames of
+/// one connection) spread out without eating a handshake's or a frame's time.
+async fn contention_pause(attempt: u32) {
+    let ceiling = 10u64 << attempt.min(4);
+    let wait = rand::rng().random_range(0..=ceiling);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
+
 /// Backoff before retrying unprocessed batch items: 25 ms doubling, with full jitter so that
 /// concurrent broadcasts do not retry in lockstep.
 async fn backoff(attempt: u32) {
@@ -83,6 +119,8 @@ pub struct DynamoDbStore {
     table: String,
     page_size: Option<i32>,
     consumed: Option<Arc<ConsumedCapacity>>,
+    /// What reads judge expiry by (every read filters `expires_at > now`).
+    clock: Clock,
 }
 
 impl DynamoDbStore {
@@ -92,7 +130,14 @@ impl DynamoDbStore {
             table: table.into(),
             page_size: None,
             consumed: None,
+            clock: Clock::wall(),
         }
+    }
+
+    /// Judges expiry by `clock` instead of the wall clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// A store on `table` with a DynamoDB client from the shared SDK configuration.
@@ -151,7 +196,9 @@ impl DynamoDbStore {
             .send()
             .await
             .map_err(|e| backend("GetItem", e))?;
-        Ok(output.item.filter(|item| live(item, now_seconds())))
+        Ok(output
+            .item
+            .filter(|item| live(item, self.clock.now_seconds())))
     }
 
     /// Pages of a Query, following `LastEvaluatedKey` to the end.
@@ -172,7 +219,7 @@ impl DynamoDbStore {
             .expression_attribute_names("#k", key_attribute)
             .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
             .expression_attribute_values(":k", s(key_value))
-            .expression_attribute_values(":now", n(now_seconds()))
+            .expression_attribute_values(":now", n(self.clock.now_seconds()))
             .set_limit(self.page_size)
             .set_return_consumed_capacity(self.return_consumed_capacity())
             .into_paginator()
@@ -198,16 +245,22 @@ impl DynamoDbStore {
         ids: &[ConnectionId],
         projection: &str,
     ) -> Result<Vec<Item>, StoreError> {
-        let mut rows = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(BATCH_GET_LIMIT) {
+        let keys: Vec<Item> = ids.iter().map(connection_key).collect();
+        self.rows(&keys, Some(projection)).await
+    }
+
+    /// Items by key (strongly consistent; missing ones are left out), in batches of 100,
+    /// unprocessed keys retried.
+    async fn rows(&self, keys: &[Item], projection: Option<&str>) -> Result<Vec<Item>, StoreError> {
+        let mut rows = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH_GET_LIMIT) {
             let mut keys = KeysAndAttributes::builder()
-                .set_keys(Some(chunk.iter().map(connection_key).collect()))
-                .projection_expression(projection)
+                .set_keys(Some(chunk.to_vec()))
+                .set_projection_expression(projection.map(str::to_owned))
                 .consistent_read(true)
                 .build()
-                .map_err(|e| StoreError::Backend {
-                    operation: "BatchGetItem",
-                    message: e.to_string(),
+                .map_err(|e| {
+                    StoreError::backend("BatchGetItem", Failure::Rejected, e.to_string())
                 })?;
             for attempt in 0.. {
                 let output = self
@@ -233,13 +286,14 @@ impl DynamoDbStore {
                 {
                     Some(rest) if !rest.keys().is_empty() => {
                         if attempt + 1 >= UNPROCESSED_ATTEMPTS {
-                            return Err(StoreError::Backend {
-                                operation: "BatchGetItem",
-                                message: format!(
+                            return Err(StoreError::backend(
+                                "BatchGetItem",
+                                Failure::Throttled,
+                                format!(
                                     "{} keys still unprocessed after {UNPROCESSED_ATTEMPTS} attempts",
                                     rest.keys().len()
                                 ),
-                            });
+                            ));
                         }
                         backoff(attempt).await;
                         keys = rest;
@@ -260,9 +314,8 @@ impl DynamoDbStore {
                     let delete = DeleteRequest::builder()
                         .set_key(Some(key.clone()))
                         .build()
-                        .map_err(|e| StoreError::Backend {
-                            operation: "BatchWriteItem",
-                            message: e.to_string(),
+                        .map_err(|e| {
+                            StoreError::backend("BatchWriteItem", Failure::Rejected, e.to_string())
                         })?;
                     Ok(WriteRequest::builder().delete_request(delete).build())
                 })
@@ -283,13 +336,14 @@ impl DynamoDbStore {
                     break;
                 }
                 if attempt + 1 >= UNPROCESSED_ATTEMPTS {
-                    return Err(StoreError::Backend {
-                        operation: "BatchWriteItem",
-                        message: format!(
+                    return Err(StoreError::backend(
+                        "BatchWriteItem",
+                        Failure::Throttled,
+                        format!(
                             "{} deletes still unprocessed after {UNPROCESSED_ATTEMPTS} attempts",
                             requests.len()
                         ),
-                    });
+                    ));
                 }
                 backoff(attempt).await;
             }
@@ -337,22 +391,30 @@ impl ConnectionStore for DynamoDbStore {
     async fn subscribe(
         &self,
         id: &ConnectionId,
-        topics: &[Topic],
+        topics: &[TopicPattern],
+        presence: &[Topic],
         max_topics: usize,
-    ) -> Result<(), StoreError> {
-        self.add_subscriptions(id, topics, max_topics).await
+    ) -> Result<Vec<Topic>, StoreError> {
+        self.add_subscriptions(id, topics, presence, max_topics)
+            .await
     }
 
-    async fn unsubscribe(&self, id: &ConnectionId, topics: &[Topic]) -> Result<(), StoreError> {
+    async fn unsubscribe(
+        &self,
+        id: &ConnectionId,
+        topics: &[TopicPattern],
+    ) -> Result<Vec<Topic>, StoreError> {
         self.drop_subscriptions(id, topics).await
+    }
+
+    async fn presence(&self, topic: &Topic, page: usize) -> Result<PresencePage, StoreError> {
+        self.presence_page(topic, page).await
     }
 }
 
+/// A transaction that could not even be built: a bug, not DynamoDB's answer.
 fn transaction_error(message: String) -> StoreError {
-    StoreError::Backend {
-        operation: "TransactWriteItems",
-        message,
-    }
+    StoreError::backend("TransactWriteItems", Failure::Rejected, message)
 }
 
 /// Connections removed at once after 410s: each is a delete, a batch write and an update.
@@ -363,23 +425,31 @@ const SHARDS_IN_FLIGHT: usize = 4;
 
 #[async_trait]
 impl RecipientStore for DynamoDbStore {
-    fn recipients<'a>(&'a self, target: &'a Target) -> RecipientPages<'a> {
-        match target {
-            Target::Topic(topic) => self.query_pages(None, PK, topic_pk(topic.as_str())),
-            Target::User(user) => self.query_pages(Some(BY_USER_INDEX), GSI_USER, user.to_string()),
-            Target::All => Box::pin(
+    fn recipients<'a>(&'a self, audience: &'a Audience) -> RecipientPages<'a> {
+        match audience {
+            // One partition per subscription key, read one after the other: a topic and the
+            // few patterns that match it.
+            Audience::Subscribers(keys) => Box::pin(
+                stream::iter(keys)
+                    .map(|key| self.query_pages(None, PK, topic_pk(key.as_str())))
+                    .flatten(),
+            ),
+            Audience::User(user) => {
+                self.query_pages(Some(BY_USER_INDEX), GSI_USER, user.to_string())
+            }
+            Audience::All => Box::pin(
                 stream::iter(0..SHARDS)
                     .map(|shard| {
                         self.query_pages(Some(BY_SHARD_INDEX), GSI_SHARD, shard.to_string())
                     })
                     .flatten_unordered(SHARDS_IN_FLIGHT),
             ),
-            Target::Connections(ids) => Box::pin(stream::iter(ids.chunks(BATCH_GET_LIMIT)).then(
+            Audience::Connections(ids) => Box::pin(stream::iter(ids.chunks(BATCH_GET_LIMIT)).then(
                 move |chunk| async move {
                     let rows = self
                         .connection_rows(chunk, "connection_id, user_id, endpoint, expires_at")
                         .await?;
-                    let now = now_seconds();
+                    let now = self.clock.now_seconds();
                     rows.iter()
                         .filter(|row| live(row, now))
                         .map(recipient_of)
@@ -390,7 +460,7 @@ impl RecipientStore for DynamoDbStore {
     }
 
     async fn count_connections(&self) -> Result<u64, StoreError> {
-        let now = now_seconds();
+        let now = self.clock.now_seconds();
         let counts = stream::iter(0..SHARDS)
             .map(|shard| {
                 self.client
@@ -425,22 +495,91 @@ impl RecipientStore for DynamoDbStore {
             .await
     }
 
-    async fn remove_gone(&self, ids: &[ConnectionId], via: &Target) -> Result<(), StoreError> {
+    async fn remove_gone(
+        &self,
+        ids: &[ConnectionId],
+        via: &Audience,
+    ) -> Result<Vec<Removed>, StoreError> {
         // The subscription rows the 410s came through go directly: if the connection row is
         // already gone (TTL, or an earlier removal), nothing else would find them.
-        if let Target::Topic(topic) = via {
+        if let Audience::Subscribers(topics) = via {
             let keys = ids
                 .iter()
-                .map(|id| subscription_key(topic.as_str(), id))
+                .flat_map(|id| topics.iter().map(move |t| subscription_key(t.as_str(), id)))
                 .collect();
             self.delete_keys(keys).await?;
         }
         let mut removals = stream::iter(ids.iter().cloned())
-            .map(|id| async move { self.remove_one(&id).await.map(drop) })
+            .map(|id| async move { self.remove_one(&id).await })
             .buffer_unordered(REMOVALS_IN_FLIGHT);
-        while let Some(removed) = removals.next().await {
-            removed?;
+        let mut removed = Vec::new();
+        while let Some(one) = removals.next().await {
+            removed.extend(one?);
         }
-        Ok(())
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::config::http::HttpResponse;
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+    use aws_sdk_dynamodb::operation::get_item::GetItemError;
+    use aws_smithy_types::body::SdkBody;
+
+    use super::*;
+
+    fn answered(status: u16, code: &str) -> StoreError {
+        let error = GetItemError::generic(ErrorMetadata::builder().code(code).build());
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        backend("GetItem", SdkError::service_error(error, raw))
+    }
+
+    #[test]
+    fn failures_are_classified_by_what_retrying_can_do_and_keep_their_source() {
+        for (status, code, failure) in [
+            (
+                400,
+                "ProvisionedThroughputExceededException",
+                Failure::Throttled,
+            ),
+            (400, "ThrottlingException", Failure::Throttled),
+            (400, "RequestLimitExceeded", Failure::Throttled),
+            (500, "InternalServerError", Failure::Unavailable),
+            (400, "ValidationException", Failure::Rejected),
+            (400, "ResourceNotFoundException", Failure::Rejected),
+            (400, "AccessDeniedException", Failure::Rejected),
+        ] {
+            let error = answered(status, code);
+            let StoreError::Backend {
+                failure: found,
+                source,
+                ..
+            } = &error
+            else {
+                panic!("{error:?}");
+            };
+            assert_eq!(*found, failure, "{code}");
+            assert_eq!(error.is_retryable(), failure != Failure::Rejected, "{code}");
+            assert!(source.is_some(), "{code}: the SDK error is kept");
+            assert!(error.to_string().contains(code), "{error}");
+        }
+        let timeout: SdkError<GetItemError, HttpResponse> =
+            SdkError::timeout_error("no answer within the attempt timeout");
+        assert!(matches!(
+            backend("GetItem", timeout),
+            StoreError::Backend {
+                failure: Failure::Unavailable,
+                ..
+            }
+        ));
+        assert!(
+            StoreError::Contended {
+                operation: "register",
+                attempts: 3
+            }
+            .is_retryable()
+        );
+        assert!(!StoreError::NotConnected(ConnectionId::new("c")).is_retryable());
     }
 }

@@ -14,7 +14,6 @@
 //! transaction needs the row), so no subscription outlives its connection.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update};
@@ -22,14 +21,16 @@ use rand::Rng;
 
 use super::items::{
     Item, USER_CONNECTIONS, VERSION, connection_item, connection_key, connection_of, live, n,
-    optional_number, subscription_key, topics_of, user_connections_of, user_connections_value,
-    user_key,
+    optional_number, presence_topics_of, subscription_key, topics_of, user_connections_of,
+    user_connections_value, user_key,
 };
 use super::schema::{PK, SHARDS, TTL_ATTRIBUTE};
-use super::{DynamoDbStore, backend, transaction_error, was_cancelled_by_condition};
-use crate::auth::now_seconds;
+use super::{
+    DynamoDbStore, backend, contention_pause, transaction_error, was_cancelled_by_condition,
+};
+use crate::channels::TopicPattern;
 use crate::limits::{ConnectionLimit, LimitPolicy};
-use crate::protocol::{ConnectionId, Topic, UserId};
+use crate::protocol::{ConnectionId, UserId};
 use crate::store::{Connection, Registration, Removed, StoreError};
 
 /// Registrations of one user racing each other: each round commits one of them, so this
@@ -39,14 +40,6 @@ const REGISTER_ATTEMPTS: u32 = 16;
 /// What `connections_of_user` reads of each connection row.
 const CONNECTION_PROJECTION: &str =
     "connection_id, user_id, connected_at, endpoint, expires_at, grants_sub, grants_pub";
-
-/// A short jittered pause before re-reading a contended user row: 0–10 ms, doubling to
-/// 0–160 ms, so that racing `$connect`s spread out without eating the handshake's time.
-async fn pause(attempt: u32) {
-    let ceiling = 10u64 << attempt.min(4);
-    let wait = rand::rng().random_range(0..=ceiling);
-    tokio::time::sleep(Duration::from_millis(wait)).await;
-}
 
 impl DynamoDbStore {
     /// The user row, read strongly consistent.
@@ -69,7 +62,7 @@ impl DynamoDbStore {
     ) -> Result<Registration, StoreError> {
         let shard = rand::rng().random_range(0..SHARDS);
         for attempt in 0..REGISTER_ATTEMPTS {
-            let now = now_seconds();
+            let now = self.clock.now_seconds();
             let row = self.user_row(&connection.user_id).await?;
             let version = match &row {
                 Some(row) => optional_number::<u64>(row, VERSION)?,
@@ -110,7 +103,7 @@ impl DynamoDbStore {
                 .await
             {
                 Ok(_) => return Ok(Registration::Registered { evicted }),
-                Err(e) if was_cancelled_by_condition(&e) => pause(attempt).await,
+                Err(e) if was_cancelled_by_condition(&e) => contention_pause(attempt).await,
                 Err(e) => return Err(backend("TransactWriteItems", e)),
             }
         }
@@ -169,7 +162,7 @@ impl DynamoDbStore {
         &self,
         user: &UserId,
     ) -> Result<Vec<Connection>, StoreError> {
-        let now = now_seconds();
+        let now = self.clock.now_seconds();
         let Some(row) = self.user_row(user).await? else {
             return Ok(Vec::new());
         };
@@ -209,11 +202,21 @@ impl DynamoDbStore {
         self.delete_keys(held.iter().map(|t| subscription_key(t, id)).collect())
             .await?;
         self.forget_in_user_row(&connection.user_id, id).await?;
+        let mut left = Vec::new();
+        for topic in presence_topics_of(&row) {
+            if self.leave_presence(&topic, &connection.user_id, id).await? {
+                left.push(topic);
+            }
+        }
         Ok(Some(Removed {
             connection,
             // Stored topics were valid when subscribed; one that no longer parses is left out
             // of the answer, never of the deletion above.
-            topics: held.iter().filter_map(|t| Topic::parse(t).ok()).collect(),
+            topics: held
+                .iter()
+                .filter_map(|t| TopicPattern::parse(t).ok())
+                .collect(),
+            left,
         }))
     }
 

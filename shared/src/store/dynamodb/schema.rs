@@ -123,9 +123,12 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         .table_name(table)
         .wait(Duration::from_secs(60))
         .await
-        .map_err(|e| StoreError::Backend {
-            operation: "DescribeTable",
-            message: aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
+        .map_err(|e| {
+            StoreError::backend(
+                "DescribeTable",
+                crate::store::Failure::Unavailable,
+                aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
+            )
         })?;
     client
         .update_time_to_live()
