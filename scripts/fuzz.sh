@@ -54,6 +54,6 @@ for target in "${targets[@]}"; do
         exit "$status"
     fi
     # libFuzzer's last status line: executions, coverage, features, corpus, executions/s.
-    printf '%-16s %s\n' "$target" "$(grep -E '^#[0-9]+ +DONE' "$log" | tail -n 1)"
+    printf '%-16s %s\n' "$target" "$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1)"
 done
 echo "fuzz: ${#targets[@]} targets, up to $runs runs each, no crash"

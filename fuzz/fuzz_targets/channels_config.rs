@@ -1,5 +1,6 @@
 //! The channel configuration (`CHANNELS_CONFIG`, `--channels FILE`), the grants read from a
-//! token's claims, the subscribe rules, and topic patterns.
+//! token's claims, the subscribe, publish and presence rules, the subscription keys a message
+//! reads, and topic patterns.
 //!
 //! Input: NUL-separated sections `configuration JSON`, `claims JSON`, `user id`, then topics
 //! and patterns, one a section. Missing sections take defaults (a few grants, `alice`, a probe
@@ -11,7 +12,10 @@ use std::collections::BTreeSet;
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
-use wsbridge::channels::{Channels, Grants, MAX_GRANTS, SubscribeRule, TopicPattern};
+use wsbridge::channels::{
+    Channels, Grants, MAX_GRANTS, MAX_WILDCARD_DEPTH, Namespace, PublishRefusal, PublishRule,
+    SubscribeRule, TopicPattern,
+};
 use wsbridge::protocol::{Topic, UserId};
 use wsbridge_fuzz::{sections, text_or};
 
@@ -81,8 +85,20 @@ fuzz_target!(|data: &[u8]| {
     let Ok(user) = UserId::parse(user) else {
         return;
     };
+    // What a connection can hold: what the client and server APIs accept as a subscription.
+    let subscriptions: BTreeSet<TopicPattern> = patterns
+        .iter()
+        .cloned()
+        .chain(topics.iter().map(TopicPattern::exact))
+        .filter(|p| {
+            p.as_topic().is_some() || (p.as_str().contains(':') && p.depth() <= MAX_WILDCARD_DEPTH)
+        })
+        .collect();
+    for subscription in &subscriptions {
+        check_subscribe_rules(&channels, subscription, &user, &grants);
+    }
     for topic in &topics {
-        check_rules(&channels, topic, &user, &grants);
+        check_topic_rules(&channels, topic, &grants, &subscriptions);
     }
 });
 
@@ -165,31 +181,120 @@ fn check_grants(grants: &[TopicPattern]) {
     }
 }
 
-/// A client's subscribe and a backend's, against what the topic's namespace rule says.
-fn check_rules(channels: &Channels, topic: &Topic, user: &UserId, grants: &Grants) {
+/// The namespace a subscription belongs to, as the README says: a topic's own (or the
+/// default), a wildcard's configured namespace before its first `:` only, which must allow
+/// wildcards.
+fn expected_namespace<'a>(channels: &'a Channels, pattern: &TopicPattern) -> Option<&'a Namespace> {
     let (namespaces, default) = channels.namespaces();
-    let namespace = channels.namespace_of(topic);
-    let expected_namespace = topic
-        .split_namespace()
-        .and_then(|(prefix, _)| namespaces.get(prefix))
-        .or(default);
-    assert_eq!(namespace, expected_namespace);
+    match pattern.as_topic() {
+        Some(topic) => topic
+            .split_namespace()
+            .and_then(|(prefix, _)| namespaces.get(prefix))
+            .or(default),
+        None => pattern
+            .as_str()
+            .split_once(':')
+            .and_then(|(prefix, _)| namespaces.get(prefix))
+            .filter(|namespace| namespace.wildcards),
+    }
+}
 
-    let client = channels.check_subscribe(topic, user, grants);
+/// A client's subscribe and a backend's, against what the subscription's namespace rule says.
+fn check_subscribe_rules(
+    channels: &Channels,
+    pattern: &TopicPattern,
+    user: &UserId,
+    grants: &Grants,
+) {
+    if let Some(topic) = pattern.as_topic() {
+        let (namespaces, default) = channels.namespaces();
+        let expected = topic
+            .split_namespace()
+            .and_then(|(prefix, _)| namespaces.get(prefix))
+            .or(default);
+        assert_eq!(channels.namespace_of(&topic), expected);
+    }
+    let namespace = expected_namespace(channels, pattern);
+    let client = channels.check_subscribe(pattern, user, grants);
     let allowed = namespace.is_some_and(|namespace| match namespace.subscribe {
         SubscribeRule::Authenticated => true,
-        SubscribeRule::Owner => topic
-            .split_namespace()
-            .is_some_and(|(_, owner)| owner == user.as_str()),
-        SubscribeRule::Claim => grants.subscribe.iter().any(|g| g.matches(topic.as_str())),
+        SubscribeRule::Owner => {
+            !pattern.is_wildcard()
+                && pattern
+                    .as_str()
+                    .split_once(':')
+                    .is_some_and(|(_, owner)| owner == user.as_str())
+        }
+        SubscribeRule::Claim => grants.subscribe.iter().any(|g| g.covers(pattern)),
         SubscribeRule::Server | SubscribeRule::Nobody => false,
     });
-    assert_eq!(client.is_ok(), allowed, "{topic} for {user}: {client:?}");
+    assert_eq!(client.is_ok(), allowed, "{pattern} for {user}: {client:?}");
     if let Err(refused) = client {
-        assert_eq!(refused.topic, topic.as_str());
+        assert_eq!(refused.topic, pattern.as_str());
     }
 
-    let server = channels.check_server_subscribe(topic);
+    let server = channels.check_server_subscribe(pattern);
     let open = namespace.is_some_and(|namespace| namespace.subscribe != SubscribeRule::Nobody);
-    assert_eq!(server.is_ok(), open, "{topic} for a backend: {server:?}");
+    assert_eq!(server.is_ok(), open, "{pattern} for a backend: {server:?}");
+}
+
+/// What a message to `topic` reaches, who may publish to it, and whether its presence is
+/// kept, given the subscriptions `subscriptions` a connection could hold.
+fn check_topic_rules(
+    channels: &Channels,
+    topic: &Topic,
+    grants: &Grants,
+    subscriptions: &BTreeSet<TopicPattern>,
+) {
+    let namespace = channels.namespace_of(topic);
+    // Every subscription a connection can hold that matches the topic is a key a message
+    // to it reads, so its holder gets the message; and every key matches the topic.
+    let keys = channels.subscription_keys(topic);
+    assert_eq!(keys.first(), Some(&TopicPattern::exact(topic)));
+    assert!(keys.len() <= 1 + MAX_WILDCARD_DEPTH, "{keys:?}");
+    for key in &keys {
+        assert!(key.matches(topic.as_str()), "{key} read for {topic}");
+    }
+    for subscription in subscriptions {
+        if channels.check_server_subscribe(subscription).is_ok()
+            && subscription.matches(topic.as_str())
+        {
+            assert!(keys.contains(subscription), "{subscription} misses {topic}");
+        }
+    }
+
+    let presence = channels.presence_topics(&[TopicPattern::exact(topic)]);
+    let tracked = namespace.is_some_and(|n| n.presence || n.join_leave);
+    assert_eq!(presence, if tracked { vec![topic.clone()] } else { vec![] });
+    let asked = channels.check_presence(topic);
+    assert_eq!(
+        asked.is_ok(),
+        namespace.is_some_and(|n| n.presence),
+        "{asked:?}"
+    );
+
+    for subscribed in [false, true] {
+        let publish = channels.check_publish(topic, grants, subscribed);
+        let expected = match namespace.map(|n| n.publish) {
+            None | Some(PublishRule::Nobody) => Some(false),
+            Some(PublishRule::Authenticated) => None,
+            Some(PublishRule::Subscribers) if subscribed => None,
+            Some(PublishRule::Subscribers) => Some(true),
+            Some(PublishRule::Claim)
+                if grants.publish.iter().any(|g| g.matches(topic.as_str())) =>
+            {
+                None
+            }
+            Some(PublishRule::Claim) => Some(false),
+        };
+        // None: allowed; Some(true): refused as not subscribed; Some(false): forbidden.
+        match (&publish, expected) {
+            (Ok(()), None)
+            | (Err(PublishRefusal::NotSubscribed(_)), Some(true))
+            | (Err(PublishRefusal::Forbidden(_)), Some(false)) => {}
+            _ => panic!(
+                "{topic} publish (subscribed: {subscribed}): {publish:?}, expected {expected:?}"
+            ),
+        }
+    }
 }

@@ -168,7 +168,6 @@ fn check_message(api: &ApiInfo, client: &ClientInfo, body: &[u8]) {
         CONNECTION,
         CONNECTED_AT,
         client,
-        "$default",
         &text,
         is_base64_encoded,
     );

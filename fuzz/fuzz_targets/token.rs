@@ -23,10 +23,9 @@ use futures::executor::block_on;
 use libfuzzer_sys::arbitrary::{self, Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
-use wsbridge::auth::{
-    DEV_SECRET, MAX_TOKEN_BYTES, TokenVerifier, VerifiedToken, now_seconds, token_of,
-};
+use wsbridge::auth::{MAX_TOKEN_BYTES, TokenVerifier, VerifiedToken, now_seconds, token_of};
 use wsbridge::config::AuthConfig;
+use wsbridge::dev::DEV_SECRET;
 use wsbridge_fuzz::sections;
 
 const ISSUER: &str = "https://id.example";
@@ -36,12 +35,12 @@ const LEEWAY: Duration = Duration::from_secs(30);
 /// The dev configuration (HS256, no issuer or audience, no leeway) and one with an issuer, an
 /// audience and a leeway, both on the dev secret: built once, as the functions do.
 static VERIFIERS: LazyLock<[(TokenVerifier, AuthConfig); 2]> = LazyLock::new(|| {
-    let dev = AuthConfig::dev();
+    let dev = wsbridge::dev::auth_config();
     let strict = AuthConfig {
         issuer: Some(ISSUER.to_owned()),
         audience: Some(AUDIENCE.to_owned()),
         leeway: LEEWAY,
-        ..AuthConfig::dev()
+        ..wsbridge::dev::auth_config()
     };
     let verifier = |config: &AuthConfig| TokenVerifier::new(config).expect("the dev key is valid");
     [(verifier(&dev), dev), (verifier(&strict), strict)]

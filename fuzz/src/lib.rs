@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 
+use wsbridge::channels::{MAX_WILDCARD_DEPTH, TopicPattern};
 use wsbridge::protocol::{ConnectionId, MAX_ID_BYTES, Topic};
 
 /// The sections of an input: the bytes between NULs, at most `max` of them (the rest is
@@ -42,6 +43,36 @@ pub fn assert_topic_list(topics: &[Topic], max: usize) {
             Ok(topic),
             "an accepted topic does not parse back"
         );
+    }
+}
+
+/// A subscription list a parser accepted (client frames, `POST /subscribe`): 1 to `max`
+/// entries, distinct, each parsing back to itself, and each a topic or a wildcard that names
+/// its namespace and is at most [`MAX_WILDCARD_DEPTH`] levels deep.
+pub fn assert_pattern_list(patterns: &[TopicPattern], max: usize) {
+    assert!(
+        !patterns.is_empty(),
+        "an accepted topic list is never empty"
+    );
+    assert!(
+        patterns.len() <= max,
+        "{} topics accepted with a limit of {max}",
+        patterns.len()
+    );
+    let mut seen = HashSet::new();
+    for pattern in patterns {
+        assert!(seen.insert(pattern.as_str()), "{pattern} accepted twice");
+        assert_eq!(
+            TopicPattern::parse(pattern.as_str()).as_ref(),
+            Ok(pattern),
+            "an accepted pattern does not parse back"
+        );
+        if pattern.is_wildcard() {
+            assert!(pattern.as_str().contains(':'), "{pattern}: no namespace");
+            assert!(pattern.depth() <= MAX_WILDCARD_DEPTH, "{pattern}: too deep");
+        } else {
+            assert!(pattern.as_topic().is_some(), "{pattern}: not a topic");
+        }
     }
 }
 
