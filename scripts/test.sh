@@ -25,7 +25,11 @@ step "DynamoDB Local"
 started=$(scripts/dynamodb-local.sh start)
 read -r endpoint pid <<<"$started"
 secrets_pid=
-trap 'scripts/dynamodb-local.sh stop "$pid"; [ -z "$secrets_pid" ] || scripts/secretsmanager-local.sh stop "$secrets_pid"' EXIT
+stop_servers() {
+    scripts/dynamodb-local.sh stop "$pid"
+    [ -z "$secrets_pid" ] || scripts/secretsmanager-local.sh stop "$secrets_pid"
+}
+trap stop_servers EXIT
 echo "DynamoDB Local at $endpoint (pid $pid)"
 export WSBRIDGE_TEST_DYNAMODB_ENDPOINT=$endpoint
 
@@ -43,7 +47,24 @@ cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One total over every test binary (cargo prints one line per binary, doc-tests last).
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
-     END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
+summary=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed", p, f }' "$log")
 rm -f "$log"
-exit "$status"
+# The fuzz step needs neither server.
+trap - EXIT
+stop_servers
+
+step "fuzz targets: a short run of each over its seeds (cargo fuzz, nightly)"
+# Installs cargo-fuzz on first use; a crash or a broken invariant fails the test command.
+fuzz_status=0
+if [ "$#" -eq 0 ]; then
+    scripts/fuzz.sh || fuzz_status=$?
+else
+    echo "not run: arguments select tests ($*); scripts/fuzz.sh runs them alone"
+fi
+
+printf '\n%s\n' "$summary"
+if [ "$status" -ne 0 ]; then
+    exit "$status"
+fi
+exit "$fuzz_status"

@@ -228,7 +228,16 @@ pub struct HttpRequest<'a> {
     pub domain: &'a str,
 }
 
-pub fn http_api(request: &HttpRequest<'_>) -> Result<lambda_http::Request, serde_json::Error> {
+/// Why a request cannot become an HTTP API event; the gateway answers it with 400.
+#[derive(Debug, thiserror::Error)]
+pub enum UnreadableRequest {
+    #[error("the Host header, X-Forwarded-Proto and the path make no URL ({0})")]
+    NoUrl(String),
+    #[error(transparent)]
+    Event(#[from] serde_json::Error),
+}
+
+pub fn http_api(request: &HttpRequest<'_>) -> Result<lambda_http::Request, UnreadableRequest> {
     let now = OffsetDateTime::now_utc();
     let mut headers = Map::new();
     for (name, value) in request.headers {
@@ -244,6 +253,7 @@ pub fn http_api(request: &HttpRequest<'_>) -> Result<lambda_http::Request, serde
             }
         }
     }
+    check_request_uri(&headers, request)?;
     let route_key = format!("{} {}", request.method, request.path);
     let (body, is_base64_encoded) = match std::str::from_utf8(request.body) {
         Ok(text) => (text.to_owned(), false),
@@ -281,7 +291,30 @@ pub fn http_api(request: &HttpRequest<'_>) -> Result<lambda_http::Request, serde
         "body": body,
         "isBase64Encoded": is_base64_encoded,
     });
-    lambda_http::request::from_str(&event.to_string())
+    Ok(lambda_http::request::from_str(&event.to_string())?)
+}
+
+/// Whether lambda_http can make the request's URI from the event's headers and path: it
+/// builds it as `{x-forwarded-proto or https}://{host}{path}?{query}` and panics when that is
+/// no URL (`Host: 127.0.0.1:30x`, `Host: a b`, a scheme of spaces). API Gateway never passes
+/// such a request to a function; here it is refused before it reaches lambda_http, by the same
+/// two parsers lambda_http uses.
+fn check_request_uri(
+    headers: &Map<String, Value>,
+    request: &HttpRequest<'_>,
+) -> Result<(), UnreadableRequest> {
+    let header = |name: &str| headers.get(name).and_then(Value::as_str);
+    let scheme = header("x-forwarded-proto").unwrap_or("https");
+    let host = header("host").unwrap_or(request.domain);
+    let url = url::Url::parse(&format!("{scheme}://{host}{}", request.path))
+        .map_err(|e| UnreadableRequest::NoUrl(e.to_string()))?;
+    let mut uri = url.to_string();
+    if let Some(query) = request.raw_query.filter(|q| !q.is_empty()) {
+        uri.push('?');
+        uri.push_str(query);
+    }
+    axum::http::Uri::try_from(uri).map_err(|e| UnreadableRequest::NoUrl(e.to_string()))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -352,6 +385,54 @@ mod tests {
             .iter()
             .collect();
         assert_eq!(multi.len(), 2);
+    }
+
+    fn post_broadcast(headers: &HeaderMap) -> Result<lambda_http::Request, UnreadableRequest> {
+        http_api(&HttpRequest {
+            method: "POST",
+            path: "/broadcast",
+            raw_query: Some("dry=1"),
+            headers,
+            body: br#"{"all":true,"event":"e"}"#,
+            source_ip: "127.0.0.1".into(),
+            domain: "127.0.0.1:3000",
+        })
+    }
+
+    #[test]
+    fn a_request_no_uri_can_be_made_of_is_refused_not_a_panic() {
+        // GIVEN Host and X-Forwarded-Proto values lambda_http makes no URI of; the first is
+        // what the gateway_events fuzz target found panicking the HTTP handler
+        let long_scheme = "h".repeat(65);
+        for (name, value) in [
+            ("host", "127.0.0.1:300s1U-r"),
+            ("host", "a b"),
+            ("x-forwarded-proto", "a b"),
+            ("x-forwarded-proto", long_scheme.as_str()),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, value.parse().unwrap());
+            // WHEN the request is turned into an event
+            let built = post_broadcast(&headers);
+            // THEN it is refused (the gateway answers 400)
+            assert!(
+                matches!(built, Err(UnreadableRequest::NoUrl(_))),
+                "{name}: {value:?}: {built:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_ordinary_request_keeps_its_host_scheme_and_query() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "localhost:3000".parse().unwrap());
+        headers.insert("x-forwarded-proto", "http".parse().unwrap());
+        let request = post_broadcast(&headers).unwrap();
+        assert_eq!(
+            request.uri().to_string(),
+            "http://localhost:3000/broadcast?dry=1"
+        );
+        assert_eq!(request.body().as_ref(), br#"{"all":true,"event":"e"}"#);
     }
 
     #[test]

@@ -121,7 +121,12 @@ fn default_publish_claim() -> String {
 pub(super) fn parse(json: &str) -> Result<Channels, ChannelsError> {
     let deserializer = &mut serde_json::Deserializer::from_str(json);
     let document: Document = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let path = e.path().to_string();
+        // A key "" at the top of the document prints as no path at all, and the error as
+        // `: …`, naming nothing: the entry is the document's own.
+        let path = match e.path().to_string() {
+            path if path.is_empty() => ".".to_owned(),
+            path => path,
+        };
         invalid(path, e.into_inner().to_string())
     })?;
     let mut namespaces = BTreeMap::new();

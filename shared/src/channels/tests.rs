@@ -277,3 +277,17 @@ fn configuration_errors_name_the_entry_and_what_to_fix() {
     }
     assert!(Channels::parse("{not json").is_err());
 }
+
+#[test]
+fn an_empty_key_at_the_top_of_the_document_is_named_as_the_document() {
+    // GIVEN a key "" at the top; the first is the configuration the channels_config fuzz
+    // target found an error naming no entry for
+    for json in ["{\"\"doni\u{1}", r#"{"": 1}"#] {
+        // WHEN it is parsed
+        let e = Channels::parse(json).unwrap_err();
+        // THEN the error names the document, and says what is wrong
+        assert_eq!(e.path, ".", "{json}: {e}");
+        assert!(e.message.contains("unknown field ``"), "{json}: {e}");
+        assert!(e.to_string().starts_with(".: "), "{e}");
+    }
+}

@@ -611,6 +611,34 @@ mod tests {
         );
     }
 
+    /// The numbers a client reads from a payload: the `data` of an envelope, or the message.
+    fn numbers_received(broadcast: &Broadcast) -> Value {
+        let sent: Value = serde_json::from_slice(&broadcast.payload("id", 1).unwrap()).unwrap();
+        match broadcast.message {
+            Message::Raw(_) => sent,
+            Message::Event { .. } => sent["data"].clone(),
+        }
+    }
+
+    #[test]
+    fn numbers_reach_recipients_as_the_backend_sent_them() {
+        // GIVEN a number the default float parser reads one unit in the last place off (the
+        // broadcast_body fuzz target's input), and the extremes of f64 in an envelope
+        let raw = Broadcast::parse(
+            br#"{"all":true,"message":[4444444444444444444444444444444444444444444.24,55]}"#,
+        )
+        .unwrap();
+        let extremes = json!([0.1, 1e-7, 2.2250738585072014e-308, 1.7976931348623157e308]);
+        let event = parse(json!({"all": true, "event": "e", "data": extremes})).unwrap();
+        // WHEN each is serialized for the recipients and read back as a client reads it
+        // THEN every number is the one read from the request
+        let Message::Raw(sent) = &raw.message else {
+            panic!("a raw message");
+        };
+        assert_eq!(&numbers_received(&raw), sent);
+        assert_eq!(numbers_received(&event), extremes);
+    }
+
     #[test]
     fn payload_over_the_api_gateway_limit_is_refused() {
         let big = "x".repeat(MAX_MESSAGE_BYTES);
