@@ -1,7 +1,9 @@
-//! Support for the end-to-end tests: DynamoDB Local, the local gateway, the sample events.
+//! Support for the end-to-end tests: DynamoDB Local (and a fault proxy in front of it), the
+//! local gateway, the sample events.
 //! (Fixtures shared with the library's unit tests, such as `RecordingSender`, are in
 //! `wsbridge::test_support`.)
 
+pub mod faults;
 pub mod gateway;
 
 use std::path::PathBuf;
