@@ -206,9 +206,14 @@ impl DynamoDbStore {
         };
         let connection = connection_of(&row)?;
         let held = topics_of(&row);
-        self.delete_keys(held.iter().map(|t| subscription_key(t, id)).collect())
-            .await?;
-        self.forget_in_user_row(&connection.user_id, id).await?;
+        // Both steps run even when the first fails: a subscription row left behind only
+        // costs a post that answers 410 (which removes it) until TTL ends it, but an entry
+        // left in the user row counts against the user's limit until it expires.
+        let subscriptions = self
+            .delete_keys(held.iter().map(|t| subscription_key(t, id)).collect())
+            .await;
+        let user_row = self.forget_in_user_row(&connection.user_id, id).await;
+        subscriptions.and(user_row)?;
         Ok(Some(Removed {
             connection,
             // Stored topics were valid when subscribed; one that no longer parses is left out
