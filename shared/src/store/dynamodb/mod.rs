@@ -452,20 +452,28 @@ impl RecipientStore for DynamoDbStore {
     async fn remove_gone(&self, ids: &[ConnectionId], via: &Target) -> Result<(), StoreError> {
         // The subscription rows the 410s came through go directly: if the connection row is
         // already gone (TTL, or an earlier removal), nothing else would find them.
-        if let Target::Topic(topic) = via {
-            let keys = ids
-                .iter()
-                .map(|id| subscription_key(topic.as_str(), id))
-                .collect();
-            self.delete_keys(keys).await?;
-        }
+        let direct = match via {
+            Target::Topic(topic) => {
+                let keys = ids
+                    .iter()
+                    .map(|id| subscription_key(topic.as_str(), id))
+                    .collect();
+                self.delete_keys(keys).await
+            }
+            _ => Ok(()),
+        };
+        // Every removal runs to its end even when one fails: stopping at the first error
+        // would cancel the others between their steps, leaving rows no one would remove.
         let mut removals = stream::iter(ids.iter().cloned())
             .map(|id| async move { self.remove_one(&id).await.map(drop) })
             .buffer_unordered(REMOVALS_IN_FLIGHT);
+        let mut first_error = direct.err();
         while let Some(removed) = removals.next().await {
-            removed?;
+            if let Err(e) = removed {
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 
