@@ -7,6 +7,7 @@ pub mod metering;
 mod registry;
 pub mod schema;
 mod subscriptions;
+mod throttling;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,10 +55,14 @@ where
     }
 }
 
-/// DynamoDB's throttling codes; 5xx, timeouts and dropped connections are `Unavailable`;
-/// everything else (validation, access, a missing table) is `Rejected`.
-fn classify<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> Failure {
+/// DynamoDB's throttling codes (and transactions cancelled for throttling); 5xx, timeouts
+/// and dropped connections are `Unavailable`; everything else (validation, access, a missing
+/// table) is `Rejected`.
+fn classify<E: ProvideErrorMetadata + 'static, R>(error: &SdkError<E, R>) -> Failure {
     match error {
+        SdkError::ServiceError(service) if throttling::is_throttled_transaction(service.err()) => {
+            Failure::Throttled
+        }
         SdkError::ServiceError(service) => match service.err().code() {
             Some(
                 "ProvisionedThroughputExceededException"
@@ -113,8 +118,13 @@ pub struct DynamoDbStore {
 
 impl DynamoDbStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
+        let config = client
+            .config()
+            .to_builder()
+            .retry_classifier(throttling::ThrottledTransactions)
+            .build();
         Self {
-            client,
+            client: Client::from_conf(config),
             table: table.into(),
             page_size: None,
             consumed: None,
@@ -538,5 +548,46 @@ mod tests {
             .is_retryable()
         );
         assert!(!StoreError::NotConnected(ConnectionId::new("c")).is_retryable());
+    }
+
+    fn cancelled(codes: &[&str]) -> StoreError {
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        use aws_sdk_dynamodb::types::CancellationReason;
+        use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+
+        let reasons = codes
+            .iter()
+            .map(|code| CancellationReason::builder().code(*code).build())
+            .collect();
+        let error = TransactWriteItemsError::TransactionCanceledException(
+            TransactionCanceledException::builder()
+                .set_cancellation_reasons(Some(reasons))
+                .build(),
+        );
+        let raw = HttpResponse::new(400.try_into().unwrap(), SdkBody::empty());
+        backend("TransactWriteItems", SdkError::service_error(error, raw))
+    }
+
+    #[test]
+    fn a_transaction_cancelled_for_throttling_is_throttled_and_a_failed_condition_is_not() {
+        for (codes, failure) in [
+            (&["ThrottlingError", "None"][..], Failure::Throttled),
+            (
+                &["None", "ProvisionedThroughputExceeded"][..],
+                Failure::Throttled,
+            ),
+            // A failed condition decides: retrying would fail it again.
+            (
+                &["ThrottlingError", "ConditionalCheckFailed"][..],
+                Failure::Rejected,
+            ),
+            (&["ValidationError"][..], Failure::Rejected),
+        ] {
+            let error = cancelled(codes);
+            let StoreError::Backend { failure: found, .. } = &error else {
+                panic!("{error:?}");
+            };
+            assert_eq!(*found, failure, "{codes:?}");
+        }
     }
 }
