@@ -1,6 +1,8 @@
 //! The fault proxy itself: rules hit the calls they name, answers are what the SDK reads as
-//! DynamoDB's, batches stay truthful, and the store's SDK client retries each fault with the
-//! standard mode's attempts.
+//! DynamoDB's, batches stay truthful; and the store's SDK client: it retries each fault with
+//! the standard mode's attempts, and, as the functions build it, gives up on a held attempt.
+
+use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
@@ -11,10 +13,10 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, Put, PutRequest, TransactWriteItem, WriteRequest,
 };
 use wsbridge::protocol::ConnectionId;
-use wsbridge::store::{ConnectionStore, Failure, StoreError};
+use wsbridge::store::{ConnectionStore, DynamoDbStore, Failure, StoreError};
 use wsbridge_tests::faults::setup::{faulty_store, sdk_attempts};
 use wsbridge_tests::faults::{Calls, Fault, FaultProxy, Rule, When};
-use wsbridge_tests::local_sdk_config;
+use wsbridge_tests::{dynamodb_endpoint, local_sdk_config};
 
 use super::label;
 
@@ -308,4 +310,33 @@ async fn the_store_s_client_tries_each_fault_the_standard_number_of_times() {
             label(&rule)
         );
     }
+}
+
+#[tokio::test]
+async fn the_functions_store_abandons_a_held_attempt_and_retries_it() {
+    // GIVEN the store as the functions build it (the SDK configuration's defaults, nothing
+    // set), through a proxy that holds the first GetItem for an hour
+    let f = faulty_store().await;
+    let proxy = FaultProxy::start_holding(&dynamodb_endpoint(), Duration::from_secs(3_600)).await;
+    let store = DynamoDbStore::from_sdk_config(&local_sdk_config(proxy.url()), f.table.name());
+    proxy.inject(Rule::new("GetItem", When::Nth(1), Fault::Timeout));
+
+    // WHEN it reads a connection
+    let read = tokio::time::timeout(
+        Duration::from_secs(60),
+        store.get_connection(&ConnectionId::new("nobody=")),
+    )
+    .await
+    .expect("a held attempt must time out and be retried, not be waited for");
+
+    // THEN the held attempt was given up and the retry answered
+    assert_eq!(read.unwrap(), None);
+    assert_eq!(
+        proxy.calls("GetItem"),
+        Calls {
+            total: 2,
+            forwarded: 1,
+            injected: 1
+        }
+    );
 }
