@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     DeleteRequest, KeysAndAttributes, ReturnConsumedCapacity, Select, WriteRequest,
@@ -38,6 +39,14 @@ const BATCH_GET_LIMIT: usize = 100;
 const BATCH_WRITE_LIMIT: usize = 25;
 /// Rounds of retrying unprocessed batch items (throttling) before giving up.
 const UNPROCESSED_ATTEMPTS: u32 = 8;
+/// How long one attempt of a DynamoDB call may take before the SDK gives up on it and
+/// retries. The SDK sets none by default: a request DynamoDB accepts and never answers would
+/// hold the function until Lambda ends it, retried never. DynamoDB answers in milliseconds
+/// (a 1 MB Query page in a few hundred), so one second is far past a healthy answer, and
+/// three attempts with their backoff (at most 1 s, then 2 s) stay within the WebSocket
+/// functions' 10 s.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// What fan-out reads of a row.
 const RECIPIENT_PROJECTION: &str = "connection_id, user_id, endpoint";
 
@@ -131,9 +140,22 @@ impl DynamoDbStore {
         }
     }
 
-    /// A store on `table` with a DynamoDB client from the shared SDK configuration.
+    /// A store on `table` with a DynamoDB client from the shared SDK configuration; without
+    /// an attempt timeout there, each attempt gets [`ATTEMPT_TIMEOUT`].
     pub fn from_sdk_config(config: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        Self::new(Client::new(config), table)
+        let mut client = aws_sdk_dynamodb::config::Builder::from(config);
+        let attempt_timeout = config
+            .timeout_config()
+            .and_then(|t| t.operation_attempt_timeout());
+        if attempt_timeout.is_none() {
+            // Merged with the configuration's other timeouts (the connect timeout stays).
+            client = client.timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            );
+        }
+        Self::new(Client::from_conf(client.build()), table)
     }
 
     /// Caps items per Query page (DynamoDB's own cap is 1 MB); small pages let tests
