@@ -18,6 +18,8 @@ mod websocket;
 
 use std::collections::BTreeSet;
 
+use futures::stream::{self, StreamExt};
+
 use wsbridge::protocol::ConnectionId;
 use wsbridge::store::ConnectionStore;
 use wsbridge::test_support::{connection, put, topic};
@@ -110,6 +112,27 @@ async fn registered(f: &Faulty, id: &str, user: &str, topics: &[&str]) {
             .await
             .unwrap();
     }
+}
+
+/// Cases run at once. Most of a case is waiting (a held request costs up to three attempt
+/// timeouts), so a few together keep the suite short without loading DynamoDB Local much.
+const CASES_IN_FLIGHT: usize = 6;
+
+/// Runs `case` for each of `cases`, numbered, each with its own proxy and store on `f`'s
+/// table (so its rules and counts are its own), [`CASES_IN_FLIGHT`] at a time.
+async fn each_case<F, Fut>(f: &Faulty, cases: Vec<(Rule, bool)>, case: F)
+where
+    F: Fn(usize, Rule, bool, Faulty) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let case = &case;
+    stream::iter(cases.into_iter().enumerate())
+        .map(|(n, (rule, persists))| async move {
+            case(n, rule, persists, f.another().await).await;
+        })
+        .buffer_unordered(CASES_IN_FLIGHT)
+        .collect::<Vec<()>>()
+        .await;
 }
 
 /// `rule` for assertion messages.

@@ -35,6 +35,9 @@ pub struct Faulty {
     pub table: TableView,
 }
 
+/// Store partitions handed out so far (see `Faulty::another`).
+static PARTITIONS: AtomicU32 = AtomicU32::new(0);
+
 /// A fresh table on DynamoDB Local, and a store on it through a new proxy. The store's
 /// client retries as the functions' clients do (standard mode, same attempts), only with
 /// millisecond backoff so that tests stay fast, and with [`ATTEMPT_TIMEOUT`].
@@ -47,31 +50,45 @@ pub async fn faulty_store() -> Faulty {
     if let Err(e) = schema::create_table(&direct, &table).await {
         panic!("cannot create table {table} on DynamoDB Local at {endpoint}: {e}");
     }
-    let proxy = FaultProxy::start(&endpoint).await;
-    let config = aws_sdk_dynamodb::config::Builder::from(&local_sdk_config(proxy.url()))
-        .retry_config(
-            RetryConfig::standard()
-                .with_initial_backoff(Duration::from_millis(5))
-                .with_max_backoff(Duration::from_millis(40)),
-        )
-        // The SDK's retry quota (a token bucket) is shared by every client of a partition in
-        // the process: one partition per store, so that one test's failures cannot spend
-        // another's retries.
-        .retry_partition(RetryPartition::new(format!("wsbridge-faults-{n}")))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                .build(),
-        )
-        .build();
-    let store = DynamoDbStore::new(Client::from_conf(config), &table);
-    Faulty {
-        proxy,
-        store,
-        table: TableView {
-            client: direct,
+    Faulty::on(TableView {
+        client: direct,
+        table,
+    })
+    .await
+}
+
+impl Faulty {
+    async fn on(table: TableView) -> Self {
+        let proxy = FaultProxy::start(&dynamodb_endpoint()).await;
+        let n = PARTITIONS.fetch_add(1, Ordering::Relaxed);
+        let config = aws_sdk_dynamodb::config::Builder::from(&local_sdk_config(proxy.url()))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_initial_backoff(Duration::from_millis(5))
+                    .with_max_backoff(Duration::from_millis(40)),
+            )
+            // The SDK's retry quota (a token bucket) is shared by every client of a
+            // partition in the process: one partition per store, so that one test's
+            // failures cannot spend another's retries.
+            .retry_partition(RetryPartition::new(format!("wsbridge-faults-{n}")))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            )
+            .build();
+        let store = DynamoDbStore::new(Client::from_conf(config), table.name());
+        Faulty {
+            proxy,
+            store,
             table,
-        },
+        }
+    }
+
+    /// Another store on the same table, through a proxy of its own: its rules and counts are
+    /// its own, so cases can run at the same time.
+    pub async fn another(&self) -> Faulty {
+        Faulty::on(self.table.clone()).await
     }
 }
 
@@ -83,6 +100,7 @@ fn s(value: impl Into<String>) -> AttributeValue {
 
 /// The table's rows, read directly and raw: expired rows and all (the README's "Table
 /// design" gives the keys).
+#[derive(Clone)]
 pub struct TableView {
     client: Client,
     table: String,

@@ -17,7 +17,9 @@ use wsbridge::test_support::RecordingSender;
 use wsbridge_tests::faults::setup::{Faulty, Traces, faulty_store};
 use wsbridge_tests::faults::{Fault, Rule, When};
 
-use super::{cases, faults_of, label, left_by_removal, lost_deletion, registered, under};
+use super::{
+    cases, each_case, faults_of, label, left_by_removal, lost_deletion, registered, under,
+};
 
 /// Query pages of two rows: five recipients are three pages.
 const PAGE: i32 = 2;
@@ -193,72 +195,74 @@ async fn broadcast_to_a_user_to_all_and_to_named_connections_survives_transient_
 
 #[tokio::test]
 async fn removing_gone_recipients_never_fails_the_broadcast() {
-    let f = faulty_store().await;
-    for (n, (rule, persists)) in cases(&["BatchWriteItem", "DeleteItem", "UpdateItem"])
-        .into_iter()
-        .enumerate()
-    {
-        // GIVEN a topic's two subscribers, one of which API Gateway calls gone; the gone one
-        // also watches a second topic
-        let (topic, other) = (format!("news:{n}"), format!("other:{n}"));
-        let (live, gone) = (format!("live{n}="), format!("gone{n}="));
-        registered(&f, &live, "u", &[&topic]).await;
-        registered(&f, &gone, &format!("g{n}"), &[&topic, &other]).await;
-        let sender = RecordingSender::new().failing(&gone, SendError::Gone);
+    let base = faulty_store().await;
+    each_case(
+        &base,
+        cases(&["BatchWriteItem", "DeleteItem", "UpdateItem"]),
+        |n, rule, persists, f| async move {
+            // GIVEN a topic's two subscribers, one of which API Gateway calls gone; the gone one
+            // also watches a second topic
+            let (topic, other) = (format!("news:{n}"), format!("other:{n}"));
+            let (live, gone) = (format!("live{n}="), format!("gone{n}="));
+            registered(&f, &live, "u", &[&topic]).await;
+            registered(&f, &gone, &format!("g{n}"), &[&topic, &other]).await;
+            let sender = RecordingSender::new().failing(&gone, SendError::Gone);
 
-        // WHEN a broadcast to the topic removes the gone one and meets a fault doing it
-        let body = json!({"topic": topic, "event": "e"});
-        let (status, report) = under(
-            &f,
-            rule,
-            call(&f.store, &sender, Method::POST, "/broadcast", body),
-        )
-        .await;
-
-        // THEN the broadcast's answer is the same either way; what a persistent fault keeps
-        // of the gone connection is left to the next broadcast's 410, or to TTL
-        assert_eq!(status, 200, "{}: {report}", label(&rule));
-        assert_eq!(
-            (report["delivered"].as_u64(), report["gone"].as_u64()),
-            (Some(1), Some(1)),
-            "{}: {report}",
-            label(&rule)
-        );
-        let traces = f
-            .table
-            .traces(&gone, &format!("g{n}"), &[&topic, &other])
+            // WHEN a broadcast to the topic removes the gone one and meets a fault doing it
+            let body = json!({"topic": topic, "event": "e"});
+            let (status, report) = under(
+                &f,
+                rule,
+                call(&f.store, &sender, Method::POST, "/broadcast", body),
+            )
             .await;
-        // The topic's rows go first, in a batch of their own; then each connection's
-        // removal runs, whether or not that batch failed.
-        if persists && rule.fault == Fault::Unprocessed {
-            // Each batch halves until one row never goes.
+
+            // THEN the broadcast's answer is the same either way; what a persistent fault keeps
+            // of the gone connection is left to the next broadcast's 410, or to TTL
+            assert_eq!(status, 200, "{}: {report}", label(&rule));
             assert_eq!(
-                traces.subscription_rows.len(),
-                1,
-                "{}: {traces:?}",
+                (report["delivered"].as_u64(), report["gone"].as_u64()),
+                (Some(1), Some(1)),
+                "{}: {report}",
                 label(&rule)
             );
-            assert!(
-                !traces.connection_row && !traces.counted,
-                "{}: {traces:?}",
-                label(&rule)
-            );
-        } else if persists || lost_deletion(&rule) {
-            let mut left = left_by_removal(&rule, &[&topic, &other]);
-            if rule.operation != "BatchWriteItem" {
-                // The topic's own batch went through.
-                left.subscription_rows.remove(&topic);
+            let traces = f
+                .table
+                .traces(&gone, &format!("g{n}"), &[&topic, &other])
+                .await;
+            // The topic's rows go first, in a batch of their own; then each connection's
+            // removal runs, whether or not that batch failed.
+            if persists && rule.fault == Fault::Unprocessed {
+                // Each batch halves until one row never goes.
+                assert_eq!(
+                    traces.subscription_rows.len(),
+                    1,
+                    "{}: {traces:?}",
+                    label(&rule)
+                );
+                assert!(
+                    !traces.connection_row && !traces.counted,
+                    "{}: {traces:?}",
+                    label(&rule)
+                );
+            } else if persists || lost_deletion(&rule) {
+                let mut left = left_by_removal(&rule, &[&topic, &other]);
+                if rule.operation != "BatchWriteItem" {
+                    // The topic's own batch went through.
+                    left.subscription_rows.remove(&topic);
+                }
+                assert_eq!(traces, left, "{}", label(&rule));
+            } else {
+                assert_eq!(traces, Traces::none(), "{}", label(&rule));
             }
-            assert_eq!(traces, left, "{}", label(&rule));
-        } else {
-            assert_eq!(traces, Traces::none(), "{}", label(&rule));
-        }
-        assert!(
-            f.table.subscribers(&topic).await.contains(&live),
-            "{}",
-            label(&rule)
-        );
-    }
+            assert!(
+                f.table.subscribers(&topic).await.contains(&live),
+                "{}",
+                label(&rule)
+            );
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -301,146 +305,156 @@ async fn connections_count_survives_transient_faults_and_answers_500_when_they_p
 
 #[tokio::test]
 async fn server_subscribe_and_unsubscribe_are_whole_per_connection_and_safe_to_retry() {
-    let f = faulty_store().await;
+    let base = faulty_store().await;
     let operations = ["GetItem", "BatchGetItem", "TransactWriteItems"];
-    for (n, (rule, persists)) in cases(&operations).into_iter().enumerate() {
-        for path in ["/subscribe", "/unsubscribe"] {
-            // GIVEN a user's two connections, both on `kept`, and on `topic` when leaving it
-            let user = format!("u{n}{}", &path[1..]);
-            let (topic, kept) = (format!("admin:{n}"), format!("k:{n}"));
-            let conns = ids(&user, 2);
-            let leaving = path == "/unsubscribe";
-            for id in &conns {
-                let topics = if leaving {
-                    vec![kept.as_str(), topic.as_str()]
+    each_case(
+        &base,
+        cases(&operations),
+        |n, rule, persists, f| async move {
+            for path in ["/subscribe", "/unsubscribe"] {
+                // GIVEN a user's two connections, both on `kept`, and on `topic` when leaving it
+                let user = format!("u{n}{}", &path[1..]);
+                let (topic, kept) = (format!("admin:{n}"), format!("k:{n}"));
+                let conns = ids(&user, 2);
+                let leaving = path == "/unsubscribe";
+                for id in &conns {
+                    let topics = if leaving {
+                        vec![kept.as_str(), topic.as_str()]
+                    } else {
+                        vec![kept.as_str()]
+                    };
+                    registered(&f, id, &user, &topics).await;
+                }
+
+                // WHEN the backend changes the user's subscriptions and the store meets a fault
+                let body = json!({"topic": topic, "user_id": user});
+                let sender = RecordingSender::new();
+                let (status, answer) = under(
+                    &f,
+                    rule,
+                    call(&f.store, &sender, Method::POST, path, body.clone()),
+                )
+                .await;
+
+                // THEN a transient fault is invisible; a persistent one is 500, and each
+                // connection has the change whole or not at all (whole when only answers were
+                // lost); retrying then answers 200 and completes it
+                let context = format!("{path}: {}", label(&rule));
+                let applied = !persists
+                    || (rule.operation == "TransactWriteItems" && rule.fault == Fault::LostAnswer);
+                if persists {
+                    assert_eq!(
+                        (status, &answer["error"]),
+                        (500, &json!("internal_error")),
+                        "{context}"
+                    );
                 } else {
-                    vec![kept.as_str()]
+                    assert_eq!(status, 200, "{context}: {answer}");
+                    assert_eq!(answer["connections"], json!(conns), "{context}: {answer}");
+                }
+                let changed: Vec<&str> = if applied != leaving {
+                    vec![&kept, &topic]
+                } else {
+                    vec![&kept]
                 };
-                registered(&f, id, &user, &topics).await;
+                for id in &conns {
+                    let traces = f.table.traces(id, &user, &[&kept, &topic]).await;
+                    assert_eq!(traces, Traces::registered(&changed), "{context}: {id}");
+                    assert_eq!(
+                        f.table.topics_of(id).await,
+                        traces.subscription_rows,
+                        "{context}"
+                    );
+                }
+                let (status, answer) = call(&f.store, &sender, Method::POST, path, body).await;
+                assert_eq!(status, 200, "{context}: retried: {answer}");
+                let done: Vec<&str> = if leaving {
+                    vec![&kept]
+                } else {
+                    vec![&kept, &topic]
+                };
+                for id in &conns {
+                    let traces = f.table.traces(id, &user, &[&kept, &topic]).await;
+                    assert_eq!(
+                        traces,
+                        Traces::registered(&done),
+                        "{context}: retried: {id}"
+                    );
+                }
             }
-
-            // WHEN the backend changes the user's subscriptions and the store meets a fault
-            let body = json!({"topic": topic, "user_id": user});
-            let sender = RecordingSender::new();
-            let (status, answer) = under(
-                &f,
-                rule,
-                call(&f.store, &sender, Method::POST, path, body.clone()),
-            )
-            .await;
-
-            // THEN a transient fault is invisible; a persistent one is 500, and each
-            // connection has the change whole or not at all (whole when only answers were
-            // lost); retrying then answers 200 and completes it
-            let context = format!("{path}: {}", label(&rule));
-            let applied = !persists
-                || (rule.operation == "TransactWriteItems" && rule.fault == Fault::LostAnswer);
-            if persists {
-                assert_eq!(
-                    (status, &answer["error"]),
-                    (500, &json!("internal_error")),
-                    "{context}"
-                );
-            } else {
-                assert_eq!(status, 200, "{context}: {answer}");
-                assert_eq!(answer["connections"], json!(conns), "{context}: {answer}");
-            }
-            let changed: Vec<&str> = if applied != leaving {
-                vec![&kept, &topic]
-            } else {
-                vec![&kept]
-            };
-            for id in &conns {
-                let traces = f.table.traces(id, &user, &[&kept, &topic]).await;
-                assert_eq!(traces, Traces::registered(&changed), "{context}: {id}");
-                assert_eq!(
-                    f.table.topics_of(id).await,
-                    traces.subscription_rows,
-                    "{context}"
-                );
-            }
-            let (status, answer) = call(&f.store, &sender, Method::POST, path, body).await;
-            assert_eq!(status, 200, "{context}: retried: {answer}");
-            let done: Vec<&str> = if leaving {
-                vec![&kept]
-            } else {
-                vec![&kept, &topic]
-            };
-            for id in &conns {
-                let traces = f.table.traces(id, &user, &[&kept, &topic]).await;
-                assert_eq!(
-                    traces,
-                    Traces::registered(&done),
-                    "{context}: retried: {id}"
-                );
-            }
-        }
-    }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn server_disconnect_closes_and_removes_or_answers_500_and_is_safe_to_retry() {
-    let f = faulty_store().await;
+    let base = faulty_store().await;
     let operations = ["GetItem", "DeleteItem", "BatchWriteItem", "UpdateItem"];
-    for (n, (rule, persists)) in cases(&operations).into_iter().enumerate() {
-        // GIVEN a connection on a topic
-        let (id, user, topic) = (format!("c{n}="), format!("u{n}"), format!("t:{n}"));
-        registered(&f, &id, &user, &[&topic]).await;
+    each_case(
+        &base,
+        cases(&operations),
+        |n, rule, persists, f| async move {
+            // GIVEN a connection on a topic
+            let (id, user, topic) = (format!("c{n}="), format!("u{n}"), format!("t:{n}"));
+            registered(&f, &id, &user, &[&topic]).await;
 
-        // WHEN the backend disconnects it and the store meets a fault
-        let sender = RecordingSender::new();
-        let body = json!({"connection_ids": [id]});
-        let (status, answer) = under(
-            &f,
-            rule,
-            call(&f.store, &sender, Method::POST, "/disconnect", body.clone()),
-        )
-        .await;
+            // WHEN the backend disconnects it and the store meets a fault
+            let sender = RecordingSender::new();
+            let body = json!({"connection_ids": [id]});
+            let (status, answer) = under(
+                &f,
+                rule,
+                call(&f.store, &sender, Method::POST, "/disconnect", body.clone()),
+            )
+            .await;
 
-        // THEN a transient fault is invisible: closed, rows gone. A persistent one is 500:
-        // a failed read closes nothing and keeps everything; past it the connection was
-        // closed and its rows are what the removal could not reach
-        let context = label(&rule);
-        let closed = !sender.closed().is_empty();
-        let traces = f.table.traces(&id, &user, &[&topic]).await;
-        if !persists {
-            assert_eq!(status, 200, "{context}: {answer}");
-            assert_eq!(answer["disconnected"], json!([id]), "{context}: {answer}");
-            assert!(closed, "{context}");
-            let left = if lost_deletion(&rule) {
-                left_by_removal(&rule, &[&topic])
-            } else {
-                Traces::none()
+            // THEN a transient fault is invisible: closed, rows gone. A persistent one is 500:
+            // a failed read closes nothing and keeps everything; past it the connection was
+            // closed and its rows are what the removal could not reach
+            let context = label(&rule);
+            let closed = !sender.closed().is_empty();
+            let traces = f.table.traces(&id, &user, &[&topic]).await;
+            if !persists {
+                assert_eq!(status, 200, "{context}: {answer}");
+                assert_eq!(answer["disconnected"], json!([id]), "{context}: {answer}");
+                assert!(closed, "{context}");
+                let left = if lost_deletion(&rule) {
+                    left_by_removal(&rule, &[&topic])
+                } else {
+                    Traces::none()
+                };
+                assert_eq!(traces, left, "{context}");
+                return;
+            }
+            assert_eq!(
+                (status, &answer["error"]),
+                (500, &json!("internal_error")),
+                "{context}"
+            );
+            let left = match rule.operation {
+                "GetItem" => Traces::registered(&[&topic]),
+                _ => left_by_removal(&rule, &[&topic]),
             };
+            assert_eq!(closed, rule.operation != "GetItem", "{context}");
             assert_eq!(traces, left, "{context}");
-            continue;
-        }
-        assert_eq!(
-            (status, &answer["error"]),
-            (500, &json!("internal_error")),
-            "{context}"
-        );
-        let left = match rule.operation {
-            "GetItem" => Traces::registered(&[&topic]),
-            _ => left_by_removal(&rule, &[&topic]),
-        };
-        assert_eq!(closed, rule.operation != "GetItem", "{context}");
-        assert_eq!(traces, left, "{context}");
 
-        // AND a retry answers 200: it closes and removes what is still registered, and calls
-        // the rest not connected
-        let retry = RecordingSender::new();
-        let (status, answer) = call(&f.store, &retry, Method::POST, "/disconnect", body).await;
-        assert_eq!(status, 200, "{context}: retried: {answer}");
-        let still_there = left.connection_row;
-        let key = if still_there {
-            "disconnected"
-        } else {
-            "not_connected"
-        };
-        assert_eq!(answer[key], json!([id]), "{context}: retried: {answer}");
-        let after = f.table.traces(&id, &user, &[&topic]).await;
-        let expected = if still_there { Traces::none() } else { left };
-        assert_eq!(after, expected, "{context}: retried");
-    }
+            // AND a retry answers 200: it closes and removes what is still registered, and calls
+            // the rest not connected
+            let retry = RecordingSender::new();
+            let (status, answer) = call(&f.store, &retry, Method::POST, "/disconnect", body).await;
+            assert_eq!(status, 200, "{context}: retried: {answer}");
+            let still_there = left.connection_row;
+            let key = if still_there {
+                "disconnected"
+            } else {
+                "not_connected"
+            };
+            assert_eq!(answer[key], json!([id]), "{context}: retried: {answer}");
+            let after = f.table.traces(&id, &user, &[&topic]).await;
+            let expected = if still_there { Traces::none() } else { left };
+            assert_eq!(after, expected, "{context}: retried");
+        },
+    )
+    .await;
 }
