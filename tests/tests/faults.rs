@@ -36,7 +36,9 @@ fn faults_of(operation: &str) -> Vec<Fault> {
         .chain(Fault::UNANSWERED)
         .collect();
     match operation {
-        "TransactWriteItems" => faults.push(Fault::TransactionThrottled),
+        "TransactWriteItems" => {
+            faults.extend([Fault::TransactionThrottled, Fault::TransactionConflict])
+        }
         "BatchWriteItem" => faults.push(Fault::Unprocessed),
         _ => {}
     }

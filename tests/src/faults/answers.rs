@@ -50,19 +50,22 @@ pub(super) fn internal_server_error() -> Answer {
     )
 }
 
-/// A `TransactWriteItems` cancelled because its first item throttled: one reason per item,
-/// as DynamoDB lists them.
-pub(super) fn transaction_throttled(request: &[u8]) -> Answer {
+/// A `TransactWriteItems` cancelled because of its first item, for `reason`
+/// (`ThrottlingError`, `TransactionConflict`): one reason per item, as DynamoDB lists them.
+pub(super) fn transaction_cancelled(request: &[u8], reason: &str) -> Answer {
     let items = serde_json::from_slice::<Value>(request)
         .ok()
         .and_then(|r| r["TransactItems"].as_array().map(Vec::len))
         .unwrap_or(1)
         .max(1);
-    let mut reasons = vec![json!({
-        "Code": "ThrottlingError",
-        "Message": "Throughput exceeds the current capacity of your table or index. DynamoDB is \
-                    automatically scaling your table or index so please try again shortly."
-    })];
+    let message = match reason {
+        "ThrottlingError" => {
+            "Throughput exceeds the current capacity of your table or index. DynamoDB is \
+             automatically scaling your table or index so please try again shortly."
+        }
+        _ => "Transaction is ongoing for the item",
+    };
+    let mut reasons = vec![json!({"Code": reason, "Message": message})];
     reasons.resize(items, json!({"Code": "None"}));
     let codes: Vec<&str> = reasons
         .iter()

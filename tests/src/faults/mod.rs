@@ -44,6 +44,10 @@ pub enum Fault {
     /// `ThrottlingError`, as DynamoDB cancels a transaction that one of its items throttled.
     /// Nothing is written.
     TransactionThrottled,
+    /// `TransactWriteItems` only: `TransactionCanceledException` whose first reason is
+    /// `TransactionConflict`, as DynamoDB cancels a transaction that raced another write of
+    /// one of its items. Nothing is written.
+    TransactionConflict,
     /// No answer: the request is not forwarded, and held past the client's attempt timeout.
     Timeout,
     /// The request is forwarded (and applied), its answer held past the client's attempt
@@ -303,7 +307,8 @@ async fn answer(request: Request<Incoming>, shared: Arc<Shared>) -> Result<Answe
         Fault::ProvisionedThroughputExceeded => answers::provisioned_throughput_exceeded(),
         Fault::Throttling => answers::throttling(),
         Fault::InternalServerError => answers::internal_server_error(),
-        Fault::TransactionThrottled => answers::transaction_throttled(&body),
+        Fault::TransactionThrottled => answers::transaction_cancelled(&body, "ThrottlingError"),
+        Fault::TransactionConflict => answers::transaction_cancelled(&body, "TransactionConflict"),
         Fault::Timeout => {
             tokio::time::sleep(shared.hold).await;
             answers::internal_server_error()
