@@ -3,9 +3,10 @@
 //! `/disconnect`.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use lambda_http::http::Method;
-use lambda_http::{Body, Request, Response};
+use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
 use wsbridge::channels::Channels;
 use wsbridge::config::{BroadcastConfig, SessionConfig};
@@ -15,7 +16,8 @@ use wsbridge::sender::SendError;
 use wsbridge::store::DynamoDbStore;
 use wsbridge::test_support::RecordingSender;
 use wsbridge_tests::faults::setup::{Faulty, Traces, faulty_store};
-use wsbridge_tests::faults::{Fault, Rule, When};
+use wsbridge_tests::faults::{Fault, FaultProxy, Rule, When};
+use wsbridge_tests::{dynamodb_endpoint, local_sdk_config};
 
 use super::{
     cases, each_case, faults_of, label, left_by_removal, lost_deletion, registered, under,
@@ -24,6 +26,46 @@ use super::{
 /// Query pages of two rows: five recipients are three pages.
 const PAGE: i32 = 2;
 
+fn config() -> BroadcastConfig {
+    BroadcastConfig {
+        concurrency: 4,
+        ..BroadcastConfig::default()
+    }
+}
+
+fn session() -> SessionConfig {
+    SessionConfig::default()
+}
+
+fn channels() -> Channels {
+    Channels::default()
+}
+
+fn api_of<'a>(
+    config: &'a BroadcastConfig,
+    session: &'a SessionConfig,
+    channels: &'a Channels,
+) -> ServerApi<'a> {
+    ServerApi {
+        config,
+        session,
+        channels,
+    }
+}
+
+fn request_to(method: Method, path: &str, body: Value) -> Request {
+    lambda_http::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+fn broadcast_request(body: Value) -> Request {
+    request_to(Method::POST, "/broadcast", body)
+}
+
 async fn call(
     store: &DynamoDbStore,
     sender: &RecordingSender,
@@ -31,28 +73,20 @@ async fn call(
     path: &str,
     body: Value,
 ) -> (u16, Value) {
-    let request: Request = lambda_http::http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    let (config, session, channels) = (
-        BroadcastConfig {
-            concurrency: 4,
-            ..BroadcastConfig::default()
-        },
-        SessionConfig::default(),
-        Channels::default(),
-    );
-    let api = ServerApi {
-        config: &config,
-        session: &session,
-        channels: &channels,
-    };
+    let request = request_to(method, path, body);
+    let (config, session, channels) = (config(), session(), channels());
+    let api = api_of(&config, &session, &channels);
     let response: Response<Body> = broadcast::handle(&request, store, sender, &api).await;
     let status = response.status().as_u16();
     (status, serde_json::from_slice(response.body()).unwrap())
+}
+
+/// Milliseconds since the Unix epoch, as Lambda gives a deadline.
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 fn ids(prefix: &str, count: usize) -> Vec<String> {
@@ -457,4 +491,42 @@ async fn server_disconnect_closes_and_removes_or_answers_500_and_is_safe_to_retr
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_broadcast_answers_by_its_deadline_even_when_removing_the_gone_hangs() {
+    // GIVEN a subscriber API Gateway calls gone, and a store whose client waits for an answer
+    // as long as it takes (no attempt timeout), through a proxy that holds every
+    // BatchWriteItem for an hour: only the invocation's deadline can end the removal
+    let f = faulty_store().await;
+    registered(&f, "gone=", "g", &["news:1"]).await;
+    let proxy = FaultProxy::start_holding(&dynamodb_endpoint(), Duration::from_secs(3_600)).await;
+    let client = aws_sdk_dynamodb::Client::new(&local_sdk_config(proxy.url()));
+    let store = DynamoDbStore::new(client, f.table.name());
+    proxy.inject(Rule::new("BatchWriteItem", When::Always, Fault::Timeout));
+    let sender = RecordingSender::new().failing("gone=", SendError::Gone);
+
+    // WHEN a broadcast to the topic runs with two seconds left in its invocation
+    let mut context = lambda_http::Context::default();
+    context.deadline = now_millis() + 2_000;
+    let request =
+        broadcast_request(json!({"topic": "news:1", "event": "e"})).with_lambda_context(context);
+    let response = tokio::time::timeout(
+        Duration::from_secs(60),
+        broadcast::handle(
+            &request,
+            &store,
+            &sender,
+            &api_of(&config(), &session(), &channels()),
+        ),
+    )
+    .await
+    .expect("the broadcast must answer by its deadline, not wait for the removal");
+
+    // THEN it answers with its report; the gone connection's rows are left to the next 410
+    // or to TTL
+    assert_eq!(response.status().as_u16(), 200);
+    let report: Value = serde_json::from_slice(response.body()).unwrap();
+    assert_eq!(report["gone"], 1, "{report}");
+    assert!(proxy.calls("BatchWriteItem").injected > 0);
 }
