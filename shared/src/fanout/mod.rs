@@ -260,7 +260,7 @@ pub async fn fan_out(
         if !gone.is_empty() {
             deletions.push(remove(store, gone, target));
         }
-        while deletions.next().await.is_some() {}
+        finish_deletions(deletions, options.deadline).await;
         (summary, failure)
     };
 
@@ -288,6 +288,26 @@ pub async fn fan_out(
     match failure {
         Some(source) => Err(FanoutError { summary, source }),
         None => Ok(summary),
+    }
+}
+
+/// Waits for the removals of gone connections still running, until half the margin before
+/// the deadline (the other half is the response's). Those still running then are left to the
+/// next 410 and to TTL: waiting for them would cost the whole report when Lambda ends the
+/// invocation.
+async fn finish_deletions<F: Future<Output = ()>>(
+    mut deletions: FuturesUnordered<F>,
+    deadline: Option<Instant>,
+) {
+    let finish = async { while deletions.next().await.is_some() {} };
+    let Some(deadline) = deadline else {
+        return finish.await;
+    };
+    let give_up = deadline
+        .checked_sub(DEADLINE_MARGIN / 2)
+        .unwrap_or(deadline);
+    if timeout_at(give_up, finish).await.is_err() {
+        warn!("deadline reached: gone connections not all removed; their rows expire by TTL");
     }
 }
 
