@@ -571,45 +571,4 @@ mod tests {
         );
         assert!(!StoreError::NotConnected(ConnectionId::new("c")).is_retryable());
     }
-
-    fn cancelled(codes: &[&str]) -> StoreError {
-        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-        use aws_sdk_dynamodb::types::CancellationReason;
-        use aws_sdk_dynamodb::types::error::TransactionCanceledException;
-
-        let reasons = codes
-            .iter()
-            .map(|code| CancellationReason::builder().code(*code).build())
-            .collect();
-        let error = TransactWriteItemsError::TransactionCanceledException(
-            TransactionCanceledException::builder()
-                .set_cancellation_reasons(Some(reasons))
-                .build(),
-        );
-        let raw = HttpResponse::new(400.try_into().unwrap(), SdkBody::empty());
-        backend("TransactWriteItems", SdkError::service_error(error, raw))
-    }
-
-    #[test]
-    fn a_transaction_cancelled_for_throttling_is_throttled_and_a_failed_condition_is_not() {
-        for (codes, failure) in [
-            (&["ThrottlingError", "None"][..], Failure::Throttled),
-            (
-                &["None", "ProvisionedThroughputExceeded"][..],
-                Failure::Throttled,
-            ),
-            // A failed condition decides: retrying would fail it again.
-            (
-                &["ThrottlingError", "ConditionalCheckFailed"][..],
-                Failure::Rejected,
-            ),
-            (&["ValidationError"][..], Failure::Rejected),
-        ] {
-            let error = cancelled(codes);
-            let StoreError::Backend { failure: found, .. } = &error else {
-                panic!("{error:?}");
-            };
-            assert_eq!(*found, failure, "{codes:?}");
-        }
-    }
 }

@@ -59,3 +59,54 @@ impl ClassifyRetry for ThrottledTransactions {
         "wsbridge::ThrottledTransactions"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::config::http::HttpResponse;
+    use aws_sdk_dynamodb::error::SdkError;
+    use aws_sdk_dynamodb::types::CancellationReason;
+    use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+    use aws_smithy_types::body::SdkBody;
+
+    use super::super::backend;
+    use super::*;
+    use crate::store::{Failure, StoreError};
+
+    /// The store's error for a transaction DynamoDB cancelled with these reasons.
+    fn cancelled(codes: &[&str]) -> StoreError {
+        let reasons = codes
+            .iter()
+            .map(|code| CancellationReason::builder().code(*code).build())
+            .collect();
+        let error = TransactWriteItemsError::TransactionCanceledException(
+            TransactionCanceledException::builder()
+                .set_cancellation_reasons(Some(reasons))
+                .build(),
+        );
+        let raw = HttpResponse::new(400.try_into().unwrap(), SdkBody::empty());
+        backend("TransactWriteItems", SdkError::service_error(error, raw))
+    }
+
+    #[test]
+    fn a_transaction_cancelled_for_throttling_is_throttled_and_a_failed_condition_is_not() {
+        for (codes, failure) in [
+            (&["ThrottlingError", "None"][..], Failure::Throttled),
+            (
+                &["None", "ProvisionedThroughputExceeded"][..],
+                Failure::Throttled,
+            ),
+            // A failed condition decides: retrying would fail it again.
+            (
+                &["ThrottlingError", "ConditionalCheckFailed"][..],
+                Failure::Rejected,
+            ),
+            (&["ValidationError"][..], Failure::Rejected),
+        ] {
+            let error = cancelled(codes);
+            let StoreError::Backend { failure: found, .. } = &error else {
+                panic!("{error:?}");
+            };
+            assert_eq!(*found, failure, "{codes:?}");
+        }
+    }
+}
