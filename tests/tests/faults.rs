@@ -9,6 +9,10 @@
 //! * persistent: the fault on every call of one operation: the route answers as documented
 //!   (README, "Faults"), and the table holds exactly what the documentation says is left.
 
+#[path = "faults/broadcast.rs"]
+mod broadcast;
+#[path = "faults/manage.rs"]
+mod manage;
 #[path = "faults/proxy.rs"]
 mod proxy;
 #[path = "faults/server_api.rs"]
