@@ -18,9 +18,9 @@ use tokio::process::Command;
 use tokio::sync::watch;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
 use wsbridge::config::BroadcastConfig;
-use wsbridge_local::GatewayConfig;
+use wsbridge::dev::{Claims, DEV_SECRET, sign_hs256};
+use wsbridge_local::{GatewayConfig, Limits};
 
 use crate::report::{Check, Result, Stats, Table, fmt_count, machine, print_checks};
 
@@ -137,6 +137,11 @@ async fn one_run(clients: usize, concurrency: usize) -> Result<Run> {
         broadcast: BroadcastConfig {
             concurrency,
             ..BroadcastConfig::default()
+        },
+        // Every client must get in, however many a run asks for.
+        limits: Limits {
+            max_connections: clients.max(Limits::default().max_connections),
+            ..Limits::default()
         },
         ..GatewayConfig::loopback()
     })

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
-use wsbridge::auth::DEV_SECRET;
+use wsbridge::clock::now_millis;
 
 use crate::fixtures::{ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
 use crate::report::Result;
@@ -41,7 +41,7 @@ pub struct Outcome {
 
 struct Invocation {
     request_id: String,
-    deadline_ms: u128,
+    deadline_ms: i64,
     event: Bytes,
 }
 
@@ -116,9 +116,8 @@ impl RuntimeApi {
     pub fn invoke(&mut self, event: Bytes, timeout: Duration) -> String {
         self.invocations += 1;
         let request_id = format!("bench-{:08}", self.invocations);
-        let deadline_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| (d + timeout).as_millis());
+        let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        let deadline_ms = now_millis().saturating_add(timeout_ms);
         self.state
             .pending
             .lock()
@@ -267,7 +266,8 @@ pub fn lambda_env(function: &str, runtime_api: &str, memory_mb: u32) -> Vec<(Str
         ("_HANDLER", "bootstrap"),
         ("TZ", ":UTC"),
         ("TABLE_NAME", "wsbridge-bench"),
-        ("JWT_SECRET", DEV_SECRET),
+        // Not the dev secret: the functions refuse a published one, as deployed.
+        ("JWT_SECRET", "wsbridge-bench-secret-of-at-least-32-bytes"),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value.to_owned()))

@@ -75,7 +75,7 @@ fn event(size: usize) -> Result<Bytes> {
 /// cap on items per Query page: the experiment behind the page-size recommendation. Run by
 /// the harness as `wsbridge-bench broadcast-function [--page-size N]`.
 pub async fn broadcast_function(page_size: Option<i32>) -> Result<()> {
-    lambda_http::tracing::init_default_subscriber();
+    wsbridge::logging::init();
     let table = StoreConfig::from_env()?.table_name;
     let config = BroadcastConfig {
         emit_metrics: true,

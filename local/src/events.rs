@@ -12,6 +12,7 @@ use rand::RngCore;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::macros::format_description;
+use wsbridge::clock::now_millis;
 
 /// What API Gateway knows of the API a connection belongs to.
 #[derive(Debug, Clone)]
@@ -53,10 +54,6 @@ pub fn gateway_id() -> String {
             return id;
         }
     }
-}
-
-pub fn now_millis() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// API Gateway's `requestTime`: `09/Feb/2024:18:23:28 +0000`.
@@ -167,13 +164,13 @@ pub fn connect(
     parse(event)
 }
 
-/// A message on route `route_key`: text as is, binary frames base64-encoded.
+/// A message: text as is, binary frames base64-encoded. Its route is `$default`, as in the
+/// deployed API: route selection on `$request.body.action` finds no other route there.
 pub fn message(
     api: &ApiInfo,
     connection_id: &str,
     connected_at: i64,
     client: &ClientInfo,
-    route_key: &str,
     body: &str,
     is_base64_encoded: bool,
 ) -> ApiGatewayWebsocketProxyRequest {
@@ -182,7 +179,7 @@ pub fn message(
         connection_id,
         connected_at,
         client,
-        route_key,
+        "$default",
         "MESSAGE",
     );
     context.insert("messageId".into(), json!(gateway_id()));

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::body::to_bytes;
 use axum::extract::{ConnectInfo, Request, State};
@@ -26,6 +27,26 @@ pub(crate) async fn handle(
     let Ok(body) = to_bytes(body, MAX_BODY_BYTES).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "request body over 10 MB\n").into_response();
     };
+    // IAM mode: API Gateway checks the signature before the function ever runs.
+    if let Some(credentials) = &bridge.sigv4 {
+        let verified = credentials.verify(
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            &body,
+            SystemTime::now(),
+        );
+        if let Err(refusal) = verified {
+            info!(method = %parts.method, path = parts.uri.path(), %refusal, "http refused: signature");
+            let body = serde_json::json!({ "message": refusal.to_string() }).to_string();
+            return (
+                StatusCode::FORBIDDEN,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
+        }
+    }
     let domain = parts
         .headers
         .get(axum::http::header::HOST)

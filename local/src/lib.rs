@@ -2,59 +2,42 @@
 //! and management API (`@connections`) on one origin and the broadcast HTTP API on another,
 //! and runs the same handlers the Lambda functions run.
 
+mod access;
 pub mod client;
 pub mod events;
 mod http_api;
+mod limits;
 mod management;
+mod outbox;
+mod registry;
+mod serve;
+mod session;
+mod sigv4;
 mod websocket;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
 use axum::Router;
+use axum::middleware;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use wsbridge::auth::TokenVerifier;
 use wsbridge::channels::Channels;
 use wsbridge::config::{AuthConfig, BroadcastConfig, ConfigError, SessionConfig};
-use wsbridge::protocol::MAX_MESSAGE_BYTES;
 use wsbridge::sender::ApiGatewaySender;
 use wsbridge::store::dynamodb::schema;
 use wsbridge::store::{DynamoDbStore, MemoryStore, Store, StoreError};
 
+pub use crate::access::check_exposure;
 use crate::events::ApiInfo;
-use crate::websocket::Registry;
-
-/// API Gateway's WebSocket limits, the defaults here; each can be changed for experiments.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Largest frame (API Gateway: 32 KB); larger closes the connection with 1009.
-    pub max_frame_bytes: usize,
-    /// Largest message (API Gateway: 128 KB); larger closes the connection with 1009.
-    pub max_message_bytes: usize,
-    /// Closed with 1001 after this long without a frame from the client (API Gateway: 10 min).
-    pub idle_timeout: Duration,
-    /// Closed with 1001 after this long regardless (API Gateway: 2 h).
-    pub max_connection_duration: Duration,
-    /// Messages queued for a client before posts are answered 429.
-    pub outbox_capacity: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_frame_bytes: 32 * 1024,
-            max_message_bytes: MAX_MESSAGE_BYTES,
-            idle_timeout: Duration::from_secs(600),
-            max_connection_duration: Duration::from_secs(7_200),
-            outbox_capacity: 1_024,
-        }
-    }
-}
+pub use crate::limits::Limits;
+use crate::outbox::OutboxLimits;
+use crate::registry::Registry;
+pub use crate::sigv4::{Refusal as SigV4Refusal, SigV4Credentials};
 
 /// Where connections and subscriptions are kept.
 #[derive(Debug, Clone)]
@@ -79,6 +62,9 @@ pub struct GatewayConfig {
     pub broadcast: BroadcastConfig,
     /// Channel namespaces and permissions (`--channels FILE`, `CHANNELS_CONFIG`).
     pub channels: Channels,
+    /// When set (`--sigv4`), the broadcast API accepts only requests signed with these
+    /// credentials, as the deployed API does in IAM mode.
+    pub sigv4: Option<SigV4Credentials>,
     pub storage: Storage,
 }
 
@@ -91,10 +77,11 @@ impl GatewayConfig {
             http_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             stage: "local".into(),
             limits: Limits::default(),
-            auth: AuthConfig::dev(),
+            auth: wsbridge::dev::auth_config(),
             session: SessionConfig::default(),
             broadcast: BroadcastConfig::default(),
             channels: Channels::default(),
+            sigv4: None,
             storage: Storage::Memory,
         }
     }
@@ -107,6 +94,17 @@ pub enum GatewayError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "refusing to listen on {address}, off loopback, without {missing}: anyone who can reach \
+         it could connect with a token they sign themselves or broadcast to every client. Set \
+         them, or listen on loopback only (the default, --bind 127.0.0.1)"
+    )]
+    Exposed {
+        address: SocketAddr,
+        missing: String,
+    },
+    #[error("limits: {0}")]
+    Limits(String),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("storage: {0}")]
@@ -122,8 +120,10 @@ pub(crate) struct Bridge {
     pub session: SessionConfig,
     pub broadcast: BroadcastConfig,
     pub channels: Channels,
+    pub sigv4: Option<SigV4Credentials>,
     pub sender: ApiGatewaySender,
     pub connections: Registry,
+    pub outbox_limits: Arc<OutboxLimits>,
 }
 
 /// A started gateway; dropping it stops the listeners.
@@ -155,6 +155,20 @@ impl RunningGateway {
         self.bridge.connections.len()
     }
 
+    /// Bytes posted to connection `id` and not yet written to its socket; `None` once it is
+    /// closed.
+    pub fn outbox_bytes(&self, id: &str) -> Option<usize> {
+        self.bridge
+            .connections
+            .with(id, |c| c.outbox.queued_bytes())
+    }
+
+    /// The most bytes any one connection's outbox has held since the gateway started: never
+    /// more than `Limits::outbox_bytes`.
+    pub fn peak_outbox_bytes(&self) -> usize {
+        self.bridge.outbox_limits.peak_bytes()
+    }
+
     /// The store the gateway runs on.
     pub fn store(&self) -> Arc<dyn Store> {
         self.bridge.store.clone()
@@ -176,8 +190,10 @@ impl Drop for RunningGateway {
     }
 }
 
-/// SDK configuration for local endpoints: fixed region, and dummy credentials unless the
-/// environment has real ones (DynamoDB Local accepts any).
+/// SDK configuration for local endpoints (DynamoDB Local, this gateway's `@connections`),
+/// the one the gateway and the tests share: `AWS_REGION` or `us-east-1`, and
+/// dummy credentials unless the environment has real ones (DynamoDB Local accepts any);
+/// nothing is read from the machine's AWS profile.
 pub fn local_sdk_config(endpoint: Option<&str>) -> SdkConfig {
     let mut builder = SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -204,56 +220,31 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, GatewayError> {
         .map_err(|source| GatewayError::Bind { address, source })
 }
 
-/// Binds both listeners, prepares the store, and serves in the background.
-pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
-    let ws_listener = bind(config.ws_address).await?;
-    let http_listener = bind(config.http_address).await?;
-    let ws_address = ws_listener
-        .local_addr()
-        .map_err(|source| GatewayError::Bind {
-            address: config.ws_address,
-            source,
-        })?;
-    let http_address = http_listener
-        .local_addr()
-        .map_err(|source| GatewayError::Bind {
-            address: config.http_address,
-            source,
-        })?;
+/// Where the gateway's own broadcasts reach its `@connections`: the listening address, or
+/// loopback when it listens on every interface (an unspecified address is not one to dial).
+fn management_address(ws_address: SocketAddr) -> SocketAddr {
+    let ip = match ws_address.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, ws_address.port())
+}
 
-    let store: Arc<dyn Store> = match &config.storage {
+async fn open_store(storage: &Storage) -> Result<Arc<dyn Store>, GatewayError> {
+    Ok(match storage {
         Storage::Memory => Arc::new(MemoryStore::new()),
         Storage::DynamoDb { endpoint, table } => {
             let client = aws_sdk_dynamodb::Client::new(&local_sdk_config(Some(endpoint)));
             schema::create_table(&client, table).await?;
             Arc::new(DynamoDbStore::new(client, table.clone()))
         }
-    };
-    // Handlers post through the real management API client, to this gateway's own
-    // `@connections`, whatever endpoint a connection row stores.
-    let sender = ApiGatewaySender::new(
-        &local_sdk_config(None),
-        Some(format!("http://{ws_address}")),
-    );
-    let bridge = Arc::new(Bridge {
-        api: ApiInfo {
-            api_id: "local".into(),
-            stage: config.stage.clone(),
-            domain: ws_address.to_string(),
-        },
-        limits: config.limits.clone(),
-        store,
-        verifier: TokenVerifier::new(&config.auth)?,
-        session: config.session,
-        broadcast: config.broadcast.clone(),
-        channels: config.channels.clone(),
-        sender,
-        connections: Registry::default(),
-    });
+    })
+}
 
-    let ws_app = Router::new()
-        .route("/", get(websocket::upgrade))
-        .route("/{stage}", get(websocket::upgrade))
+/// The WebSocket API and, on the same origin, `@connections` (for this machine only).
+fn ws_app(bridge: Arc<Bridge>) -> Router {
+    let management = Router::new()
         .route(
             "/@connections/{id}",
             post(management::post)
@@ -266,24 +257,68 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
                 .get(management::get_staged)
                 .delete(management::delete_staged),
         )
-        .with_state(bridge.clone());
+        .route_layer(middleware::from_fn(management::this_machine_only));
+    Router::new()
+        .route("/", get(websocket::upgrade))
+        .route("/{stage}", get(websocket::upgrade))
+        .merge(management)
+        .with_state(bridge)
+}
+
+/// Binds both listeners, prepares the store, and serves in the background. Refuses, before
+/// binding anything, a configuration that is unsafe off loopback (`check_exposure`).
+pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
+    check_exposure(&config)?;
+    config.limits.check()?;
+    let ws_listener = bind(config.ws_address).await?;
+    let http_listener = bind(config.http_address).await?;
+    let local_address = |listener: &TcpListener, address| {
+        listener
+            .local_addr()
+            .map_err(|source| GatewayError::Bind { address, source })
+    };
+    let ws_address = local_address(&ws_listener, config.ws_address)?;
+    let http_address = local_address(&http_listener, config.http_address)?;
+
+    // Handlers post through the real management API client, to this gateway's own
+    // `@connections`, whatever endpoint a connection row stores.
+    let sender = ApiGatewaySender::new(
+        &local_sdk_config(None),
+        Some(format!("http://{}", management_address(ws_address))),
+    );
+    let limits = config.limits.clone();
+    let bridge = Arc::new(Bridge {
+        api: ApiInfo {
+            api_id: "local".into(),
+            stage: config.stage.clone(),
+            domain: ws_address.to_string(),
+        },
+        store: open_store(&config.storage).await?,
+        verifier: TokenVerifier::new(&config.auth)?,
+        session: config.session,
+        broadcast: config.broadcast.clone(),
+        channels: config.channels.clone(),
+        sigv4: config.sigv4.clone(),
+        sender,
+        connections: Registry::new(limits.max_connections),
+        outbox_limits: Arc::new(OutboxLimits::new(
+            limits.outbox_messages,
+            limits.outbox_bytes,
+        )),
+        limits,
+    });
+
+    let head_timeout = bridge.limits.handshake_timeout;
     let http_app = Router::new()
         .fallback(http_api::handle)
         .with_state(bridge.clone());
-
     let servers = vec![
-        tokio::spawn(async move {
-            let service = ws_app.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(ws_listener, service).await {
-                tracing::error!(error = %e, "WebSocket API stopped");
-            }
-        }),
-        tokio::spawn(async move {
-            let service = http_app.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(http_listener, service).await {
-                tracing::error!(error = %e, "broadcast API stopped");
-            }
-        }),
+        tokio::spawn(serve::serve(
+            ws_listener,
+            ws_app(bridge.clone()),
+            head_timeout,
+        )),
+        tokio::spawn(serve::serve(http_listener, http_app, head_timeout)),
     ];
     Ok(RunningGateway {
         ws_address,
@@ -291,4 +326,73 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         bridge,
         servers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::http::{Request, StatusCode};
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::connect_async;
+    use tokio_tungstenite::tungstenite::Message;
+    use tower::ServiceExt;
+    use wsbridge::dev::{Claims, DEV_SECRET, sign_hs256};
+
+    use super::*;
+    use crate::serve::AcceptedOn;
+
+    #[test]
+    fn the_gateway_reaches_its_own_connections_api_on_an_address_it_can_dial() {
+        let on = |address: &str| management_address(address.parse().unwrap()).to_string();
+        assert_eq!(on("0.0.0.0:3001"), "127.0.0.1:3001");
+        assert_eq!(on("[::]:3001"), "[::1]:3001");
+        assert_eq!(on("192.0.2.10:3001"), "192.0.2.10:3001");
+        assert_eq!(on("127.0.0.1:3001"), "127.0.0.1:3001");
+    }
+
+    #[tokio::test]
+    async fn the_connections_api_answers_this_machine_only() {
+        // GIVEN a running gateway with one client
+        let gateway = start(GatewayConfig::loopback()).await.unwrap();
+        let token = sign_hs256(DEV_SECRET, &Claims::new("alice", Duration::from_secs(60))).unwrap();
+        let url = format!("{}/?token={token}", gateway.ws_url());
+        let (mut client, _) = connect_async(url).await.unwrap();
+        client
+            .send(Message::text(r#"{"action":"whoami"}"#))
+            .await
+            .unwrap();
+        let whoami = client.next().await.unwrap().unwrap().into_text().unwrap();
+        let whoami: serde_json::Value = serde_json::from_str(&whoami).unwrap();
+        let id = whoami["connection_id"].as_str().unwrap().to_owned();
+        let app = ws_app(gateway.bridge.clone());
+        let post_from = |peer: &str, body: &'static str| {
+            Request::post(format!("/@connections/{id}"))
+                .extension(ConnectInfo(peer.parse::<SocketAddr>().unwrap()))
+                .extension(AcceptedOn(gateway.ws_address))
+                .body(Body::from(body))
+                .unwrap()
+        };
+
+        // WHEN another machine posts to it, THEN it gets API Gateway's 403 for an unsigned call
+        let response = app
+            .clone()
+            .oneshot(post_from("203.0.113.5:40000", r#"{"from":"afar"}"#))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(response.headers()["x-amzn-ErrorType"], "ForbiddenException");
+
+        // AND the same post from this machine is delivered, and is the only one that was
+        let response = app
+            .oneshot(post_from("127.0.0.1:40000", r#"{"from":"here"}"#))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let delivered = client.next().await.unwrap().unwrap().into_text().unwrap();
+        assert_eq!(delivered.as_str(), r#"{"from":"here"}"#);
+        assert_eq!(gateway.peak_outbox_bytes(), r#"{"from":"here"}"#.len());
+    }
 }

@@ -7,16 +7,17 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
 use wsbridge::channels::{Channels, Grants};
 use wsbridge::config::{AuthConfig, BroadcastConfig, ChannelsConfig, JwtKey, SessionConfig};
+use wsbridge::dev::{Claims, local_auth_config, sign_hs256};
 use wsbridge::protocol::{Topic, UserId};
-use wsbridge_local::{GatewayConfig, Limits, RunningGateway, Storage};
+use wsbridge_local::{GatewayConfig, Limits, RunningGateway, SigV4Credentials, Storage};
 
 /// The whole wsbridge on one machine: API Gateway's WebSocket API and @connections
 /// management API, and the broadcast HTTP API, running the same handlers as the Lambda
 /// functions. JWT and limit settings read the same environment variables as the functions
-/// (JWT_SECRET defaults to the public dev secret).
+/// (JWT_SECRET defaults to the public dev secret, so listening off loopback needs JWT_SECRET
+/// and BROADCAST_API_KEY set).
 #[derive(Parser)]
 #[command(version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -28,7 +29,9 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Address to listen on (loopback by default: the dev secret is public).
+    /// Address to listen on. Loopback by default; any other address needs JWT_SECRET and
+    /// BROADCAST_API_KEY set (the dev secret is public), and @connections still answers
+    /// this machine only.
     #[arg(long, env = "WSBRIDGE_BIND", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     bind: IpAddr,
     /// Port of the WebSocket API and the @connections management API.
@@ -59,6 +62,26 @@ struct ServeArgs {
     /// Seconds before any connection is closed (API Gateway: 7200).
     #[arg(long, env = "WSBRIDGE_MAX_CONNECTION_SECONDS", default_value_t = 7_200)]
     max_connection_seconds: u64,
+    /// Bytes posted to one client and not yet written before posts get 429 (at least 131072).
+    #[arg(long, env = "WSBRIDGE_OUTBOX_BYTES", default_value_t = Limits::default().outbox_bytes)]
+    outbox_bytes: usize,
+    /// Messages posted to one client and not yet written before posts get 429.
+    #[arg(long, env = "WSBRIDGE_OUTBOX_MESSAGES", default_value_t = Limits::default().outbox_messages)]
+    outbox_messages: usize,
+    /// Seconds a client may take to accept one message before it is dropped as not reading.
+    #[arg(long, env = "WSBRIDGE_SEND_TIMEOUT_SECONDS", default_value_t = Limits::default().send_timeout.as_secs())]
+    send_timeout_seconds: u64,
+    /// Open connections beyond which handshakes are answered 503.
+    #[arg(long, env = "WSBRIDGE_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Seconds a client has to send a request head (the WebSocket upgrade included).
+    #[arg(long, env = "WSBRIDGE_HANDSHAKE_TIMEOUT_SECONDS", default_value_t = Limits::default().handshake_timeout.as_secs())]
+    handshake_timeout_seconds: u64,
+    /// Require SigV4-signed requests on the broadcast API, as the deployed API does in IAM mode:
+    /// signed for execute-api in AWS_REGION (default us-east-1) with AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY (default: local / local).
+    #[arg(long, env = "WSBRIDGE_SIGV4")]
+    sigv4: bool,
     /// Channel namespaces and permissions: a JSON file (e.g. examples/channels/chat.json).
     /// Without it, CHANNELS_CONFIG (the JSON itself) is read, else the built-in policy.
     #[arg(long, env = "WSBRIDGE_CHANNELS_FILE", value_name = "FILE")]
@@ -91,17 +114,17 @@ enum Command {
 }
 
 fn auth_config() -> Result<AuthConfig, String> {
-    AuthConfig::from_lookup(|name| match std::env::var(name).ok() {
-        None if name == "JWT_SECRET" => Some(DEV_SECRET.to_owned()),
-        value => value,
-    })
-    .map_err(|e| e.to_string())
+    local_auth_config(|name| std::env::var(name).ok()).map_err(|e| e.to_string())
 }
 
 fn mint(sub: &str, ttl_seconds: u64) -> Result<String, String> {
     let config = auth_config()?;
     let JwtKey::Secret(secret) = &config.key else {
-        return Err("tokens can only be minted for HS256 (JWT_ALGORITHM is not HS256)".into());
+        return Err(
+            "tokens can only be minted with an HS256 secret (JWT_SECRET); this \
+             gateway verifies with a public key or a JWK set"
+                .into(),
+        );
     };
     let claims = Claims {
         iss: config.issuer.clone(),
@@ -109,6 +132,22 @@ fn mint(sub: &str, ttl_seconds: u64) -> Result<String, String> {
         ..Claims::new(sub, Duration::from_secs(ttl_seconds))
     };
     sign_hs256(secret, &claims).map_err(|e| e.to_string())
+}
+
+/// The identity `--sigv4` accepts: the environment's, else the dummy one every local tool
+/// here uses.
+fn sigv4_credentials() -> SigV4Credentials {
+    let var = |name: &str, default: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_owned())
+    };
+    SigV4Credentials {
+        access_key_id: var("AWS_ACCESS_KEY_ID", "local"),
+        secret_access_key: var("AWS_SECRET_ACCESS_KEY", "local"),
+        region: var("AWS_REGION", "us-east-1"),
+    }
 }
 
 /// The channel configuration: `--channels FILE`, else `CHANNELS_CONFIG`, else built in.
@@ -133,12 +172,17 @@ fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
             max_message_bytes: args.max_message_bytes,
             idle_timeout: Duration::from_secs(args.idle_timeout_seconds),
             max_connection_duration: Duration::from_secs(args.max_connection_seconds),
-            ..Limits::default()
+            outbox_messages: args.outbox_messages,
+            outbox_bytes: args.outbox_bytes,
+            send_timeout: Duration::from_secs(args.send_timeout_seconds),
+            max_connections: args.max_connections,
+            handshake_timeout: Duration::from_secs(args.handshake_timeout_seconds),
         },
         auth: auth_config()?,
         session: SessionConfig::from_env().map_err(|e| e.to_string())?,
         broadcast: BroadcastConfig::from_env().map_err(|e| e.to_string())?,
         channels: channels(args)?,
+        sigv4: args.sigv4.then(sigv4_credentials),
         storage: match &args.dynamodb_endpoint {
             Some(endpoint) => Storage::DynamoDb {
                 endpoint: endpoint.clone(),
@@ -163,10 +207,16 @@ fn banner(gateway: &RunningGateway, config: &GatewayConfig, token: &str) -> Stri
     } else {
         " --release"
     };
-    let key_header = match &config.broadcast.api_key {
+    let mut key_header = match &config.broadcast.api_key {
         Some(key) => format!(" -H 'x-api-key: {key}'"),
         None => String::new(),
     };
+    if let Some(identity) = &config.sigv4 {
+        key_header.push_str(&format!(
+            " --aws-sigv4 'aws:amz:{}:execute-api' --user '{}:{}'",
+            identity.region, identity.access_key_id, identity.secret_access_key
+        ));
+    }
     format!(
         "\nwsbridge local gateway\n\
          \n  WebSocket API    {ws}\
@@ -269,6 +319,8 @@ async fn serve(args: &ServeArgs) -> Result<(), String> {
                 .unwrap_or_else(|_| EnvFilter::new("wsbridge_local=info,wsbridge=warn")),
         )
         .with_target(false)
+        // Colour is for people: `wsbridge-local > gateway.log` or `| grep` get plain text.
+        .with_ansi(wsbridge::logging::stdout_wants_colour())
         .init();
     let config = gateway_config(args)?;
     let token = mint("alice", 86_400)?;

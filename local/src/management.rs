@@ -1,22 +1,26 @@
 //! API Gateway's management API (`@connections`) on the WebSocket API's origin, answering
-//! as API Gateway does, so the real SDK client and the stock AWS CLI work against it.
+//! as API Gateway does, so the real SDK client and the stock AWS CLI work against it. It has
+//! no IAM here, so it answers clients on this machine only.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::mpsc::error::TrySendError;
 use tracing::info;
 use wsbridge::protocol::MAX_MESSAGE_BYTES;
 
 use crate::Bridge;
-use crate::websocket::Outbound;
+use crate::access::is_this_machine;
+use crate::outbox::Refused;
+use crate::serve::AcceptedOn;
 
 /// An API Gateway error: status, `x-amzn-ErrorType`, and a `message` body.
 fn error(status: StatusCode, error_type: &'static str, message: &str) -> Response {
@@ -42,6 +46,24 @@ fn iso8601(millis: i64) -> String {
         .unwrap_or_default()
 }
 
+/// In front of every route here. Deployed, `@connections` needs a SigV4 signature from a
+/// principal allowed to manage connections; here, where anyone could sign, a request from
+/// another machine gets what API Gateway answers an unsigned one: 403 `ForbiddenException`.
+pub(crate) async fn this_machine_only(request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let accepted_on = request.extensions().get::<AcceptedOn>().map(|a| a.0);
+    match (peer, accepted_on) {
+        (Some(peer), Some(on)) if is_this_machine(peer, on) => next.run(request).await,
+        _ => {
+            info!(peer = ?peer, "@connections refused: not from this machine");
+            error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden")
+        }
+    }
+}
+
 /// `POST /@connections/{id}`: queue `body` for the connection.
 pub(crate) async fn post(
     State(bridge): State<Arc<Bridge>>,
@@ -57,16 +79,16 @@ pub(crate) async fn post(
     }
     let sent = bridge
         .connections
-        .with(&id, |c| c.outbox.try_send(Outbound::Data(body.to_vec())));
+        .with(&id, |c| c.outbox.post(body.to_vec()));
     match sent {
         Some(Ok(())) => StatusCode::OK.into_response(),
         // As API Gateway answers when a client's buffer is full.
-        Some(Err(TrySendError::Full(_))) => error(
+        Some(Err(Refused::Full)) => error(
             StatusCode::TOO_MANY_REQUESTS,
             "LimitExceededException",
             "the client's buffer is full",
         ),
-        Some(Err(TrySendError::Closed(_))) | None => gone(&id),
+        Some(Err(Refused::Closed)) | None => gone(&id),
     }
 }
 
@@ -92,14 +114,13 @@ pub(crate) async fn get(State(bridge): State<Arc<Bridge>>, Path(id): Path<String
 
 /// `DELETE /@connections/{id}`: close the socket; `$disconnect` follows.
 pub(crate) async fn delete(State(bridge): State<Arc<Bridge>>, Path(id): Path<String>) -> Response {
-    // A full outbox still gets the close: it waits behind the queued messages.
-    let outbox = bridge.connections.with(&id, |c| c.outbox.clone());
-    match outbox {
-        Some(outbox) if outbox.send(Outbound::Close).await.is_ok() => {
+    // A full outbox still takes the close, behind the queued messages.
+    match bridge.connections.with(&id, |c| c.outbox.close()) {
+        Some(Ok(())) => {
             info!(connection_id = %id, "delete requested");
             StatusCode::NO_CONTENT.into_response()
         }
-        _ => gone(&id),
+        Some(Err(_)) | None => gone(&id),
     }
 }
 

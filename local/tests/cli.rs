@@ -12,7 +12,6 @@ use tokio::time::timeout;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 use wsbridge::auth::TokenVerifier;
-use wsbridge::config::AuthConfig;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_wsbridge-local");
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -72,7 +71,7 @@ fn printed_subcommand(line: &str) -> Vec<String> {
 }
 
 fn dev_verifier() -> TokenVerifier {
-    TokenVerifier::new(&AuthConfig::dev()).unwrap()
+    TokenVerifier::new(&wsbridge::dev::auth_config()).unwrap()
 }
 
 #[tokio::test]
@@ -279,4 +278,89 @@ async fn a_bad_channels_file_is_a_clear_error_naming_the_entry() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn listening_off_loopback_with_the_dev_secret_or_an_open_broadcast_api_is_refused() {
+    // The gateway must refuse before binding: these runs never listen anywhere.
+    let run = |secret: Option<&str>, api_key: Option<&str>| {
+        let mut command = Command::new(BINARY);
+        command
+            .args(["--bind", "0.0.0.0", "--ws-port", "0", "--http-port", "0"])
+            .env_remove("JWT_SECRET")
+            .env_remove("BROADCAST_API_KEY")
+            .kill_on_drop(true);
+        if let Some(secret) = secret {
+            command.env("JWT_SECRET", secret);
+        }
+        if let Some(key) = api_key {
+            command.env("BROADCAST_API_KEY", key);
+        }
+        async move { timeout(PATIENCE, command.output()).await.unwrap().unwrap() }
+    };
+
+    // GIVEN the defaults: the public dev secret and no broadcast key
+    let output = run(None, None).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("JWT_SECRET"), "{stderr}");
+    assert!(stderr.contains("BROADCAST_API_KEY"), "{stderr}");
+    assert!(output.stdout.is_empty(), "no banner: nothing was started");
+
+    // AND the dev secret set explicitly is no better; a key alone is not enough
+    let output = run(Some(wsbridge::dev::DEV_SECRET), Some("backend-key")).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("JWT_SECRET"), "{stderr}");
+    assert!(!stderr.contains("BROADCAST_API_KEY"), "{stderr}");
+
+    // AND a secret of one's own without a broadcast key is refused for the key
+    let output = run(Some("a-secret-of-our-own-32-bytes-long!!"), None).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("JWT_SECRET"), "{stderr}");
+    assert!(stderr.contains("BROADCAST_API_KEY"), "{stderr}");
+}
+
+#[tokio::test]
+async fn logs_to_a_pipe_carry_no_terminal_colour_codes() {
+    // GIVEN the gateway with its output to a pipe, as `wsbridge-local > gateway.log` runs it
+    let mut gateway = Command::new(BINARY)
+        .args(["--ws-port", "0", "--http-port", "0"])
+        .env_remove("JWT_SECRET")
+        .env_remove("BROADCAST_API_KEY")
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = BufReader::new(gateway.stdout.take().unwrap()).lines();
+    let _gateway = Running(gateway);
+    let banner = banner(&mut lines).await;
+
+    // WHEN a client connects and sends a message, which logs a line each
+    let wscat = line_with(&banner, "wscat -c");
+    let url = wscat.split('\'').nth(1).expect("a quoted URL");
+    let (mut socket, _) = connect_async(url).await.expect("the printed URL connects");
+    socket
+        .send(Message::text(r#"{"action":"ping"}"#))
+        .await
+        .unwrap();
+    timeout(PATIENCE, socket.next()).await.unwrap();
+    let mut logged = Vec::new();
+    while !logged.iter().any(|l: &String| l.contains("message")) {
+        logged.push(next_line(&mut lines).await);
+    }
+
+    // THEN the log lines are plain text
+    assert!(logged.iter().any(|l| l.contains("connect")), "{logged:?}");
+    for line in banner.iter().chain(&logged) {
+        assert!(!line.contains('\x1b'), "colour codes in {line:?}");
+    }
 }

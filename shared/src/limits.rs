@@ -7,7 +7,7 @@
 //! write, so every Lambda instance that handles a frame of the connection sees the same
 //! bucket (see `store::dynamodb::admission`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// What happens to a new connection of a user who already holds the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,14 +68,6 @@ impl RateLimit {
             }
         }
     }
-}
-
-/// Microseconds since the Unix epoch: the rate limiter's clock.
-pub fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use aws_lambda_events::encodings::Body;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use serde_json::Value;
+use tokio::sync::watch;
 
 use crate::auth::now_seconds;
 use crate::channels::Grants;
@@ -135,12 +136,13 @@ pub struct Post {
 }
 
 /// A `ConnectionSender` that records what it posts and closes, answers chosen connections
-/// with an error, can take its time, and remembers how many posts were ever in flight at
-/// once.
+/// with an error, can take its time or hold every post until told, and remembers how many
+/// posts were ever in flight at once.
 #[derive(Default)]
 pub struct RecordingSender {
     failures: HashMap<ConnectionId, SendError>,
     delay: Option<Duration>,
+    gate: Option<watch::Sender<bool>>,
     posts: Mutex<Vec<Post>>,
     closed: Mutex<Vec<Recipient>>,
     attempts: AtomicUsize,
@@ -163,6 +165,25 @@ impl RecordingSender {
     pub fn with_delay(mut self, delay: Duration) -> Self {
         self.delay = Some(delay);
         self
+    }
+
+    /// Every post waits until `open_gate`: a test then sees how many are in flight at once
+    /// without depending on how fast the machine is.
+    pub fn gated(mut self) -> Self {
+        self.gate = Some(watch::Sender::new(false));
+        self
+    }
+
+    /// Lets every held post, and every later one, through.
+    pub fn open_gate(&self) {
+        if let Some(gate) = &self.gate {
+            gate.send_replace(true);
+        }
+    }
+
+    /// Posts started and not yet finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// Successful posts, sorted by connection id.
@@ -200,6 +221,10 @@ impl ConnectionSender for RecordingSender {
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         if let Some(delay) = self.delay {
             tokio::time::sleep(delay).await;
+        }
+        if let Some(gate) = &self.gate {
+            // Err only if the sender is gone, which it cannot be while `self` lives.
+            let _ = gate.subscribe().wait_for(|open| *open).await;
         }
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         if let Some(error) = self.failures.get(&recipient.connection_id) {

@@ -1,16 +1,19 @@
 //! Driving a local gateway from tests: start it on free ports, connect real WebSocket
 //! clients, call its HTTP APIs.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async, connect_async};
 use wsbridge::config::BroadcastConfig;
-use wsbridge_local::{GatewayConfig, Limits, RunningGateway, Storage};
+use wsbridge::dev::{Claims, DEV_SECRET, sign_hs256};
+use wsbridge_local::{GatewayConfig, Limits, RunningGateway, Storage, local_sdk_config};
+
+use crate::dynamodb_endpoint;
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -29,6 +32,19 @@ pub async fn start_gateway(limits: Limits, storage: Storage) -> RunningGateway {
         ..GatewayConfig::loopback()
     };
     wsbridge_local::start(config).await.expect("gateway starts")
+}
+
+/// DynamoDB Local (see `dynamodb_endpoint`), in a table no other gateway of this run uses.
+pub fn dynamodb_storage() -> Storage {
+    static TABLES: AtomicU32 = AtomicU32::new(0);
+    Storage::DynamoDb {
+        endpoint: dynamodb_endpoint(),
+        table: format!(
+            "wsbridge-gateway-{}-{}",
+            std::process::id(),
+            TABLES.fetch_add(1, Ordering::Relaxed)
+        ),
+    }
 }
 
 /// A dev token for `sub`, valid for an hour.
@@ -67,6 +83,36 @@ pub async fn connect_with(gateway: &RunningGateway, token: &str) -> Result<Clien
         }
         Err(e) => panic!("handshake failed without an HTTP answer: {e}"),
     }
+}
+
+/// Connects as `sub` over a socket with a small receive buffer, subscribes to `topic` and
+/// returns the client with its connection id. Left unpolled, it is a client that has
+/// stopped reading: once the kernel's buffers are full, the gateway cannot write to it.
+pub async fn connect_then_stop_reading(
+    gateway: &RunningGateway,
+    sub: &str,
+    topic: &str,
+) -> (Client, String) {
+    let socket = TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .set_recv_buffer_size(4 * 1024)
+        .expect("a small receive buffer");
+    let stream = socket
+        .connect(gateway.ws_address)
+        .await
+        .expect("TCP connect");
+    let url = format!("{}/?token={}", gateway.ws_url(), token(sub));
+    let (mut client, _) = client_async(url, MaybeTlsStream::Plain(stream))
+        .await
+        .expect("handshake accepted");
+    subscribe(&mut client, &[topic]).await;
+    let id = whoami(&mut client).await;
+    (client, id)
+}
+
+/// The real management API client, pointed at the gateway's `@connections`.
+pub fn management_client(gateway: &RunningGateway) -> aws_sdk_apigatewaymanagement::Client {
+    aws_sdk_apigatewaymanagement::Client::new(&local_sdk_config(Some(&gateway.management_url())))
 }
 
 pub async fn send(client: &mut Client, frame: Value) {

@@ -1,5 +1,5 @@
-//! Support for the end-to-end tests: DynamoDB Local (and a fault proxy in front of it), the
-//! local gateway, the sample events.
+//! Support for the end-to-end tests: DynamoDB Local (and a fault proxy in front of it), a
+//! local Secrets Manager, the local gateway, the sample events.
 //! (Fixtures shared with the library's unit tests, such as `RecordingSender`, are in
 //! `wsbridge::test_support`.)
 
@@ -9,25 +9,26 @@ pub mod gateway;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_dynamodb::config::Credentials;
 use wsbridge::store::DynamoDbStore;
 use wsbridge::store::dynamodb::schema;
+use wsbridge_local::local_sdk_config;
 
 /// Set by the test command (`scripts/test.sh`) to the DynamoDB Local it started.
 pub const DYNAMODB_ENDPOINT_VAR: &str = "WSBRIDGE_TEST_DYNAMODB_ENDPOINT";
 
-/// SDK configuration for local endpoints: fixed region, dummy credentials, nothing read
-/// from the machine's AWS profile.
-pub fn local_sdk_config(endpoint: &str) -> SdkConfig {
-    SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
-            Credentials::new("local", "local", None, None, "wsbridge-tests"),
-        ))
-        .build()
+/// Set by the test command to the local Secrets Manager (moto's server) it started.
+pub const SECRETSMANAGER_ENDPOINT_VAR: &str = "WSBRIDGE_TEST_SECRETSMANAGER_ENDPOINT";
+
+/// The local Secrets Manager endpoint. Fails the test, loudly, when there is none.
+pub fn secretsmanager_endpoint() -> String {
+    match std::env::var(SECRETSMANAGER_ENDPOINT_VAR) {
+        Ok(endpoint) if !endpoint.is_empty() => endpoint,
+        _ => panic!(
+            "{SECRETSMANAGER_ENDPOINT_VAR} is not set: run the tests with scripts/test.sh, which \
+             installs and starts moto's server, or point the variable at a running one \
+             (scripts/secretsmanager-local.sh start)"
+        ),
+    }
 }
 
 /// The DynamoDB Local endpoint. Fails the test, loudly, when there is none: a store test
@@ -47,7 +48,7 @@ pub fn dynamodb_endpoint() -> String {
 pub async fn fresh_dynamodb_store() -> DynamoDbStore {
     static TABLES: AtomicU32 = AtomicU32::new(0);
     let endpoint = dynamodb_endpoint();
-    let client = aws_sdk_dynamodb::Client::new(&local_sdk_config(&endpoint));
+    let client = aws_sdk_dynamodb::Client::new(&local_sdk_config(Some(&endpoint)));
     let table = format!(
         "wsbridge-test-{}-{}",
         std::process::id(),
@@ -76,9 +77,11 @@ pub fn event(name: &str) -> String {
 /// boundaries.
 pub const PAGE_SIZE: usize = 3;
 
-/// One suite, run against both stores: each named scenario, an `async fn(&dyn Store)`,
-/// becomes a test on a `MemoryStore` (module `memory`) and one on a fresh `DynamoDbStore` on
-/// DynamoDB Local (module `dynamodb`), both with pages of [`PAGE_SIZE`] rows.
+/// One suite, run against both stores: each named scenario, an
+/// `async fn(&dyn Store, &Clock)`, becomes a test on a `MemoryStore` (module `memory`) and one
+/// on a fresh `DynamoDbStore` on DynamoDB Local (module `dynamodb`), both with pages of
+/// [`PAGE_SIZE`] rows and a manual clock standing at the wall clock's time, which the
+/// scenario may move to make rows expire without waiting.
 #[macro_export]
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
@@ -86,9 +89,11 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $scenario() {
+                    let clock = wsbridge::clock::Clock::manual(wsbridge::clock::now_seconds());
                     let store = wsbridge::store::MemoryStore::new()
-                        .with_page_size($crate::PAGE_SIZE);
-                    super::$scenario(&store).await;
+                        .with_page_size($crate::PAGE_SIZE)
+                        .with_clock(clock.clone());
+                    super::$scenario(&store, &clock).await;
                 }
             )*
         }
@@ -96,10 +101,12 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $scenario() {
+                    let clock = wsbridge::clock::Clock::manual(wsbridge::clock::now_seconds());
                     let store = $crate::fresh_dynamodb_store()
                         .await
-                        .with_page_size($crate::PAGE_SIZE as i32);
-                    super::$scenario(&store).await;
+                        .with_page_size($crate::PAGE_SIZE as i32)
+                        .with_clock(clock.clone());
+                    super::$scenario(&store, &clock).await;
                 }
             )*
         }

@@ -4,7 +4,6 @@
 //! handlers accept fails here first.
 
 use std::collections::BTreeSet;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use futures::TryStreamExt;
@@ -12,9 +11,11 @@ use jsonwebtoken::errors::ErrorKind;
 use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
-use wsbridge::auth::{AuthError, Claims, TokenVerifier, now_seconds, token_of};
+use wsbridge::auth::{AuthError, TokenVerifier, now_seconds, token_of};
 use wsbridge::channels::Channels;
+use wsbridge::clock::now_millis;
 use wsbridge::config::{AuthConfig, BroadcastConfig, SessionConfig};
+use wsbridge::dev::Claims;
 use wsbridge::handlers::{broadcast, connect, default, disconnect};
 use wsbridge::protocol::broadcast::Target;
 use wsbridge::protocol::{ConnectionId, Topic, UserId};
@@ -174,7 +175,7 @@ async fn connect_no_token_is_refused_and_registers_nothing() {
 }
 
 #[tokio::test]
-async fn sample_tokens_verify_with_the_dev_secret_and_only_with_it() {
+async fn sample_tokens_verify_with_the_sam_local_secret_and_only_with_it() {
     let verifier = verifier();
     let alice = Claims {
         sub: TOKEN_SUB.to_owned(),
@@ -184,7 +185,8 @@ async fn sample_tokens_verify_with_the_dev_secret_and_only_with_it() {
         aud: None,
     };
 
-    // The good token: signed with DEV_SECRET, alice until 2100, in both places a client puts it.
+    // The good token: signed with SAM_LOCAL_SECRET, alice until 2100, in both places a
+    // client puts it.
     let good = token_in(CONNECT);
     assert_eq!(
         verifier.verify(&good).await.unwrap().user_id,
@@ -806,12 +808,14 @@ fn http_event(name: &str) -> Request {
     lambda_http::request::from_str(&load(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// What `sam local invoke` gives the connect function with `events/env.json` (checked by
+/// `tests/tests/template.rs`): HS256 with the SAM-local secret.
 fn auth_config() -> AuthConfig {
-    AuthConfig::dev()
+    wsbridge::dev::sample_events_auth_config()
 }
 
 fn verifier() -> TokenVerifier {
-    TokenVerifier::new(&auth_config()).expect("the dev secret is a valid HS256 key")
+    TokenVerifier::new(&auth_config()).expect("the SAM-local secret is a valid HS256 key")
 }
 
 /// Runs the `$default` handler on a sample event, with the default limits.
@@ -971,11 +975,4 @@ fn http_json(response: &Response<Body>) -> Value {
         Some(&header::HeaderValue::from_static("application/json"))
     );
     serde_json::from_slice(response.body()).unwrap_or_else(|e| panic!("body is not JSON: {e}"))
-}
-
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_millis() as i64
 }

@@ -21,7 +21,8 @@ use wsbridge::protocol::broadcast::{Exclusions, FanoutReport, Target};
 use wsbridge::protocol::{ConnectionId, Topic, UserId};
 use wsbridge::sender::{ApiGatewaySender, ConnectionSender, SendError};
 use wsbridge::store::{Connection, ConnectionStore, DynamoDbStore, Recipient, RecipientStore};
-use wsbridge_tests::{fresh_dynamodb_store, local_sdk_config};
+use wsbridge_local::local_sdk_config;
+use wsbridge_tests::fresh_dynamodb_store;
 
 /// (stage, connection id, body) of a POST answered 200.
 type Received = (String, String, Vec<u8>);
@@ -155,7 +156,7 @@ async fn sdk_sender_posts_to_the_stage_path_and_classifies_each_answer_once() {
     let sink = Sink::default();
     let base = start_sink(sink.clone()).await;
     let endpoint = format!("{base}/prod");
-    let sender = ApiGatewaySender::new(&local_sdk_config(&base), None);
+    let sender = ApiGatewaySender::new(&local_sdk_config(Some(&base)), None);
     let payload = Bytes::from_static(b"{\"hello\":1}");
 
     sender
@@ -196,7 +197,10 @@ async fn sdk_sender_posts_to_the_stage_path_and_classifies_each_answer_once() {
 async fn endpoint_override_wins_over_the_stored_endpoint() {
     let sink = Sink::default();
     let base = start_sink(sink.clone()).await;
-    let sender = ApiGatewaySender::new(&local_sdk_config(&base), Some(format!("{base}/local")));
+    let sender = ApiGatewaySender::new(
+        &local_sdk_config(Some(&base)),
+        Some(format!("{base}/local")),
+    );
     let stored = "https://abc123.execute-api.eu-west-1.amazonaws.com/prod";
     sender
         .send(&recipient("c1", stored), &Bytes::from_static(b"m"))
@@ -232,7 +236,7 @@ async fn every_fault_is_counted_exactly_and_every_gone_row_is_deleted() {
     for (prefix, count) in groups {
         register(&store, &endpoint, prefix, count, &topics).await;
     }
-    let sender = ApiGatewaySender::new(&local_sdk_config(&base), None);
+    let sender = ApiGatewaySender::new(&local_sdk_config(Some(&base)), None);
     let exclusions = Exclusions {
         user: Some(UserId::new("user-me-0")),
         connection: None,
@@ -306,7 +310,7 @@ async fn at_the_deadline_the_fan_out_stops_and_counts_what_it_did_not_send() {
     let store = fresh_dynamodb_store().await;
     let topic = [Topic::parse("slow").unwrap()];
     register(&store, &endpoint, "slow-", 40, &topic).await;
-    let sender = ApiGatewaySender::new(&local_sdk_config(&base), None);
+    let sender = ApiGatewaySender::new(&local_sdk_config(Some(&base)), None);
 
     // WHEN the invocation has 1.2 s left
     let started = Instant::now();

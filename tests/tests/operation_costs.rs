@@ -11,7 +11,7 @@ use aws_lambda_events::encodings::Body;
 use serde_json::Value;
 use wsbridge::auth::TokenVerifier;
 use wsbridge::channels::Channels;
-use wsbridge::config::{AuthConfig, SessionConfig};
+use wsbridge::config::SessionConfig;
 use wsbridge::handlers::{connect, default};
 use wsbridge::limits::{ConnectionLimit, LimitPolicy, RateLimit};
 use wsbridge::store::DynamoDbStore;
@@ -155,7 +155,7 @@ async fn a_connect_at_the_limit_costs_one_read_and_a_connect_below_it_a_read_and
         },
         ..SessionConfig::default()
     };
-    let verifier = TokenVerifier::new(&AuthConfig::dev()).unwrap();
+    let verifier = TokenVerifier::new(&wsbridge::dev::auth_config()).unwrap();
     let sender = RecordingSender::new();
     let connect = |id: &'static str| {
         let (store, session, verifier, sender) = (&store, &session, &verifier, &sender);

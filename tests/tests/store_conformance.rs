@@ -2,7 +2,6 @@
 //! DynamoDB Local (started by scripts/test.sh; without it these tests fail, never skip).
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use futures::TryStreamExt;
 use wsbridge::auth::now_seconds;
@@ -12,6 +11,7 @@ use wsbridge::protocol::{ConnectionId, Topic, UserId};
 use wsbridge::store::{Connection, StoreError};
 use wsbridge::test_support::put;
 
+use wsbridge::clock::Clock;
 use wsbridge::store::Store;
 
 wsbridge_tests::conformance!(
@@ -68,7 +68,7 @@ fn sorted(ids: impl IntoIterator<Item = ConnectionId>) -> Vec<ConnectionId> {
 
 // ---- scenarios ----
 
-async fn put_then_get_returns_the_same_connection(store: &dyn Store) {
+async fn put_then_get_returns_the_same_connection(store: &dyn Store, _: &Clock) {
     let alice = Connection {
         grants: Grants {
             // sorted, as grants are kept
@@ -84,7 +84,7 @@ async fn put_then_get_returns_the_same_connection(store: &dyn Store) {
     assert_eq!(store.get_connection(&alice.id).await.unwrap(), Some(alice));
 }
 
-async fn unknown_connection_is_none_and_removing_it_succeeds(store: &dyn Store) {
+async fn unknown_connection_is_none_and_removing_it_succeeds(store: &dyn Store, _: &Clock) {
     assert_eq!(store.get_connection(&id("nobody")).await.unwrap(), None);
     store.remove_connection(&id("nobody")).await.unwrap();
     store
@@ -93,7 +93,7 @@ async fn unknown_connection_is_none_and_removing_it_succeeds(store: &dyn Store) 
         .unwrap();
 }
 
-async fn topic_recipients_are_exactly_its_live_subscribers(store: &dyn Store) {
+async fn topic_recipients_are_exactly_its_live_subscribers(store: &dyn Store, _: &Clock) {
     // GIVEN ten connections, the even ones on "list:1", all on "list:2", one subscribing twice
     for n in 0..10 {
         put(store, &connection(n, "u")).await;
@@ -134,7 +134,7 @@ async fn topic_recipients_are_exactly_its_live_subscribers(store: &dyn Store) {
     );
 }
 
-async fn subscribe_enforces_the_topic_limit_atomically(store: &dyn Store) {
+async fn subscribe_enforces_the_topic_limit_atomically(store: &dyn Store, _: &Clock) {
     put(store, &connection(1, "u")).await;
     store
         .subscribe(&id(1), &[topic("a"), topic("b")], 3)
@@ -166,9 +166,53 @@ async fn subscribe_enforces_the_topic_limit_atomically(store: &dyn Store) {
             vec![id(1)]
         );
     }
+
+    // AND subscribes racing on one connection cannot pass the limit together: six frames of
+    // two new topics each, at once, against a limit of five
+    for round in 0..3 {
+        let racer = connection(format!("racer{round}"), "u");
+        put(store, &racer).await;
+        let requests: Vec<[Topic; 2]> = (0..6)
+            .map(|n| {
+                [
+                    topic(&format!("r{round}:{n}a")),
+                    topic(&format!("r{round}:{n}b")),
+                ]
+            })
+            .collect();
+        let outcomes = futures::future::join_all(
+            requests
+                .iter()
+                .map(|pair| store.subscribe(&racer.id, pair, 5)),
+        )
+        .await;
+        // THEN each request got all or none of its topics, and at most two got them
+        let mut granted = 0;
+        for (pair, outcome) in requests.iter().zip(&outcomes) {
+            let held: Vec<bool> = futures::future::join_all(pair.iter().map(|t| async {
+                ids_of(store, &Target::Topic(t.clone())).await == vec![racer.id.clone()]
+            }))
+            .await;
+            match outcome {
+                Ok(()) => {
+                    granted += 1;
+                    assert_eq!(held, [true, true], "round {round}: {pair:?}");
+                }
+                Err(StoreError::TooManyTopics { .. } | StoreError::Contended { .. }) => {
+                    assert_eq!(held, [false, false], "round {round}: {pair:?}");
+                }
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert!(
+            granted <= 2,
+            "round {round}: {granted} granted, {outcomes:?}"
+        );
+        assert!(granted >= 1, "round {round}: {outcomes:?}");
+    }
 }
 
-async fn unsubscribe_removes_only_the_named_topics(store: &dyn Store) {
+async fn unsubscribe_removes_only_the_named_topics(store: &dyn Store, _: &Clock) {
     put(store, &connection(1, "u")).await;
     put(store, &connection(2, "u")).await;
     for n in [1, 2] {
@@ -190,7 +234,7 @@ async fn unsubscribe_removes_only_the_named_topics(store: &dyn Store) {
     store.subscribe(&id(1), &[topic("c")], 2).await.unwrap();
 }
 
-async fn subscribing_an_unknown_connection_is_refused(store: &dyn Store) {
+async fn subscribing_an_unknown_connection_is_refused(store: &dyn Store, _: &Clock) {
     let subscribed = store.subscribe(&id("ghost"), &[topic("a")], 10).await;
     assert!(matches!(subscribed, Err(StoreError::NotConnected(_))));
     let unsubscribed = store.unsubscribe(&id("ghost"), &[topic("a")]).await;
@@ -198,7 +242,7 @@ async fn subscribing_an_unknown_connection_is_refused(store: &dyn Store) {
     assert!(ids_of(store, &Target::Topic(topic("a"))).await.is_empty());
 }
 
-async fn remove_connection_removes_every_subscription(store: &dyn Store) {
+async fn remove_connection_removes_every_subscription(store: &dyn Store, _: &Clock) {
     put(store, &connection(1, "u")).await;
     put(store, &connection(2, "u")).await;
     let topics: Vec<Topic> = (0..8).map(|n| topic(&format!("t{n}"))).collect();
@@ -219,7 +263,7 @@ async fn remove_connection_removes_every_subscription(store: &dyn Store) {
     assert_eq!(store.count_connections().await.unwrap(), 1);
 }
 
-async fn user_target_finds_all_connections_of_that_user(store: &dyn Store) {
+async fn user_target_finds_all_connections_of_that_user(store: &dyn Store, _: &Clock) {
     for n in 0..7 {
         put(store, &connection(n, "alice")).await;
     }
@@ -239,7 +283,10 @@ async fn user_target_finds_all_connections_of_that_user(store: &dyn Store) {
     );
 }
 
-async fn all_target_and_count_cover_every_live_connection_across_pages(store: &dyn Store) {
+async fn all_target_and_count_cover_every_live_connection_across_pages(
+    store: &dyn Store,
+    _: &Clock,
+) {
     // 60 connections over 16 shards with pages of 3: most shards need several pages.
     for n in 0..60 {
         put(store, &connection(n, &format!("user{}", n % 5))).await;
@@ -248,7 +295,7 @@ async fn all_target_and_count_cover_every_live_connection_across_pages(store: &d
     assert_eq!(store.count_connections().await.unwrap(), 60);
 }
 
-async fn connections_target_returns_only_live_ids(store: &dyn Store) {
+async fn connections_target_returns_only_live_ids(store: &dyn Store, _: &Clock) {
     put(store, &connection(1, "u")).await;
     put(store, &connection(2, "u")).await;
     let target = Target::Connections(vec![id(1), id("unknown"), id(2)]);
@@ -261,7 +308,7 @@ async fn connections_target_returns_only_live_ids(store: &dyn Store) {
     assert_eq!(ids_of(store, &Target::Connections(many)).await, vec![id(2)]);
 }
 
-async fn remove_connections_handles_more_than_one_batch(store: &dyn Store) {
+async fn remove_connections_handles_more_than_one_batch(store: &dyn Store, _: &Clock) {
     // 30 connections with 2 topics each: 90 rows, several BatchWriteItem calls of 25
     let ids: Vec<ConnectionId> = (0..30).map(id).collect();
     for n in 0..30 {
@@ -287,10 +334,12 @@ async fn remove_connections_handles_more_than_one_batch(store: &dyn Store) {
     assert_eq!(ids_of(store, &Target::All).await, vec![id("keep")]);
 }
 
-async fn expired_rows_are_invisible_before_ttl_deletes_them(store: &dyn Store) {
-    // GIVEN a connection that expires within two seconds, subscribed to a topic
+async fn expired_rows_are_invisible_before_ttl_deletes_them(store: &dyn Store, clock: &Clock) {
+    // GIVEN a connection that expires in two seconds, subscribed to a topic, and one that
+    // lives on
+    let now = clock.now_seconds();
     let mut short = connection("short", "alice");
-    short.expires_at = now_seconds() + 2;
+    short.expires_at = now + 2;
     put(store, &short).await;
     store.subscribe(&short.id, &[topic("t")], 10).await.unwrap();
     put(store, &connection("long", "alice")).await;
@@ -300,8 +349,9 @@ async fn expired_rows_are_invisible_before_ttl_deletes_them(store: &dyn Store) {
         .unwrap();
     assert_eq!(store.count_connections().await.unwrap(), 2);
 
-    // WHEN its expiry passes (DynamoDB TTL deletes rows only eventually)
-    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    // WHEN its expiry passes (DynamoDB TTL deletes rows only eventually): the store's clock
+    // moves three seconds, no test sleeps
+    clock.advance(3);
 
     // THEN no read returns it, and it cannot subscribe any more
     let alive = vec![id("long")];
@@ -319,6 +369,14 @@ async fn expired_rows_are_invisible_before_ttl_deletes_them(store: &dyn Store) {
         store.subscribe(&short.id, &[topic("u")], 10).await,
         Err(StoreError::NotConnected(_))
     ));
+    let counted: Vec<ConnectionId> = store
+        .user_connections(&UserId::new("alice"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(counted, alive);
     // and removing it still cleans up its rows
     store.remove_connection(&short.id).await.unwrap();
 }
@@ -328,11 +386,12 @@ async fn expired_rows_are_invisible_before_ttl_deletes_them(store: &dyn Store) {
 #[tokio::test]
 async fn a_missing_table_is_a_rejected_request_and_a_dead_endpoint_an_unavailable_one() {
     use wsbridge::store::{ConnectionStore, DynamoDbStore, Failure};
-    use wsbridge_tests::{dynamodb_endpoint, local_sdk_config};
+    use wsbridge_local::local_sdk_config;
+    use wsbridge_tests::dynamodb_endpoint;
 
     // GIVEN a store on a table that does not exist, and one on a port nobody listens on
     let missing = DynamoDbStore::from_sdk_config(
-        &local_sdk_config(&dynamodb_endpoint()),
+        &local_sdk_config(Some(&dynamodb_endpoint())),
         "wsbridge-no-such-table",
     );
     let closed_port = {
@@ -342,7 +401,7 @@ async fn a_missing_table_is_a_rejected_request_and_a_dead_endpoint_an_unavailabl
         port
     };
     let dead = DynamoDbStore::from_sdk_config(
-        &local_sdk_config(&format!("http://127.0.0.1:{closed_port}")),
+        &local_sdk_config(Some(&format!("http://127.0.0.1:{closed_port}"))),
         "t",
     );
 

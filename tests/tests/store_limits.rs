@@ -9,6 +9,7 @@ use futures::TryStreamExt;
 use futures::future::join_all;
 use wsbridge::auth::now_seconds;
 use wsbridge::channels::Grants;
+use wsbridge::clock::Clock;
 use wsbridge::limits::{ConnectionLimit, LimitPolicy, RateLimit};
 use wsbridge::protocol::broadcast::Target;
 use wsbridge::protocol::{ConnectionId, Topic, UserId};
@@ -86,7 +87,7 @@ async fn counted(store: &dyn Store, user: &str) -> BTreeSet<ConnectionId> {
         .collect()
 }
 
-async fn simultaneous_registrations_admit_exactly_the_limit(store: &dyn Store) {
+async fn simultaneous_registrations_admit_exactly_the_limit(store: &dyn Store, _: &Clock) {
     let limit = ConnectionLimit {
         per_user: 3,
         policy: LimitPolicy::Refuse,
@@ -118,7 +119,10 @@ async fn simultaneous_registrations_admit_exactly_the_limit(store: &dyn Store) {
     }
 }
 
-async fn simultaneous_registrations_under_close_oldest_keep_exactly_the_limit(store: &dyn Store) {
+async fn simultaneous_registrations_under_close_oldest_keep_exactly_the_limit(
+    store: &dyn Store,
+    _: &Clock,
+) {
     let limit = ConnectionLimit {
         per_user: 3,
         policy: LimitPolicy::CloseOldest,
@@ -151,7 +155,7 @@ async fn simultaneous_registrations_under_close_oldest_keep_exactly_the_limit(st
     }
 }
 
-async fn expired_connections_never_count_and_removal_frees_a_slot(store: &dyn Store) {
+async fn expired_connections_never_count_and_removal_frees_a_slot(store: &dyn Store, _: &Clock) {
     let limit = ConnectionLimit {
         per_user: 2,
         policy: LimitPolicy::Refuse,
@@ -181,7 +185,7 @@ async fn expired_connections_never_count_and_removal_frees_a_slot(store: &dyn St
     assert_eq!(again, Registration::Registered { evicted: vec![] });
 }
 
-async fn user_connections_are_the_live_counted_ones(store: &dyn Store) {
+async fn user_connections_are_the_live_counted_ones(store: &dyn Store, _: &Clock) {
     put(store, &connection(1, "bea")).await;
     put(store, &connection(2, "bea")).await;
     put(store, &connection(3, "cid")).await;
@@ -201,7 +205,7 @@ async fn user_connections_are_the_live_counted_ones(store: &dyn Store) {
 
 const T0: i64 = 1_800_000_000_000_000;
 
-async fn a_burst_of_simultaneous_frames_admits_exactly_the_burst(store: &dyn Store) {
+async fn a_burst_of_simultaneous_frames_admits_exactly_the_burst(store: &dyn Store, _: &Clock) {
     let limit = RateLimit {
         per_second: 1,
         burst: 5,
@@ -232,7 +236,7 @@ async fn a_burst_of_simultaneous_frames_admits_exactly_the_burst(store: &dyn Sto
     }
 }
 
-async fn the_budget_refills_and_refuses_with_the_wait(store: &dyn Store) {
+async fn the_budget_refills_and_refuses_with_the_wait(store: &dyn Store, _: &Clock) {
     let limit = RateLimit {
         per_second: 10,
         burst: 2,
@@ -268,7 +272,7 @@ async fn the_budget_refills_and_refuses_with_the_wait(store: &dyn Store) {
     }
 }
 
-async fn admitting_an_unknown_or_expired_connection_is_not_connected(store: &dyn Store) {
+async fn admitting_an_unknown_or_expired_connection_is_not_connected(store: &dyn Store, _: &Clock) {
     let limit = RateLimit {
         per_second: 10,
         burst: 2,
@@ -298,7 +302,7 @@ async fn admitting_an_unknown_or_expired_connection_is_not_connected(store: &dyn
     );
 }
 
-async fn subscribe_racing_removal_never_leaves_a_subscription(store: &dyn Store) {
+async fn subscribe_racing_removal_never_leaves_a_subscription(store: &dyn Store, _: &Clock) {
     for round in 0..30 {
         // GIVEN a connection holding one topic
         let c = connection(format!("racy{round}"), "gus");
@@ -333,7 +337,7 @@ async fn subscribe_racing_removal_never_leaves_a_subscription(store: &dyn Store)
     }
 }
 
-async fn removal_returns_the_connection_and_its_topics(store: &dyn Store) {
+async fn removal_returns_the_connection_and_its_topics(store: &dyn Store, _: &Clock) {
     let c = connection("leaving", "hal");
     put(store, &c).await;
     store
@@ -352,7 +356,10 @@ async fn removal_returns_the_connection_and_its_topics(store: &dyn Store) {
     assert!(counted(store, "hal").await.is_empty());
 }
 
-async fn a_gone_recipient_reached_through_a_topic_loses_that_subscription(store: &dyn Store) {
+async fn a_gone_recipient_reached_through_a_topic_loses_that_subscription(
+    store: &dyn Store,
+    _: &Clock,
+) {
     let gone = connection("gone410", "ivy");
     let kept = connection("kept", "ivy");
     put(store, &gone).await;

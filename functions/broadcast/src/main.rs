@@ -1,25 +1,28 @@
 //! The server HTTP API: app backends broadcast, and manage connections' subscriptions.
 
-use lambda_http::{Error, Request, run, service_fn, tracing};
+use lambda_http::{Error, Request, run, service_fn};
 use wsbridge::config::{
     BroadcastConfig, ChannelsConfig, ManagementConfig, SessionConfig, StoreConfig,
 };
 use wsbridge::handlers::broadcast::{self, ServerApi};
+use wsbridge::secrets;
 use wsbridge::sender::ApiGatewaySender;
 use wsbridge::store::DynamoDbStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
+    wsbridge::logging::init();
     let table = StoreConfig::from_env()?.table_name;
+    let aws = aws_config::load_from_env().await;
+    // BROADCAST_API_KEY_SECRET_ID names the API key in Secrets Manager: read once, here.
+    let env = secrets::resolve_env(&aws, BroadcastConfig::SECRETS).await?;
     let config = BroadcastConfig {
         emit_metrics: true,
-        ..BroadcastConfig::from_env()?
+        ..BroadcastConfig::from_lookup(env)?
     };
     let session = SessionConfig::from_env()?;
     let channels = ChannelsConfig::from_env()?.channels;
     let management = ManagementConfig::from_env()?;
-    let aws = aws_config::load_from_env().await;
     // Pages of 1 000 rows instead of DynamoDB's 1 MB (~5 000): fan-out holds up to three
     // pages at once, and smaller ones keep memory flat in the number of recipients at the
     // same read cost (BENCHMARKS.md, "Memory").

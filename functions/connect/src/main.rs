@@ -1,22 +1,25 @@
 //! `$connect`: verifies the client's JWT and registers the connection within its user's limit.
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
-use lambda_runtime::{Error, LambdaEvent, run, service_fn, tracing};
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use wsbridge::auth::TokenVerifier;
 use wsbridge::config::{AuthConfig, ChannelsConfig, ManagementConfig, SessionConfig, StoreConfig};
 use wsbridge::handlers::connect;
+use wsbridge::secrets;
 use wsbridge::sender::ApiGatewaySender;
 use wsbridge::store::DynamoDbStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
+    wsbridge::logging::init();
     let table = StoreConfig::from_env()?.table_name;
-    let verifier = TokenVerifier::new(&AuthConfig::from_env()?)?;
     let session = SessionConfig::from_env()?;
     let channels = ChannelsConfig::from_env()?.channels;
     let management = ManagementConfig::from_env()?;
     let aws = aws_config::load_from_env().await;
+    // JWT_SECRET_ID names the HS256 secret in Secrets Manager: read once, here.
+    let env = secrets::resolve_env(&aws, AuthConfig::SECRETS).await?;
+    let verifier = TokenVerifier::new(&AuthConfig::from_lookup(env)?)?;
     let store = DynamoDbStore::from_sdk_config(&aws, table);
     // Closes a user's oldest connection under CONNECTION_LIMIT_POLICY=close_oldest.
     let sender = ApiGatewaySender::new(&aws, management.endpoint_override);

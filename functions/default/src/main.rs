@@ -1,14 +1,14 @@
 //! `$default`: the client protocol (subscribe, unsubscribe, ping, whoami).
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
-use lambda_runtime::{Error, LambdaEvent, run, service_fn, tracing};
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use wsbridge::config::{ChannelsConfig, SessionConfig, StoreConfig};
 use wsbridge::handlers::default;
 use wsbridge::store::DynamoDbStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
+    wsbridge::logging::init();
     let table = StoreConfig::from_env()?.table_name;
     let session = SessionConfig::from_env()?;
     let channels = ChannelsConfig::from_env()?.channels;

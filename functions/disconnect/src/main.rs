@@ -1,14 +1,14 @@
 //! `$disconnect`: removes the connection and its subscriptions.
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
-use lambda_runtime::{Error, LambdaEvent, run, service_fn, tracing};
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use wsbridge::config::StoreConfig;
 use wsbridge::handlers::disconnect;
 use wsbridge::store::DynamoDbStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing::init_default_subscriber();
+    wsbridge::logging::init();
     let table = StoreConfig::from_env()?.table_name;
     let store = DynamoDbStore::from_sdk_config(&aws_config::load_from_env().await, table);
 

@@ -644,24 +644,34 @@ mod tests {
     #[tokio::test]
     async fn posts_in_flight_never_exceed_the_concurrency_and_reach_it() {
         for concurrency in [1, 4] {
-            // GIVEN 20 subscribers and posts that each take a while
+            // GIVEN 20 subscribers and posts held until the test lets them go
             let store = topic_with_subscribers(MemoryStore::new(), 20).await;
-            let sender = RecordingSender::new().with_delay(Duration::from_millis(5));
+            let sender = RecordingSender::new().gated();
 
             // WHEN the topic fans out with a bounded concurrency
-            let outcome = fan_out(
-                &store,
-                &sender,
-                &to_topic("board:big"),
-                &no_exclusions(),
-                &payload(),
-                &options(concurrency),
-            )
-            .await
-            .unwrap();
-
-            // THEN everyone is delivered to with exactly `concurrency` posts at a time at most
-            assert_eq!(outcome.report, report(20, 20, 0, 0));
+            let (target, exclusions) = (to_topic("board:big"), no_exclusions());
+            let (payload, options) = (payload(), options(concurrency));
+            let fan_out = fan_out(&store, &sender, &target, &exclusions, &payload, &options);
+            // THEN the held posts fill exactly `concurrency` slots, however long the engine is
+            // given to start more, and then everyone is delivered to
+            let held = async {
+                let filled = tokio::time::timeout(Duration::from_secs(10), async {
+                    while sender.in_flight() < concurrency {
+                        tokio::task::yield_now().await;
+                    }
+                })
+                .await;
+                assert!(filled.is_ok(), "never {concurrency} posts in flight");
+                for _ in 0..100 {
+                    tokio::task::yield_now().await;
+                }
+                let held = sender.in_flight();
+                sender.open_gate();
+                held
+            };
+            let (outcome, held) = tokio::join!(fan_out, held);
+            assert_eq!(held, concurrency);
+            assert_eq!(outcome.unwrap().report, report(20, 20, 0, 0));
             assert_eq!(
                 sender.max_in_flight(),
                 concurrency,

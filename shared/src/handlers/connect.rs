@@ -155,9 +155,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::auth::{Claims, DEV_SECRET, sign_hs256};
     use crate::channels::TopicPattern;
-    use crate::config::AuthConfig;
+    use crate::dev::{Claims, DEV_SECRET, sign_hs256};
     use crate::limits::{ConnectionLimit, LimitPolicy};
     use crate::protocol::{ConnectionId, UserId};
     use crate::store::MemoryStore;
@@ -168,7 +167,7 @@ mod tests {
     const TTL: Duration = Duration::from_secs(7_200);
 
     fn verifier() -> TokenVerifier {
-        TokenVerifier::new(&AuthConfig::dev()).unwrap()
+        TokenVerifier::new(&crate::dev::auth_config()).unwrap()
     }
 
     fn session() -> SessionConfig {

@@ -11,8 +11,8 @@ use tracing::{error, info};
 
 use super::{connection_id_of, ws_response};
 use crate::channels::Channels;
+use crate::clock::now_micros;
 use crate::config::SessionConfig;
-use crate::limits::now_micros;
 use crate::protocol::ConnectionId;
 use crate::protocol::client::{ClientAction, ErrorCode, ErrorFrame, ServerFrame};
 use crate::store::{Admission, Connection, ConnectionStore, StoreError};

@@ -34,7 +34,7 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::ConnectionId;
+    use crate::protocol::{ConnectionId, UserId};
     use crate::test_support::{
         FailingStore, ids, store_with, subscribe_all, subscribers, ws_request,
     };
@@ -49,8 +49,11 @@ mod tests {
         // WHEN alice disconnects
         let response = handle(&ws_request("c-alice", None), &store).await;
 
-        // THEN her connection and both subscriptions are gone, bob's are untouched
+        // THEN her connection, both subscriptions and her place in her user's count are
+        // gone, bob's are untouched
         assert_eq!(response.status_code, 200);
+        let users = store.user_connections(&UserId::new("alice")).await.unwrap();
+        assert!(users.is_empty());
         let alice = store.get_connection(&ConnectionId::new("c-alice")).await;
         assert_eq!(alice.unwrap(), None);
         assert_eq!(subscribers(&store, "board:1").await, ids(&["c-bob"]));
@@ -60,16 +63,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_second_disconnect_still_answers_200() {
-        // GIVEN alice already disconnected once (API Gateway may deliver $disconnect twice)
-        let store = store_with(&[("c-alice", "alice")]).await;
+    async fn a_second_disconnect_changes_nothing_else() {
+        // GIVEN alice disconnected once (API Gateway may deliver $disconnect twice), bob
+        // still connected on the same topic
+        let store = store_with(&[("c-alice", "alice"), ("c-bob", "bob")]).await;
+        subscribe_all(&store, &["c-alice", "c-bob"], "board:1").await;
         handle(&ws_request("c-alice", None), &store).await;
 
         // WHEN $disconnect arrives again
         let response = handle(&ws_request("c-alice", None), &store).await;
 
-        // THEN it is still a success
+        // THEN it is still a success, alice stays gone and bob is untouched
         assert_eq!(response.status_code, 200);
+        let alice = store.get_connection(&ConnectionId::new("c-alice")).await;
+        assert_eq!(alice.unwrap(), None);
+        assert_eq!(subscribers(&store, "board:1").await, ids(&["c-bob"]));
+        let users = store.user_connections(&UserId::new("alice")).await.unwrap();
+        assert!(users.is_empty());
     }
 
     #[tokio::test]
@@ -78,7 +88,9 @@ mod tests {
         // WHEN $disconnect arrives
         let response = handle(&ws_request("c-alice", None), &FailingStore).await;
 
-        // THEN API Gateway still gets 200: the rows will expire by TTL
+        // THEN API Gateway still gets 200 (it ignores the answer, and retrying cannot help
+        // a connection that is gone): the rows will expire by TTL
         assert_eq!(response.status_code, 200);
+        assert_eq!(response.body, None);
     }
 }

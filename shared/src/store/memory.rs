@@ -11,7 +11,7 @@ use super::{
     Admission, Connection, ConnectionStore, Recipient, RecipientPages, RecipientStore,
     Registration, Removed, StoreError,
 };
-use crate::auth::now_seconds;
+use crate::clock::Clock;
 use crate::limits::{ConnectionLimit, Decision, LimitPolicy, RateLimit};
 use crate::protocol::broadcast::Target;
 use crate::protocol::{ConnectionId, Topic, UserId};
@@ -75,8 +75,7 @@ impl State {
         entries
     }
 
-    fn live_entry(&mut self, id: &ConnectionId) -> Result<&mut Entry, StoreError> {
-        let now = now_seconds();
+    fn live_entry(&mut self, id: &ConnectionId, now: u64) -> Result<&mut Entry, StoreError> {
         self.connections
             .get_mut(id)
             .filter(|entry| entry.live(now))
@@ -89,6 +88,7 @@ impl State {
 pub struct MemoryStore {
     state: Mutex<State>,
     page_size: usize,
+    clock: Clock,
 }
 
 impl Default for MemoryStore {
@@ -102,7 +102,14 @@ impl MemoryStore {
         Self {
             state: Mutex::default(),
             page_size: 100,
+            clock: Clock::wall(),
         }
+    }
+
+    /// Judges expiry by `clock` instead of the wall clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Recipients per page; small pages let tests exercise paging.
@@ -121,7 +128,7 @@ impl MemoryStore {
     }
 
     fn snapshot(&self, target: &Target) -> Vec<Recipient> {
-        let now = now_seconds();
+        let now = self.clock.now_seconds();
         let state = self.state();
         let live = |id: &ConnectionId| {
             state
@@ -162,7 +169,7 @@ impl ConnectionStore for MemoryStore {
         connection: &Connection,
         limit: &ConnectionLimit,
     ) -> Result<Registration, StoreError> {
-        let now = now_seconds();
+        let now = self.clock.now_seconds();
         let mut state = self.state();
         state.remove(&connection.id);
         let counted = state.counted(&connection.user_id, now);
@@ -203,7 +210,7 @@ impl ConnectionStore for MemoryStore {
         now_us: i64,
     ) -> Result<Admission, StoreError> {
         let mut state = self.state();
-        let entry = state.live_entry(id)?;
+        let entry = state.live_entry(id, self.clock.now_seconds())?;
         if let Some(limit) = limit {
             match limit.decide(entry.tat, now_us) {
                 Decision::Allow { tat } => entry.tat = Some(tat),
@@ -214,7 +221,7 @@ impl ConnectionStore for MemoryStore {
     }
 
     async fn get_connection(&self, id: &ConnectionId) -> Result<Option<Connection>, StoreError> {
-        let now = now_seconds();
+        let now = self.clock.now_seconds();
         Ok(self
             .state()
             .connections
@@ -224,7 +231,7 @@ impl ConnectionStore for MemoryStore {
     }
 
     async fn user_connections(&self, user: &UserId) -> Result<Vec<Connection>, StoreError> {
-        let now = now_seconds();
+        let now = self.clock.now_seconds();
         let state = self.state();
         Ok(state
             .counted(user, now)
@@ -244,7 +251,7 @@ impl ConnectionStore for MemoryStore {
         max_topics: usize,
     ) -> Result<(), StoreError> {
         let mut state = self.state();
-        let entry = state.live_entry(id)?;
+        let entry = state.live_entry(id, self.clock.now_seconds())?;
         let adding: BTreeSet<&Topic> = topics
             .iter()
             .filter(|t| !entry.topics.contains(*t))
@@ -270,7 +277,7 @@ impl ConnectionStore for MemoryStore {
 
     async fn unsubscribe(&self, id: &ConnectionId, topics: &[Topic]) -> Result<(), StoreError> {
         let mut state = self.state();
-        let entry = state.live_entry(id)?;
+        let entry = state.live_entry(id, self.clock.now_seconds())?;
         for topic in topics {
             entry.topics.remove(topic);
         }
@@ -293,7 +300,7 @@ impl RecipientStore for MemoryStore {
     }
 
     async fn count_connections(&self) -> Result<u64, StoreError> {
-        let now = now_seconds();
+        let now = self.clock.now_seconds();
         let state = self.state();
         Ok(state.connections.values().filter(|e| e.live(now)).count() as u64)
     }

@@ -14,7 +14,9 @@ use wsbridge::store::DynamoDbStore;
 use wsbridge::store::dynamodb::schema;
 
 use super::FaultProxy;
-use crate::{dynamodb_endpoint, local_sdk_config};
+use wsbridge_local::local_sdk_config;
+
+use crate::dynamodb_endpoint;
 
 /// The client's attempt timeout in these tests: short, so that a held request costs little,
 /// and far above what DynamoDB Local takes to answer on a busy 2-core machine.
@@ -44,7 +46,7 @@ static PARTITIONS: AtomicU32 = AtomicU32::new(0);
 pub async fn faulty_store() -> Faulty {
     static TABLES: AtomicU32 = AtomicU32::new(0);
     let endpoint = dynamodb_endpoint();
-    let direct = Client::new(&local_sdk_config(&endpoint));
+    let direct = Client::new(&local_sdk_config(Some(&endpoint)));
     let n = TABLES.fetch_add(1, Ordering::Relaxed);
     let table = format!("wsbridge-faults-{}-{n}", std::process::id());
     if let Err(e) = schema::create_table(&direct, &table).await {
@@ -61,7 +63,7 @@ impl Faulty {
     async fn on(table: TableView) -> Self {
         let proxy = FaultProxy::start(&dynamodb_endpoint()).await;
         let n = PARTITIONS.fetch_add(1, Ordering::Relaxed);
-        let config = aws_sdk_dynamodb::config::Builder::from(&local_sdk_config(proxy.url()))
+        let config = aws_sdk_dynamodb::config::Builder::from(&local_sdk_config(Some(proxy.url())))
             .retry_config(
                 RetryConfig::standard()
                     .with_initial_backoff(Duration::from_millis(5))

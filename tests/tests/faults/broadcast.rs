@@ -12,9 +12,10 @@ use wsbridge::protocol::ConnectionId;
 use wsbridge::sender::SendError;
 use wsbridge::store::DynamoDbStore;
 use wsbridge::test_support::RecordingSender;
+use wsbridge_local::local_sdk_config;
+use wsbridge_tests::dynamodb_endpoint;
 use wsbridge_tests::faults::setup::{Faulty, Traces, faulty_store};
 use wsbridge_tests::faults::{Fault, FaultProxy, Rule, When};
-use wsbridge_tests::{dynamodb_endpoint, local_sdk_config};
 
 use super::server_api::{
     api_of, broadcast_request, call, channels, config, ids, now_millis, session,
@@ -279,7 +280,7 @@ async fn a_broadcast_answers_by_its_deadline_even_when_removing_the_gone_hangs()
     let f = faulty_store().await;
     registered(&f, "gone=", "g", &["news:1"]).await;
     let proxy = FaultProxy::start_holding(&dynamodb_endpoint(), Duration::from_secs(3_600)).await;
-    let client = aws_sdk_dynamodb::Client::new(&local_sdk_config(proxy.url()));
+    let client = aws_sdk_dynamodb::Client::new(&local_sdk_config(Some(proxy.url())));
     let store = DynamoDbStore::new(client, f.table.name());
     proxy.inject(Rule::new("BatchWriteItem", When::Always, Fault::Timeout));
     let sender = RecordingSender::new().failing("gone=", SendError::Gone);

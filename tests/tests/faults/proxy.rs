@@ -14,9 +14,10 @@ use aws_sdk_dynamodb::types::{
 };
 use wsbridge::protocol::ConnectionId;
 use wsbridge::store::{ConnectionStore, DynamoDbStore, Failure, StoreError};
+use wsbridge_local::local_sdk_config;
+use wsbridge_tests::dynamodb_endpoint;
 use wsbridge_tests::faults::setup::{faulty_store, sdk_attempts};
 use wsbridge_tests::faults::{Calls, Fault, FaultProxy, Rule, When};
-use wsbridge_tests::{dynamodb_endpoint, local_sdk_config};
 
 use super::label;
 
@@ -24,7 +25,7 @@ use super::label;
 /// attempt timeout is long (a slow answer from a cold DynamoDB Local must not fail a call
 /// here), and still shorter than the proxy holds a request.
 fn single_attempt_client(proxy_url: &str) -> Client {
-    let config = aws_sdk_dynamodb::config::Builder::from(&local_sdk_config(proxy_url))
+    let config = aws_sdk_dynamodb::config::Builder::from(&local_sdk_config(Some(proxy_url)))
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
@@ -318,7 +319,8 @@ async fn the_functions_store_abandons_a_held_attempt_and_retries_it() {
     // set), through a proxy that holds the first GetItem for an hour
     let f = faulty_store().await;
     let proxy = FaultProxy::start_holding(&dynamodb_endpoint(), Duration::from_secs(3_600)).await;
-    let store = DynamoDbStore::from_sdk_config(&local_sdk_config(proxy.url()), f.table.name());
+    let store =
+        DynamoDbStore::from_sdk_config(&local_sdk_config(Some(proxy.url())), f.table.name());
     proxy.inject(Rule::new("GetItem", When::Nth(1), Fault::Timeout));
 
     // WHEN it reads a connection

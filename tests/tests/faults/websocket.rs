@@ -6,7 +6,7 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use serde_json::Value;
 use wsbridge::auth::TokenVerifier;
 use wsbridge::channels::Channels;
-use wsbridge::config::{AuthConfig, SessionConfig};
+use wsbridge::config::SessionConfig;
 use wsbridge::handlers::{connect, default, disconnect};
 use wsbridge::limits::{ConnectionLimit, LimitPolicy, RateLimit};
 use wsbridge::test_support::{RecordingSender, frame_of, ws_request};
@@ -30,7 +30,7 @@ async fn run_connect(
     session: &SessionConfig,
     sender: &RecordingSender,
 ) -> ApiGatewayProxyResponse {
-    let verifier = TokenVerifier::new(&AuthConfig::dev()).unwrap();
+    let verifier = TokenVerifier::new(&wsbridge::dev::auth_config()).unwrap();
     let request = connect_request(id, user);
     connect::handle(
         &request,

@@ -1,6 +1,6 @@
 //! `POST /broadcast`: one message to every connection a target names.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use lambda_http::RequestExt;
@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tracing::{error, info};
 
 use super::{error_response, json_response, with_content_type_hint};
+use crate::clock::now_millis;
 use crate::config::BroadcastConfig;
 use crate::fanout::{FanoutOptions, fan_out, metrics};
 use crate::protocol::broadcast::{ApiError, ApiErrorCode, Broadcast, BroadcastResponse};
@@ -98,11 +99,4 @@ fn deadline_of(request: &Request) -> Option<Instant> {
     let now_ms = u64::try_from(now_millis()).ok()?;
     let remaining = deadline_ms.checked_sub(now_ms).filter(|ms| *ms > 0)?;
     Some(Instant::now() + Duration::from_millis(remaining))
-}
-
-pub(super) fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }

@@ -5,9 +5,9 @@ use lambda_http::RequestExt;
 use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 
-use super::send::now_millis;
 use super::*;
 use crate::auth::now_seconds;
+use crate::clock::now_millis;
 use crate::protocol::{ConnectionId, MAX_MESSAGE_BYTES};
 use crate::sender::SendError;
 use crate::store::{Connection, ConnectionStore, MemoryStore};

@@ -22,7 +22,6 @@ use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 use super::items::{Item, RATE, connection_key, connection_of, live, n, optional_number};
 use super::schema::{PK, TTL_ATTRIBUTE};
 use super::{DynamoDbStore, backend};
-use crate::auth::now_seconds;
 use crate::limits::{Decision, RateLimit};
 use crate::protocol::ConnectionId;
 use crate::store::{Admission, StoreError};
@@ -53,7 +52,7 @@ impl DynamoDbStore {
         };
         // Expiry goes by the wall clock, as every other read of the store does; `now_us` is
         // the budget's clock.
-        let now_s = now_seconds();
+        let now_s = self.clock.now_seconds();
         let mut bucket = Bucket::Idle;
         for _ in 0..ADMIT_ATTEMPTS {
             match self.take(id, limit, bucket, now_us, now_s).await? {

@@ -26,7 +26,7 @@ use super::{
     Admission, Connection, ConnectionStore, Failure, RecipientPages, RecipientStore, Registration,
     Removed, StoreError,
 };
-use crate::auth::now_seconds;
+use crate::clock::Clock;
 use crate::limits::{ConnectionLimit, RateLimit};
 use crate::protocol::broadcast::Target;
 use crate::protocol::{ConnectionId, Topic, UserId};
@@ -108,6 +108,15 @@ fn was_cancelled_by_condition<R>(
         })
 }
 
+/// A short jittered pause before re-reading an item another writer changed under us: 0–10 ms,
+/// doubling to 0–160 ms, so racing writers (simultaneous `$connect`s of one user, frames of
+/// one connection) spread out without eating a handshake's or a frame's time.
+async fn contention_pause(attempt: u32) {
+    let ceiling = 10u64 << attempt.min(4);
+    let wait = rand::rng().random_range(0..=ceiling);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
+
 /// Backoff before retrying unprocessed batch items: 25 ms doubling, with full jitter so that
 /// concurrent broadcasts do not retry in lockstep.
 async fn backoff(attempt: u32) {
@@ -123,6 +132,8 @@ pub struct DynamoDbStore {
     table: String,
     page_size: Option<i32>,
     consumed: Option<Arc<ConsumedCapacity>>,
+    /// What reads judge expiry by (every read filters `expires_at > now`).
+    clock: Clock,
 }
 
 impl DynamoDbStore {
@@ -137,7 +148,14 @@ impl DynamoDbStore {
             table: table.into(),
             page_size: None,
             consumed: None,
+            clock: Clock::wall(),
         }
+    }
+
+    /// Judges expiry by `clock` instead of the wall clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// A store on `table` with a DynamoDB client from the shared SDK configuration; without
@@ -209,7 +227,9 @@ impl DynamoDbStore {
             .send()
             .await
             .map_err(|e| backend("GetItem", e))?;
-        Ok(output.item.filter(|item| live(item, now_seconds())))
+        Ok(output
+            .item
+            .filter(|item| live(item, self.clock.now_seconds())))
     }
 
     /// Pages of a Query, following `LastEvaluatedKey` to the end.
@@ -230,7 +250,7 @@ impl DynamoDbStore {
             .expression_attribute_names("#k", key_attribute)
             .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
             .expression_attribute_values(":k", s(key_value))
-            .expression_attribute_values(":now", n(now_seconds()))
+            .expression_attribute_values(":now", n(self.clock.now_seconds()))
             .set_limit(self.page_size)
             .set_return_consumed_capacity(self.return_consumed_capacity())
             .into_paginator()
@@ -435,7 +455,7 @@ impl RecipientStore for DynamoDbStore {
                     let rows = self
                         .connection_rows(chunk, "connection_id, user_id, endpoint, expires_at")
                         .await?;
-                    let now = now_seconds();
+                    let now = self.clock.now_seconds();
                     rows.iter()
                         .filter(|row| live(row, now))
                         .map(recipient_of)
@@ -446,7 +466,7 @@ impl RecipientStore for DynamoDbStore {
     }
 
     async fn count_connections(&self) -> Result<u64, StoreError> {
-        let now = now_seconds();
+        let now = self.clock.now_seconds();
         let counts = stream::iter(0..SHARDS)
             .map(|shard| {
                 self.client

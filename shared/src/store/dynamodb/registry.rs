@@ -14,7 +14,6 @@
 //! transaction needs the row), so no subscription outlives its connection.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update};
@@ -26,8 +25,9 @@ use super::items::{
     user_key,
 };
 use super::schema::{PK, SHARDS, TTL_ATTRIBUTE};
-use super::{DynamoDbStore, backend, transaction_error, was_cancelled_by_condition};
-use crate::auth::now_seconds;
+use super::{
+    DynamoDbStore, backend, contention_pause, transaction_error, was_cancelled_by_condition,
+};
 use crate::limits::{ConnectionLimit, LimitPolicy};
 use crate::protocol::{ConnectionId, Topic, UserId};
 use crate::store::{Connection, Registration, Removed, StoreError};
@@ -39,14 +39,6 @@ const REGISTER_ATTEMPTS: u32 = 16;
 /// What `connections_of_user` reads of each connection row.
 const CONNECTION_PROJECTION: &str =
     "connection_id, user_id, connected_at, endpoint, expires_at, grants_sub, grants_pub";
-
-/// A short jittered pause before re-reading a contended user row: 0–10 ms, doubling to
-/// 0–160 ms, so that racing `$connect`s spread out without eating the handshake's time.
-async fn pause(attempt: u32) {
-    let ceiling = 10u64 << attempt.min(4);
-    let wait = rand::rng().random_range(0..=ceiling);
-    tokio::time::sleep(Duration::from_millis(wait)).await;
-}
 
 impl DynamoDbStore {
     /// The user row, read strongly consistent.
@@ -69,7 +61,7 @@ impl DynamoDbStore {
     ) -> Result<Registration, StoreError> {
         let shard = rand::rng().random_range(0..SHARDS);
         for attempt in 0..REGISTER_ATTEMPTS {
-            let now = now_seconds();
+            let now = self.clock.now_seconds();
             let row = self.user_row(&connection.user_id).await?;
             let version = match &row {
                 Some(row) => optional_number::<u64>(row, VERSION)?,
@@ -110,7 +102,7 @@ impl DynamoDbStore {
                 .await
             {
                 Ok(_) => return Ok(Registration::Registered { evicted }),
-                Err(e) if was_cancelled_by_condition(&e) => pause(attempt).await,
+                Err(e) if was_cancelled_by_condition(&e) => contention_pause(attempt).await,
                 Err(e) => return Err(backend("TransactWriteItems", e)),
             }
         }
@@ -169,7 +161,7 @@ impl DynamoDbStore {
         &self,
         user: &UserId,
     ) -> Result<Vec<Connection>, StoreError> {
-        let now = now_seconds();
+        let now = self.clock.now_seconds();
         let Some(row) = self.user_row(user).await? else {
             return Ok(Vec::new());
         };

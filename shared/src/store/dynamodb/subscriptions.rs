@@ -11,12 +11,15 @@ use super::items::{
     TOPICS, connection_key, connection_of, n, subscription_item, subscription_key, topics_of,
 };
 use super::schema::PK;
-use super::{DynamoDbStore, backend, transaction_error, was_cancelled_by_condition};
+use super::{
+    DynamoDbStore, backend, contention_pause, transaction_error, was_cancelled_by_condition,
+};
 use crate::protocol::{ConnectionId, Topic};
 use crate::store::StoreError;
 
-/// Attempts at a subscribe/unsubscribe transaction that lost a race with another one.
-const TRANSACTION_ATTEMPTS: u32 = 3;
+/// Attempts at a subscribe/unsubscribe transaction that lost a race with another one (frames
+/// of one connection handled at once); each lost race pauses briefly, then reads again.
+const TRANSACTION_ATTEMPTS: u32 = 6;
 
 impl DynamoDbStore {
     pub(super) async fn add_subscriptions(
@@ -28,7 +31,7 @@ impl DynamoDbStore {
         // Read the held topics, then write in one transaction whose condition re-checks the
         // count: two concurrent subscribes cannot together pass the limit. A lost race is
         // retried from a fresh read.
-        for _ in 0..TRANSACTION_ATTEMPTS {
+        for attempt in 0..TRANSACTION_ATTEMPTS {
             let Some(row) = self.connection_row(id).await? else {
                 return Err(StoreError::NotConnected(id.clone()));
             };
@@ -81,7 +84,7 @@ impl DynamoDbStore {
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(e) if was_cancelled_by_condition(&e) => continue,
+                Err(e) if was_cancelled_by_condition(&e) => contention_pause(attempt).await,
                 Err(e) => return Err(backend("TransactWriteItems", e)),
             }
         }
@@ -96,7 +99,7 @@ impl DynamoDbStore {
         id: &ConnectionId,
         topics: &[Topic],
     ) -> Result<(), StoreError> {
-        for _ in 0..TRANSACTION_ATTEMPTS {
+        for attempt in 0..TRANSACTION_ATTEMPTS {
             let Some(row) = self.connection_row(id).await? else {
                 return Err(StoreError::NotConnected(id.clone()));
             };
@@ -138,7 +141,7 @@ impl DynamoDbStore {
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(e) if was_cancelled_by_condition(&e) => continue,
+                Err(e) if was_cancelled_by_condition(&e) => contention_pause(attempt).await,
                 Err(e) => return Err(backend("TransactWriteItems", e)),
             }
         }
