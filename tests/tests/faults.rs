@@ -122,7 +122,7 @@ async fn registered(f: &Faulty, id: &str, user: &str, topics: &[&str]) {
 
 /// Cases run at once. Most of a case is waiting (a held request costs up to three attempt
 /// timeouts), so a few together keep the suite short without loading DynamoDB Local much.
-const CASES_IN_FLIGHT: usize = 6;
+const CASES_IN_FLIGHT: usize = 12;
 
 /// Runs `case` for each of `cases`, numbered, each with its own proxy and store on `f`'s
 /// table (so its rules and counts are its own), [`CASES_IN_FLIGHT`] at a time.

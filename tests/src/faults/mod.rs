@@ -184,7 +184,7 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// How long `Timeout` and `LostAnswer` hold a request unless told otherwise: far past any
     /// attempt timeout a test sets.
-    pub const HOLD: Duration = Duration::from_secs(10);
+    pub const HOLD: Duration = Duration::from_secs(30);
 
     /// Starts a proxy to DynamoDB (Local) at `upstream`, e.g. `http://127.0.0.1:8000`.
     pub async fn start(upstream: &str) -> Self {

@@ -331,14 +331,10 @@ async fn the_functions_store_abandons_a_held_attempt_and_retries_it() {
     .await
     .expect("a held attempt must time out and be retried, not be waited for");
 
-    // THEN the held attempt was given up and the retry answered
+    // THEN the held attempt was given up and a retry answered (one retry, unless the
+    // machine is so busy that DynamoDB Local itself took over a second)
     assert_eq!(read.unwrap(), None);
-    assert_eq!(
-        proxy.calls("GetItem"),
-        Calls {
-            total: 2,
-            forwarded: 1,
-            injected: 1
-        }
-    );
+    let calls = proxy.calls("GetItem");
+    assert_eq!(calls.injected, 1, "{calls:?}");
+    assert!(calls.forwarded >= 1, "{calls:?}");
 }
