@@ -72,12 +72,7 @@ pub(crate) async fn handle(
                 .into_response();
         }
     };
-    let api = broadcast::ServerApi {
-        config: &bridge.broadcast,
-        session: &bridge.session,
-        channels: &bridge.channels,
-    };
-    let response = broadcast::handle(&event, bridge.store.as_ref(), &bridge.sender, &api).await;
+    let response = broadcast::handle(&event, &bridge.context(), &bridge.broadcast).await;
     let (parts_out, body_out) = response.into_parts();
     let body_out: Vec<u8> = body_out.as_ref().to_vec();
     info!(

@@ -27,7 +27,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use wsbridge::auth::TokenVerifier;
 use wsbridge::channels::Channels;
-use wsbridge::config::{AuthConfig, BroadcastConfig, ConfigError, SessionConfig};
+use wsbridge::config::{AuthConfig, BroadcastConfig, ConfigError, FanoutConfig, SessionConfig};
+use wsbridge::handlers::Context;
 use wsbridge::sender::ApiGatewaySender;
 use wsbridge::store::dynamodb::schema;
 use wsbridge::store::{DynamoDbStore, MemoryStore, Store, StoreError};
@@ -60,6 +61,8 @@ pub struct GatewayConfig {
     pub auth: AuthConfig,
     pub session: SessionConfig,
     pub broadcast: BroadcastConfig,
+    /// How broadcasts, publishes and join/leave events fan out (`FANOUT_CONCURRENCY`).
+    pub fanout: FanoutConfig,
     /// Channel namespaces and permissions (`--channels FILE`, `CHANNELS_CONFIG`).
     pub channels: Channels,
     /// When set (`--sigv4`), the broadcast API accepts only requests signed with these
@@ -80,6 +83,7 @@ impl GatewayConfig {
             auth: wsbridge::dev::auth_config(),
             session: SessionConfig::default(),
             broadcast: BroadcastConfig::default(),
+            fanout: FanoutConfig::default(),
             channels: Channels::default(),
             sigv4: None,
             storage: Storage::Memory,
@@ -119,11 +123,27 @@ pub(crate) struct Bridge {
     pub verifier: TokenVerifier,
     pub session: SessionConfig,
     pub broadcast: BroadcastConfig,
+    pub fanout: FanoutConfig,
     pub channels: Channels,
     pub sigv4: Option<SigV4Credentials>,
     pub sender: ApiGatewaySender,
     pub connections: Registry,
     pub outbox_limits: Arc<OutboxLimits>,
+}
+
+impl Bridge {
+    /// What the handlers work with, as a Lambda function builds it per invocation (no
+    /// deadline: handlers here run to the end).
+    pub(crate) fn context(&self) -> Context<'_> {
+        Context {
+            store: self.store.as_ref(),
+            sender: &self.sender,
+            session: &self.session,
+            channels: &self.channels,
+            fanout: &self.fanout,
+            deadline: None,
+        }
+    }
 }
 
 /// A started gateway; dropping it stops the listeners.
@@ -297,6 +317,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         verifier: TokenVerifier::new(&config.auth)?,
         session: config.session,
         broadcast: config.broadcast.clone(),
+        fanout: config.fanout,
         channels: config.channels.clone(),
         sigv4: config.sigv4.clone(),
         sender,

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use wsbridge::channels::{Channels, Grants};
-use wsbridge::config::{AuthConfig, BroadcastConfig, ChannelsConfig, JwtKey, SessionConfig};
+use wsbridge::channels::{Channels, Grants, TopicPattern};
+use wsbridge::config::{
+    AuthConfig, BroadcastConfig, ChannelsConfig, FanoutConfig, JwtKey, SessionConfig,
+};
 use wsbridge::dev::{Claims, local_auth_config, sign_hs256};
-use wsbridge::protocol::{Topic, UserId};
+use wsbridge::protocol::UserId;
 use wsbridge_local::{GatewayConfig, Limits, RunningGateway, SigV4Credentials, Storage};
 
 /// The whole wsbridge on one machine: API Gateway's WebSocket API and @connections
@@ -181,6 +183,7 @@ fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
         auth: auth_config()?,
         session: SessionConfig::from_env().map_err(|e| e.to_string())?,
         broadcast: BroadcastConfig::from_env().map_err(|e| e.to_string())?,
+        fanout: FanoutConfig::from_env().map_err(|e| e.to_string())?,
         channels: channels(args)?,
         sigv4: args.sigv4.then(sigv4_credentials),
         storage: match &args.dynamodb_endpoint {
@@ -253,7 +256,7 @@ fn example_topic(channels: &Channels) -> String {
                 .flat_map(|name| [format!("{name}:1"), format!("{name}:alice")]),
         )
         .find(|name| {
-            Topic::parse(name).is_ok_and(|t| {
+            TopicPattern::parse(name).is_ok_and(|t| {
                 channels
                     .check_subscribe(&t, &alice, &Grants::default())
                     .is_ok()

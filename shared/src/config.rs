@@ -283,29 +283,16 @@ impl ManagementConfig {
 /// PostToConnection calls in flight at once, unless `FANOUT_CONCURRENCY` says otherwise.
 pub const DEFAULT_FANOUT_CONCURRENCY: usize = 50;
 
-/// How the broadcast function fans out and who may call it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BroadcastConfig {
+/// How a fan-out runs: every function that sends to many connections (broadcasts, client
+/// publishes, join and leave events) reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FanoutConfig {
     /// PostToConnection calls in flight at once.
     pub concurrency: usize,
-    /// When set, `POST /broadcast` and `GET /connections/count` need `x-api-key: <key>`.
-    pub api_key: Option<String>,
-    /// Print one CloudWatch Embedded Metric Format line per broadcast (in Lambda).
-    pub emit_metrics: bool,
 }
 
-impl BroadcastConfig {
-    pub const ENV_VARS: &'static [&'static str] = &[
-        "FANOUT_CONCURRENCY",
-        "BROADCAST_API_KEY",
-        "BROADCAST_API_KEY_SECRET_ID",
-    ];
-
-    /// The API key, in plain text or named in Secrets Manager.
-    pub const SECRETS: &'static [SecretVar] = &[SecretVar {
-        name: "BROADCAST_API_KEY",
-        secret_id: "BROADCAST_API_KEY_SECRET_ID",
-    }];
+impl FanoutConfig {
+    pub const ENV_VARS: &'static [&'static str] = &["FANOUT_CONCURRENCY"];
 
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(env)
@@ -319,19 +306,46 @@ impl BroadcastConfig {
                 DEFAULT_FANOUT_CONCURRENCY,
                 1..=1_000,
             )?,
-            api_key: secret(&lookup, &Self::SECRETS[0])?,
-            emit_metrics: false,
         })
     }
 }
 
-impl Default for BroadcastConfig {
+impl Default for FanoutConfig {
     fn default() -> Self {
         Self {
             concurrency: DEFAULT_FANOUT_CONCURRENCY,
-            api_key: None,
-            emit_metrics: false,
         }
+    }
+}
+
+/// Who may call the server API, and what it reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BroadcastConfig {
+    /// When set, every server API route needs `x-api-key: <key>`.
+    pub api_key: Option<String>,
+    /// Print one CloudWatch Embedded Metric Format line per broadcast (in Lambda).
+    pub emit_metrics: bool,
+}
+
+impl BroadcastConfig {
+    pub const ENV_VARS: &'static [&'static str] =
+        &["BROADCAST_API_KEY", "BROADCAST_API_KEY_SECRET_ID"];
+
+    /// The API key, in plain text or named in Secrets Manager.
+    pub const SECRETS: &'static [SecretVar] = &[SecretVar {
+        name: "BROADCAST_API_KEY",
+        secret_id: "BROADCAST_API_KEY_SECRET_ID",
+    }];
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(env)
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            api_key: secret(&lookup, &Self::SECRETS[0])?,
+            emit_metrics: false,
+        })
     }
 }
 
@@ -364,7 +378,7 @@ pub(crate) mod tests {
     #[test]
     fn bad_numbers_are_refused() {
         assert!(matches!(
-            BroadcastConfig::from_lookup(lookup(&[("FANOUT_CONCURRENCY", "lots")])),
+            FanoutConfig::from_lookup(lookup(&[("FANOUT_CONCURRENCY", "lots")])),
             Err(ConfigError::Invalid {
                 name: "FANOUT_CONCURRENCY",
                 ..
@@ -437,7 +451,10 @@ pub(crate) mod tests {
         assert_eq!(session.connection_ttl, Duration::from_secs(7_500));
         assert_eq!(session.max_topics_per_connection, 50);
         let broadcast = BroadcastConfig::from_lookup(lookup(&[])).unwrap();
-        assert_eq!(broadcast.concurrency, 50);
+        assert_eq!(
+            FanoutConfig::from_lookup(lookup(&[])).unwrap().concurrency,
+            50
+        );
         assert_eq!(broadcast.api_key, None);
     }
 

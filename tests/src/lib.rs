@@ -5,6 +5,7 @@
 
 pub mod faults;
 pub mod gateway;
+pub mod iam;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

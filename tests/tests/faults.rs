@@ -26,7 +26,7 @@ use futures::stream::{self, StreamExt};
 
 use wsbridge::protocol::ConnectionId;
 use wsbridge::store::ConnectionStore;
-use wsbridge::test_support::{connection, put, topic};
+use wsbridge::test_support::{connection, pattern, put};
 use wsbridge_tests::faults::setup::{Faulty, Traces, sdk_attempts};
 use wsbridge_tests::faults::{Fault, Rule, When};
 
@@ -112,9 +112,9 @@ fn cases(operations: &[&'static str]) -> Vec<(Rule, bool)> {
 async fn registered(f: &Faulty, id: &str, user: &str, topics: &[&str]) {
     put(&f.store, &connection(id, user)).await;
     if !topics.is_empty() {
-        let topics: Vec<_> = topics.iter().map(|t| topic(t)).collect();
+        let topics: Vec<_> = topics.iter().map(|t| pattern(t)).collect();
         f.store
-            .subscribe(&ConnectionId::new(id), &topics, 10)
+            .subscribe(&ConnectionId::new(id), &topics, &[], 10)
             .await
             .unwrap();
     }

@@ -17,7 +17,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use wsbridge::auth::{AuthError, TokenVerifier, now_seconds};
-use wsbridge::config::{AuthConfig, JwksConfig, JwksSource, JwtKey, SessionConfig};
+use wsbridge::config::{AuthConfig, JwksConfig, JwksSource, JwtKey};
 use wsbridge::handlers::connect;
 use wsbridge::protocol::{ConnectionId, UserId};
 use wsbridge::store::{ConnectionStore, MemoryStore, RecipientStore};
@@ -439,6 +439,8 @@ async fn the_connect_handler_registers_a_user_of_the_identity_provider() {
     let provider = Provider::start(&[&key]).await;
     let verifier = provider.verifier(NEVER);
     let store = MemoryStore::new();
+    let settings = wsbridge::test_support::Settings::default();
+    let sender = wsbridge::test_support::RecordingSender::new();
     let request = |token: &str| {
         let mut request = ws_request("jwks-conn=", None);
         request.query_string_parameters =
@@ -450,10 +452,7 @@ async fn the_connect_handler_registers_a_user_of_the_identity_provider() {
     let response = connect::handle(
         &request(&key.token("cognito-user-1")),
         &verifier,
-        &store,
-        &wsbridge::test_support::RecordingSender::new(),
-        &SessionConfig::default(),
-        &wsbridge::channels::Channels::default(),
+        &settings.context(&store, &sender),
     )
     .await;
 
@@ -480,10 +479,7 @@ async fn the_connect_handler_registers_a_user_of_the_identity_provider() {
     let response = connect::handle(
         &request(&other_app),
         &verifier,
-        &store,
-        &wsbridge::test_support::RecordingSender::new(),
-        &SessionConfig::default(),
-        &wsbridge::channels::Channels::default(),
+        &settings.context(&store, &sender),
     )
     .await;
     assert_eq!(response.status_code, 401);

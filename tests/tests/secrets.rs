@@ -89,9 +89,13 @@ async fn the_broadcast_function_reads_its_api_key_by_name() {
     )
     .await
     .unwrap();
+    assert_eq!(
+        resolved("FANOUT_CONCURRENCY").as_deref(),
+        Some("8"),
+        "other variables pass through"
+    );
     let config = BroadcastConfig::from_lookup(resolved).unwrap();
     assert_eq!(config.api_key.as_deref(), Some("k-7f3a9c"));
-    assert_eq!(config.concurrency, 8);
 }
 
 #[tokio::test]

@@ -20,8 +20,8 @@ use serde_json::Value as Json;
 use serde_norway::Value;
 use wsbridge::auth::{TokenVerifier, token_of};
 use wsbridge::config::{
-    AuthConfig, BroadcastConfig, ChannelsConfig, ConfigError, ManagementConfig, SecretVar,
-    SessionConfig, StoreConfig,
+    AuthConfig, BroadcastConfig, ChannelsConfig, ConfigError, FanoutConfig, ManagementConfig,
+    SecretVar, SessionConfig, StoreConfig,
 };
 use wsbridge::dev::SAM_LOCAL_SECRET;
 use wsbridge::secrets::{self, SecretError, SecretSource};
@@ -146,6 +146,11 @@ fn config_kind(name: &str) -> ConfigKind {
             env_vars: ManagementConfig::ENV_VARS,
             secrets: &[],
             parse: |env| ManagementConfig::from_lookup(env).map(drop),
+        },
+        "FanoutConfig" => ConfigKind {
+            env_vars: FanoutConfig::ENV_VARS,
+            secrets: &[],
+            parse: |env| FanoutConfig::from_lookup(env).map(drop),
         },
         other => panic!("a main.rs reads {other}::from_env; add it to config_kind in this test"),
     }
@@ -844,59 +849,20 @@ fn broadcast_routes_reach_the_broadcast_function_signed_with_iam_unless_api_key_
 
 // ---- least privilege ----
 
-/// The AWS actions each function's code calls, and nothing more:
-/// - connect: `register` reads the user row (GetItem) and writes the connection and user
-///   rows in one TransactWriteItems (PutItem, UpdateItem); `close_oldest` removes the oldest
-///   connection (DeleteItem, BatchWriteItem, UpdateItem) and closes it (DeleteConnection);
-/// - disconnect: `remove_connection` (DeleteItem, BatchWriteItem, UpdateItem);
-/// - default: `admit` (UpdateItem), the row before a subscribe/unsubscribe (GetItem), and one
-///   TransactWriteItems of an Update plus Puts (subscribe) or Deletes (unsubscribe);
-/// - broadcast: recipients by Query (table, by_user, by_shard) and BatchGetItem; gone and
-///   disconnected connections removed (DeleteItem, BatchWriteItem, UpdateItem); a connection
-///   and a user's connections (GetItem, BatchGetItem); server subscribe/unsubscribe
-///   (TransactWriteItems: UpdateItem, PutItem, DeleteItem); PostToConnection and
-///   DeleteConnection.
-///
-/// and `secretsmanager:GetSecretValue` on exactly the secret a function's environment names
-/// (`*_SECRET_ID`), when it names one.
-fn expected_actions(binary: &str) -> BTreeSet<&'static str> {
-    BTreeSet::from_iter(match binary {
-        "wsbridge-connect" => vec![
-            "dynamodb:GetItem",
-            "dynamodb:PutItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:DeleteItem",
-            "dynamodb:BatchWriteItem",
-            "execute-api:ManageConnections",
-        ],
-        "wsbridge-disconnect" => vec![
-            "dynamodb:DeleteItem",
-            "dynamodb:BatchWriteItem",
-            "dynamodb:UpdateItem",
-        ],
-        "wsbridge-default" => vec![
-            "dynamodb:GetItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:PutItem",
-            "dynamodb:DeleteItem",
-        ],
-        "wsbridge-broadcast" => vec![
-            "dynamodb:Query",
-            "dynamodb:GetItem",
-            "dynamodb:BatchGetItem",
-            "dynamodb:BatchWriteItem",
-            "dynamodb:DeleteItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:PutItem",
-            "execute-api:ManageConnections",
-        ],
-        other => panic!("no expected actions for {other}; add them here"),
-    })
-}
+// What each function's code calls is not written down here: `wsbridge_tests::iam` runs every
+// path of each function's handler on DynamoDB Local and reports the DynamoDB actions (the
+// items of transactions included) and `@connections` methods it used. The template must
+// grant exactly those, plus `secretsmanager:GetSecretValue` on the secret a function's
+// environment names (`*_SECRET_ID`), when it names one.
 
-#[test]
-fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api() {
+#[tokio::test]
+async fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api() {
     let template = template();
+    let mut calls = BTreeMap::new();
+    for function in functions(&template) {
+        let called = wsbridge_tests::iam::calls_of(&function.binary).await;
+        calls.insert(function.binary.clone(), called);
+    }
     let table = &template.resources_of("AWS::DynamoDB::Table")[0]
         .0
         .to_owned();
@@ -941,6 +907,8 @@ fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api() {
         let mut actions = BTreeSet::new();
         let mut queried = BTreeSet::new();
         let mut secrets_read = BTreeSet::new();
+        let mut methods = BTreeSet::new();
+        let mut only_in_transactions = BTreeSet::new();
         let policies = template.properties(id)["Policies"]
             .as_sequence()
             .unwrap_or_else(|| panic!("{id} has no Policies"));
@@ -958,6 +926,11 @@ fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api() {
                     continue;
                 };
                 assert_eq!(scalar(&statement["Effect"]), "Allow", "{id}");
+                let in_transactions_only = statement
+                    .get("Condition")
+                    .and_then(|c| c.get("ForAnyValue:StringEquals"))
+                    .and_then(|c| c.get("dynamodb:EnclosingOperation"))
+                    .is_some_and(|op| scalar(op) == "TransactWriteItems");
                 let resources = one_or_many(&statement["Resource"]);
                 for action in one_or_many(&statement["Action"]).into_iter().map(scalar) {
                     assert!(!action.contains('*'), "{id}: wildcard action {action}");
@@ -970,9 +943,10 @@ fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api() {
                                 "{id}: {action} on {resource:?}, not the table (or, for Query, its indexes)"
                             );
                             if action == "dynamodb:Query" {
-                                queried.insert(
-                                    sub_text(resource).map_or("table".into(), str::to_owned),
-                                );
+                                // `${Table.Arn}/index/by_user` is by_user; the table is `table`
+                                queried.insert(sub_text(resource).map_or("table".into(), |t| {
+                                    t.rsplit('/').next().unwrap_or_default().to_owned()
+                                }));
                             }
                         } else if action == "secretsmanager:GetSecretValue" {
                             let arn = template
@@ -981,12 +955,20 @@ fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api() {
                                 .unwrap_or_else(|| panic!("{id}: {action} on nothing"));
                             secrets_read.insert(arn);
                         } else {
-                            assert!(
-                                sub_text(resource)
-                                    .is_some_and(|arn| connections_arns.iter().any(|a| a == arn)),
-                                "{id}: {action} on {resource:?}, beyond this stage's @connections"
-                            );
+                            let arn = sub_text(resource).unwrap_or_default();
+                            let method = ["POST", "DELETE"]
+                                .into_iter()
+                                .zip(&connections_arns)
+                                .find(|(_, a)| *a == arn)
+                                .map(|(m, _)| m)
+                                .unwrap_or_else(|| {
+                                    panic!("{id}: {action} on {resource:?}, beyond this stage's @connections")
+                                });
+                            methods.insert(method);
                         }
+                    }
+                    if in_transactions_only {
+                        only_in_transactions.insert(action.clone());
                     }
                     actions.insert(action);
                 }
@@ -1012,20 +994,33 @@ fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api() {
             secrets_read, wanted_secrets,
             "{id} with {mode:?}: secrets readable"
         );
-        let mut expected = expected_actions(&function.binary);
+        let called = &calls[&function.binary];
+        let mut expected: BTreeSet<String> = called.dynamodb.clone();
+        if !called.management.is_empty() {
+            expected.insert("execute-api:ManageConnections".into());
+        }
         if !wanted_secrets.is_empty() {
-            expected.insert("secretsmanager:GetSecretValue");
+            expected.insert("secretsmanager:GetSecretValue".into());
         }
         assert_eq!(
-            actions.iter().map(String::as_str).collect::<BTreeSet<_>>(),
-            expected,
-            "{id} with {mode:?}: IAM actions"
+            actions, expected,
+            "{id} with {mode:?}: IAM actions granted vs. called by the code"
         );
-        if expected.contains("dynamodb:Query") {
-            let mut wanted = indexes.clone();
-            wanted.insert("table".into());
-            assert_eq!(queried, wanted, "{id} queries the table and every index");
+        assert_eq!(
+            methods, called.management,
+            "{id}: @connections methods granted vs. called"
+        );
+        // A write allowed only inside a transaction must never be called outside one.
+        for action in &only_in_transactions {
+            assert!(
+                called.only_in_transactions.contains(action),
+                "{id}: {action} is granted for TransactWriteItems only, but the code calls it directly"
+            );
         }
+        assert_eq!(
+            queried, called.queried,
+            "{id}: Query granted on (table, indexes) vs. queried by the code"
+        );
     }
     let text = std::fs::read_to_string(root().join("template.yaml")).unwrap();
     assert!(

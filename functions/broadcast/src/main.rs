@@ -2,9 +2,9 @@
 
 use lambda_http::{Error, Request, run, service_fn};
 use wsbridge::config::{
-    BroadcastConfig, ChannelsConfig, ManagementConfig, SessionConfig, StoreConfig,
+    BroadcastConfig, ChannelsConfig, FanoutConfig, ManagementConfig, SessionConfig, StoreConfig,
 };
-use wsbridge::handlers::broadcast::{self, ServerApi};
+use wsbridge::handlers::{Context, broadcast};
 use wsbridge::secrets;
 use wsbridge::sender::ApiGatewaySender;
 use wsbridge::store::DynamoDbStore;
@@ -22,22 +22,27 @@ async fn main() -> Result<(), Error> {
     };
     let session = SessionConfig::from_env()?;
     let channels = ChannelsConfig::from_env()?.channels;
+    let fanout = FanoutConfig::from_env()?;
     let management = ManagementConfig::from_env()?;
     // Pages of 1 000 rows instead of DynamoDB's 1 MB (~5 000): fan-out holds up to three
     // pages at once, and smaller ones keep memory flat in the number of recipients at the
     // same read cost (BENCHMARKS.md, "Memory").
     let store = DynamoDbStore::from_sdk_config(&aws, table).with_page_size(1_000);
     let sender = ApiGatewaySender::new(&aws, management.endpoint_override);
-    let api = ServerApi {
-        config: &config,
+    let ctx = Context {
+        store: &store,
+        sender: &sender,
         session: &session,
         channels: &channels,
+        fanout: &fanout,
+        // Each request carries its invocation's deadline; the handler reads it there.
+        deadline: None,
     };
 
     // The handler borrows what main built once; `run` never returns while it is in use.
-    let (store, sender, api) = (&store, &sender, &api);
+    let (ctx, config) = (&ctx, &config);
     run(service_fn(move |request: Request| async move {
-        Ok::<_, Error>(broadcast::handle(&request, store, sender, api).await)
+        Ok::<_, Error>(broadcast::handle(&request, ctx, config).await)
     }))
     .await
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use lambda_http::RequestExt;
 use lambda_http::http::Method;
 use serde_json::{Value, json};
-use wsbridge::handlers::broadcast;
 use wsbridge::protocol::ConnectionId;
 use wsbridge::sender::SendError;
 use wsbridge::store::DynamoDbStore;
@@ -17,9 +16,7 @@ use wsbridge_tests::dynamodb_endpoint;
 use wsbridge_tests::faults::setup::{Faulty, Traces, faulty_store};
 use wsbridge_tests::faults::{Fault, FaultProxy, Rule, When};
 
-use super::server_api::{
-    api_of, broadcast_request, call, channels, config, ids, now_millis, session,
-};
+use super::server_api::{broadcast_request, call, handle, ids, now_millis};
 use super::{
     cases, each_case, faults_of, label, left_by_removal, lost_deletion, persistent, registered,
     transient, under,
@@ -291,17 +288,9 @@ async fn a_broadcast_answers_by_its_deadline_even_when_removing_the_gone_hangs()
     context.deadline = now_millis() + 8_000;
     let request =
         broadcast_request(json!({"topic": "news:1", "event": "e"})).with_lambda_context(context);
-    let response = tokio::time::timeout(
-        Duration::from_secs(60),
-        broadcast::handle(
-            &request,
-            &store,
-            &sender,
-            &api_of(&config(), &session(), &channels()),
-        ),
-    )
-    .await
-    .expect("the broadcast must answer by its deadline, not wait for the removal");
+    let response = tokio::time::timeout(Duration::from_secs(60), handle(&request, &store, &sender))
+        .await
+        .expect("the broadcast must answer by its deadline, not wait for the removal");
 
     // THEN it answers with its report; the gone connection's rows are left to the next 410
     // or to TTL

@@ -4,37 +4,32 @@
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde_json::Value;
-use wsbridge::channels::Channels;
-use wsbridge::config::{BroadcastConfig, SessionConfig};
-use wsbridge::handlers::broadcast::{self, ServerApi};
+use wsbridge::config::{BroadcastConfig, FanoutConfig};
+use wsbridge::handlers::broadcast;
 use wsbridge::store::DynamoDbStore;
-use wsbridge::test_support::RecordingSender;
+use wsbridge::test_support::{RecordingSender, Settings};
 
-pub(super) fn config() -> BroadcastConfig {
-    BroadcastConfig {
-        concurrency: 4,
-        ..BroadcastConfig::default()
+/// The server API's settings: the defaults, with a few posts in flight.
+pub(super) fn settings() -> Settings {
+    Settings {
+        fanout: FanoutConfig { concurrency: 4 },
+        ..Settings::default()
     }
 }
 
-pub(super) fn session() -> SessionConfig {
-    SessionConfig::default()
-}
-
-pub(super) fn channels() -> Channels {
-    Channels::default()
-}
-
-pub(super) fn api_of<'a>(
-    config: &'a BroadcastConfig,
-    session: &'a SessionConfig,
-    channels: &'a Channels,
-) -> ServerApi<'a> {
-    ServerApi {
-        config,
-        session,
-        channels,
-    }
+/// Answers `request` as the server API's Lambda does, on `store` and `sender`.
+pub(super) async fn handle(
+    request: &Request,
+    store: &DynamoDbStore,
+    sender: &RecordingSender,
+) -> Response<Body> {
+    let settings = settings();
+    broadcast::handle(
+        request,
+        &settings.context(store, sender),
+        &BroadcastConfig::default(),
+    )
+    .await
 }
 
 pub(super) fn request_to(method: Method, path: &str, body: Value) -> Request {
@@ -58,9 +53,7 @@ pub(super) async fn call(
     body: Value,
 ) -> (u16, Value) {
     let request = request_to(method, path, body);
-    let (config, session, channels) = (config(), session(), channels());
-    let api = api_of(&config, &session, &channels);
-    let response: Response<Body> = broadcast::handle(&request, store, sender, &api).await;
+    let response = handle(&request, store, sender).await;
     let status = response.status().as_u16();
     (status, serde_json::from_slice(response.body()).unwrap())
 }

@@ -5,11 +5,10 @@ use std::collections::HashMap;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::Value;
 use wsbridge::auth::TokenVerifier;
-use wsbridge::channels::Channels;
 use wsbridge::config::SessionConfig;
 use wsbridge::handlers::{connect, default, disconnect};
 use wsbridge::limits::{ConnectionLimit, LimitPolicy, RateLimit};
-use wsbridge::test_support::{RecordingSender, frame_of, ws_request};
+use wsbridge::test_support::{RecordingSender, Settings, frame_of, ws_request};
 use wsbridge_tests::faults::Fault;
 use wsbridge_tests::faults::setup::{Faulty, Traces, faulty_store};
 use wsbridge_tests::gateway::token;
@@ -32,20 +31,21 @@ async fn run_connect(
 ) -> ApiGatewayProxyResponse {
     let verifier = TokenVerifier::new(&wsbridge::dev::auth_config()).unwrap();
     let request = connect_request(id, user);
-    connect::handle(
-        &request,
-        &verifier,
-        &f.store,
-        sender,
-        session,
-        &Channels::default(),
-    )
-    .await
+    let settings = Settings {
+        session: session.clone(),
+        ..Settings::default()
+    };
+    connect::handle(&request, &verifier, &settings.context(&f.store, sender)).await
 }
 
 async fn frame(f: &Faulty, id: &str, session: &SessionConfig, body: &str) -> (i64, Value) {
     let request = ws_request(id, Some(body));
-    let response = default::handle(&request, &f.store, session, &Channels::default()).await;
+    let settings = Settings {
+        session: session.clone(),
+        ..Settings::default()
+    };
+    let sender = RecordingSender::new();
+    let response = default::handle(&request, &settings.context(&f.store, &sender)).await;
     (response.status_code, frame_of(&response))
 }
 
@@ -164,7 +164,10 @@ async fn disconnect_answers_200_and_removes_what_the_faults_let_it() {
             let response = under(
                 &f,
                 rule,
-                disconnect::handle(&ws_request(&id, None), &f.store),
+                disconnect::handle(
+                    &ws_request(&id, None),
+                    &Settings::default().context(&f.store, &RecordingSender::new()),
+                ),
             )
             .await;
 

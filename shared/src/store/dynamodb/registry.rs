@@ -21,15 +21,16 @@ use rand::Rng;
 
 use super::items::{
     Item, USER_CONNECTIONS, VERSION, connection_item, connection_key, connection_of, live, n,
-    optional_number, subscription_key, topics_of, user_connections_of, user_connections_value,
-    user_key,
+    optional_number, presence_topics_of, subscription_key, topics_of, user_connections_of,
+    user_connections_value, user_key,
 };
 use super::schema::{PK, SHARDS, TTL_ATTRIBUTE};
 use super::{
     DynamoDbStore, backend, contention_pause, transaction_error, was_cancelled_by_condition,
 };
+use crate::channels::TopicPattern;
 use crate::limits::{ConnectionLimit, LimitPolicy};
-use crate::protocol::{ConnectionId, Topic, UserId};
+use crate::protocol::{ConnectionId, UserId};
 use crate::store::{Connection, Registration, Removed, StoreError};
 
 /// Registrations of one user racing each other: each round commits one of them, so this
@@ -198,19 +199,33 @@ impl DynamoDbStore {
         };
         let connection = connection_of(&row)?;
         let held = topics_of(&row);
-        // Both steps run even when the first fails: a subscription row left behind only
+        // Every step runs even when one before it fails: a subscription row left behind only
         // costs a post that answers 410 (which removes it) until TTL ends it, but an entry
-        // left in the user row counts against the user's limit until it expires.
+        // left in the user row counts against the user's limit, and one left in a presence
+        // row shows the user present, until it expires.
         let subscriptions = self
             .delete_keys(held.iter().map(|t| subscription_key(t, id)).collect())
             .await;
         let user_row = self.forget_in_user_row(&connection.user_id, id).await;
-        subscriptions.and(user_row)?;
+        let mut presence = Ok(());
+        let mut left = Vec::new();
+        for topic in presence_topics_of(&row) {
+            match self.leave_presence(&topic, &connection.user_id, id).await {
+                Ok(true) => left.push(topic),
+                Ok(false) => {}
+                Err(e) => presence = presence.and(Err(e)),
+            }
+        }
+        subscriptions.and(user_row).and(presence)?;
         Ok(Some(Removed {
             connection,
             // Stored topics were valid when subscribed; one that no longer parses is left out
             // of the answer, never of the deletion above.
-            topics: held.iter().filter_map(|t| Topic::parse(t).ok()).collect(),
+            topics: held
+                .iter()
+                .filter_map(|t| TopicPattern::parse(t).ok())
+                .collect(),
+            left,
         }))
     }
 
