@@ -15,6 +15,8 @@ mod broadcast;
 mod manage;
 #[path = "faults/proxy.rs"]
 mod proxy;
+#[path = "faults/queries.rs"]
+mod queries;
 #[path = "faults/server_api.rs"]
 mod server_api;
 #[path = "faults/websocket.rs"]

@@ -1,5 +1,5 @@
 //! Calling the server API's handler as its Lambda does, for the fault cases of `/broadcast`
-//! (`broadcast.rs`) and of connection management (`manage.rs`).
+//! (`broadcast.rs`), of connection management (`manage.rs`) and of the reads (`queries.rs`).
 
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
@@ -23,13 +23,31 @@ pub(super) async fn handle(
     store: &DynamoDbStore,
     sender: &RecordingSender,
 ) -> Response<Body> {
-    let settings = settings();
+    handle_in(request, store, sender, &settings()).await
+}
+
+/// `handle` with `settings`.
+pub(super) async fn handle_in(
+    request: &Request,
+    store: &DynamoDbStore,
+    sender: &RecordingSender,
+    settings: &Settings,
+) -> Response<Body> {
     broadcast::handle(
         request,
         &settings.context(store, sender),
         &BroadcastConfig::default(),
     )
     .await
+}
+
+/// `GET path`, as a backend sends it.
+pub(super) fn get(path: &str) -> Request {
+    lambda_http::http::Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .body(Body::Empty)
+        .unwrap()
 }
 
 pub(super) fn request_to(method: Method, path: &str, body: Value) -> Request {

@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
-use serde_json::Value;
+use serde_json::{Value, json};
 use wsbridge::auth::TokenVerifier;
+use wsbridge::channels::Channels;
 use wsbridge::config::SessionConfig;
 use wsbridge::handlers::{connect, default, disconnect};
 use wsbridge::limits::{ConnectionLimit, LimitPolicy, RateLimit};
@@ -39,13 +40,23 @@ async fn run_connect(
 }
 
 async fn frame(f: &Faulty, id: &str, session: &SessionConfig, body: &str) -> (i64, Value) {
-    let request = ws_request(id, Some(body));
     let settings = Settings {
         session: session.clone(),
         ..Settings::default()
     };
-    let sender = RecordingSender::new();
-    let response = default::handle(&request, &settings.context(&f.store, &sender)).await;
+    frame_in(f, id, &settings, &RecordingSender::new(), body).await
+}
+
+/// `body` from `id` through `$default` with `settings`, posts through `sender`.
+async fn frame_in(
+    f: &Faulty,
+    id: &str,
+    settings: &Settings,
+    sender: &RecordingSender,
+    body: &str,
+) -> (i64, Value) {
+    let request = ws_request(id, Some(body));
+    let response = default::handle(&request, &settings.context(&f.store, sender)).await;
     (response.status_code, frame_of(&response))
 }
 
@@ -358,6 +369,76 @@ async fn whoami_and_the_rate_limited_path_answer_500_only_when_the_budget_cannot
                 "{}",
                 label(&rule)
             );
+        },
+    )
+    .await;
+}
+
+/// The chat example's channels: rooms whose subscribers may publish, with presence.
+pub(super) fn chat() -> Channels {
+    Channels::parse(include_str!("../../../examples/channels/chat.json")).unwrap()
+}
+
+#[tokio::test]
+async fn publish_reaches_the_room_through_transient_faults_and_answers_500_when_they_persist() {
+    let base = faulty_store().await;
+    let settings = Settings {
+        session: budgeted(),
+        channels: chat(),
+        ..Settings::default()
+    };
+    let settings = &settings;
+    each_case(
+        &base,
+        cases(&["Query"]),
+        |n, rule, persists, f| async move {
+            // GIVEN two connections in a room
+            let (id, other, user, room) = (
+                format!("c{n}="),
+                format!("o{n}="),
+                format!("u{n}"),
+                format!("room:{n}"),
+            );
+            registered(&f, &id, &user, &[&room]).await;
+            registered(&f, &other, &format!("v{n}"), &[&room]).await;
+
+            // WHEN one publishes there and reading the room's subscribers meets a fault
+            let sender = RecordingSender::new();
+            let body = format!(r#"{{"action":"publish","topic":"{room}","event":"e","data":1}}"#);
+            let (status, reply) =
+                under(&f, rule, frame_in(&f, &id, settings, &sender, &body)).await;
+
+            // THEN a transient fault is invisible: published, delivered to the other; a
+            // persistent one answers 500 internal_error with nothing sent. The room is as it
+            // was either way: a publish writes nothing
+            if persists {
+                assert_eq!(status, 500, "{}: {reply}", label(&rule));
+                assert_eq!(reply["error"], "internal_error", "{}", label(&rule));
+                assert_eq!(sender.posts().len(), 0, "{}", label(&rule));
+            } else {
+                assert_eq!(status, 200, "{}: {reply}", label(&rule));
+                assert_eq!(reply["action"], "published", "{}: {reply}", label(&rule));
+                assert_eq!(
+                    (&reply["recipients"], &reply["delivered"]),
+                    (&json!(1), &json!(1)),
+                    "{}: {reply}",
+                    label(&rule)
+                );
+                let delivered: Vec<String> = sender
+                    .delivered_to()
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect();
+                assert_eq!(delivered, [other.clone()], "{}", label(&rule));
+            }
+            for (id, user) in [(&id, user.clone()), (&other, format!("v{n}"))] {
+                assert_eq!(
+                    f.table.traces(id, &user, &[&room]).await,
+                    Traces::registered(&[&room]),
+                    "{}: {id}",
+                    label(&rule)
+                );
+            }
         },
     )
     .await;
