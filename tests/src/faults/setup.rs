@@ -183,6 +183,18 @@ impl TableView {
         }
     }
 
+    /// The connection ids `user`'s presence row of `topic` holds (expired entries included).
+    pub async fn present(&self, topic: &str, user: &str) -> BTreeSet<String> {
+        match self
+            .get(format!("presence#{topic}"), &format!("user#{user}"))
+            .await
+            .and_then(|row| row.get("conns").cloned())
+        {
+            Some(AttributeValue::M(entries)) => entries.into_keys().collect(),
+            _ => BTreeSet::new(),
+        }
+    }
+
     /// Everything `id` left behind: its connection row, the topics whose subscription rows
     /// name it (of `topics`), and whether `user`'s row counts it.
     pub async fn traces(&self, id: &str, user: &str, topics: &[&str]) -> Traces {

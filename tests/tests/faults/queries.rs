@@ -14,7 +14,7 @@ use super::websocket::chat;
 use super::{cases, each_case, label, registered, under};
 
 /// Registers `id` of `user` in `room`, present there as the chat example keeps presence.
-async fn present(f: &Faulty, id: &str, user: &str, room: &str) {
+pub(super) async fn present(f: &Faulty, id: &str, user: &str, room: &str) {
     put(&f.store, &connection(id, user)).await;
     f.store
         .subscribe(&ConnectionId::new(id), &[pattern(room)], &[topic(room)], 10)

@@ -1,6 +1,6 @@
 //! `$connect`, `$default` and `$disconnect` under DynamoDB faults.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde_json::{Value, json};
@@ -439,6 +439,72 @@ async fn publish_reaches_the_room_through_transient_faults_and_answers_500_when_
                     label(&rule)
                 );
             }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn disconnect_leaves_the_room_and_says_so_unless_the_leave_persistently_fails() {
+    let base = faulty_store().await;
+    let settings = Settings {
+        channels: chat(),
+        ..Settings::default()
+    };
+    let settings = &settings;
+    each_case(
+        &base,
+        cases(&["BatchWriteItem", "UpdateItem"]),
+        |n, rule, persists, f| async move {
+            // GIVEN two users present in a room that announces joins and leaves
+            let room = format!("room:{n}");
+            let (user, other) = (format!("u{n}"), format!("v{n}"));
+            let (id, watcher) = (format!("{user}="), format!("{other}="));
+            super::queries::present(&f, &id, &user, &room).await;
+            super::queries::present(&f, &watcher, &other, &room).await;
+
+            // WHEN one disconnects and deleting its subscription rows, or the updates that
+            // take it out of its user row and of the room's presence, meet a fault
+            let sender = RecordingSender::new();
+            let request = ws_request(&id, None);
+            let response = under(
+                &f,
+                rule,
+                disconnect::handle(&request, &settings.context(&f.store, &sender)),
+            )
+            .await;
+
+            // THEN 200 regardless. A transient fault is invisible: out of the room, and the
+            // other user is told. A persistent one announces nothing; the presence entry stays
+            // only when its own update failed (the user shows as present until it expires):
+            // a failed deletion of subscription rows does not keep the user in the room
+            assert_eq!(response.status_code, 200, "{}", label(&rule));
+            let present = f.table.present(&room, &user).await;
+            let stays =
+                persists && rule.operation == "UpdateItem" && rule.fault != Fault::LostAnswer;
+            assert_eq!(
+                present.contains(&id),
+                stays,
+                "{}: {present:?}",
+                label(&rule)
+            );
+            let told: Vec<String> = sender
+                .delivered_to()
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+            let expected = if persists {
+                vec![]
+            } else {
+                vec![watcher.clone()]
+            };
+            assert_eq!(told, expected, "{}", label(&rule));
+            assert_eq!(
+                f.table.present(&room, &other).await,
+                BTreeSet::from([watcher.clone()]),
+                "{}",
+                label(&rule)
+            );
         },
     )
     .await;
