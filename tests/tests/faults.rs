@@ -17,6 +17,8 @@ mod manage;
 mod proxy;
 #[path = "faults/queries.rs"]
 mod queries;
+#[path = "faults/rooms.rs"]
+mod rooms;
 #[path = "faults/server_api.rs"]
 mod server_api;
 #[path = "faults/websocket.rs"]

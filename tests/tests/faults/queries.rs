@@ -4,23 +4,12 @@
 use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
-use wsbridge::protocol::ConnectionId;
-use wsbridge::store::ConnectionStore;
-use wsbridge::test_support::{RecordingSender, Settings, connection, pattern, put, topic};
+use wsbridge::test_support::{RecordingSender, Settings};
 use wsbridge_tests::faults::setup::{Faulty, Traces, faulty_store};
 
+use super::rooms::{chat, present};
 use super::server_api::{get, handle_in};
-use super::websocket::chat;
 use super::{cases, each_case, label, registered, under};
-
-/// Registers `id` of `user` in `room`, present there as the chat example keeps presence.
-pub(super) async fn present(f: &Faulty, id: &str, user: &str, room: &str) {
-    put(&f.store, &connection(id, user)).await;
-    f.store
-        .subscribe(&ConnectionId::new(id), &[pattern(room)], &[topic(room)], 10)
-        .await
-        .unwrap();
-}
 
 /// `GET path` on the server API with the chat example's channels.
 async fn get_chat(f: &Faulty, path: &str) -> (u16, Value) {
