@@ -27,6 +27,7 @@ mod websocket;
 use std::collections::BTreeSet;
 
 use futures::stream::{self, StreamExt};
+use tokio::sync::Semaphore;
 
 use wsbridge::protocol::ConnectionId;
 use wsbridge::store::ConnectionStore;
@@ -124,12 +125,18 @@ async fn registered(f: &Faulty, id: &str, user: &str, topics: &[&str]) {
     }
 }
 
-/// Cases run at once. Most of a case is waiting (a held request costs up to three attempt
-/// timeouts), so a few together keep the suite short without loading DynamoDB Local much.
-const CASES_IN_FLIGHT: usize = 12;
+/// Cases run at once, across all the tests of this file (they run in parallel in one
+/// process). Most of a case is waiting (a held request costs up to three attempt timeouts),
+/// so a few together keep the suite short; a bound on them all keeps DynamoDB Local answering
+/// well within the attempt timeout, which a case's last, unfaulted attempt relies on.
+const CASES_IN_FLIGHT: usize = 16;
+
+/// The permits of [`CASES_IN_FLIGHT`]: a tokio semaphore works across the tests' runtimes.
+static IN_FLIGHT: Semaphore = Semaphore::const_new(CASES_IN_FLIGHT);
 
 /// Runs `case` for each of `cases`, numbered, each with its own proxy and store on `f`'s
-/// table (so its rules and counts are its own), [`CASES_IN_FLIGHT`] at a time.
+/// table (so its rules and counts are its own), at most [`CASES_IN_FLIGHT`] cases of all
+/// tests at a time.
 async fn each_case<F, Fut>(f: &Faulty, cases: Vec<(Rule, bool)>, case: F)
 where
     F: Fn(usize, Rule, bool, Faulty) -> Fut,
@@ -138,6 +145,7 @@ where
     let case = &case;
     stream::iter(cases.into_iter().enumerate())
         .map(|(n, (rule, persists))| async move {
+            let _permit = IN_FLIGHT.acquire().await.unwrap();
             case(n, rule, persists, f.another().await).await;
         })
         .buffer_unordered(CASES_IN_FLIGHT)
