@@ -1,8 +1,9 @@
-//! Support for the end-to-end tests: DynamoDB Local, a local Secrets Manager, the local
-//! gateway, the sample events.
+//! Support for the end-to-end tests: DynamoDB Local (and a fault proxy in front of it), a
+//! local Secrets Manager, the local gateway, the sample events.
 //! (Fixtures shared with the library's unit tests, such as `RecordingSender`, are in
 //! `wsbridge::test_support`.)
 
+pub mod faults;
 pub mod gateway;
 pub mod iam;
 

@@ -284,9 +284,7 @@ pub async fn fan_out(
         if !gone.is_empty() {
             deletions.push(remove(store, gone, audience));
         }
-        while let Some(removed) = deletions.next().await {
-            summary.left.extend(removed);
-        }
+        finish_deletions(deletions, &mut summary.left, options.deadline).await;
         (summary, failure)
     };
 
@@ -316,6 +314,31 @@ pub async fn fan_out(
     match failure {
         Some(source) => Err(FanoutError { summary, source }),
         None => Ok(summary),
+    }
+}
+
+/// Waits for the removals of gone connections still running, collecting the presence topics
+/// their users left into `left`, until half the margin before the deadline (the other half is
+/// the response's). Those still running then are left to the next 410 and to TTL: waiting
+/// for them would cost the whole report when Lambda ends the invocation.
+async fn finish_deletions<F: Future<Output = Vec<(UserId, Topic)>>>(
+    mut deletions: FuturesUnordered<F>,
+    left: &mut Vec<(UserId, Topic)>,
+    deadline: Option<Instant>,
+) {
+    let finish = async {
+        while let Some(removed) = deletions.next().await {
+            left.extend(removed);
+        }
+    };
+    let Some(deadline) = deadline else {
+        return finish.await;
+    };
+    let give_up = deadline
+        .checked_sub(DEADLINE_MARGIN / 2)
+        .unwrap_or(deadline);
+    if timeout_at(give_up, finish).await.is_err() {
+        warn!("deadline reached: gone connections not all removed; their rows expire by TTL");
     }
 }
 

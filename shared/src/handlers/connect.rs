@@ -14,7 +14,8 @@ use crate::store::{Connection, Registration};
 /// 200 registers the connection; 401 (no detail: API Gateway refuses the handshake and the
 /// reason stays in our logs) for a missing or invalid token, a `sub` over [`MAX_ID_BYTES`] or
 /// an unusable grant claim; 429 when the user already holds `MAX_CONNECTIONS_PER_USER`
-/// connections and the policy is to refuse; 500 when the store fails.
+/// connections and the policy is to refuse; 500 when the store fails, after removing
+/// whatever the failed registration may have written.
 pub async fn handle(
     request: &ApiGatewayWebsocketProxyRequest,
     verifier: &TokenVerifier,
@@ -82,6 +83,13 @@ pub async fn handle(
         }
         Err(e) => {
             error!(connection_id = %connection.id, error = %e, "could not register connection");
+            // DynamoDB may have applied the registration and only its answer was lost (an
+            // attempt that timed out after the write). Refused, this connection never
+            // exists and API Gateway sends no `$disconnect` for it: its rows would count
+            // against the user's limit until they expired.
+            if let Err(e) = store.remove_connection(&connection.id).await {
+                warn!(connection_id = %connection.id, error = %e, "could not remove what a failed registration may have written");
+            }
             ws_response(500, None)
         }
     }

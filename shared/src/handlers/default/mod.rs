@@ -34,8 +34,9 @@ pub async fn handle(
     handle_at(request, ctx, now_micros()).await
 }
 
-/// `handle` with the rate limiter's clock given: microseconds since the Unix epoch.
-pub(crate) async fn handle_at(
+/// `handle` with the rate limiter's clock given: microseconds since the Unix epoch. Public
+/// so that tests outside the crate can hold the budget's time still while DynamoDB is slow.
+pub async fn handle_at(
     request: &ApiGatewayWebsocketProxyRequest,
     ctx: &Context<'_>,
     now_us: i64,

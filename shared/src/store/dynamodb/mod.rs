@@ -9,12 +9,14 @@ mod presence;
 mod registry;
 pub mod schema;
 mod subscriptions;
+mod throttling;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     DeleteRequest, KeysAndAttributes, ReturnConsumedCapacity, Select, WriteRequest,
@@ -39,6 +41,14 @@ const BATCH_GET_LIMIT: usize = 100;
 const BATCH_WRITE_LIMIT: usize = 25;
 /// Rounds of retrying unprocessed batch items (throttling) before giving up.
 const UNPROCESSED_ATTEMPTS: u32 = 8;
+/// How long one attempt of a DynamoDB call may take before the SDK gives up on it and
+/// retries. The SDK sets none by default: a request DynamoDB accepts and never answers would
+/// hold the function until Lambda ends it, retried never. DynamoDB answers in milliseconds
+/// (a 1 MB Query page in a few hundred), so one second is far past a healthy answer, and
+/// three attempts with their backoff (at most 1 s, then 2 s) stay within the WebSocket
+/// functions' 10 s.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// What fan-out reads of a row.
 const RECIPIENT_PROJECTION: &str = "connection_id, user_id, endpoint";
 
@@ -56,10 +66,14 @@ where
     }
 }
 
-/// DynamoDB's throttling codes; 5xx, timeouts and dropped connections are `Unavailable`;
-/// everything else (validation, access, a missing table) is `Rejected`.
-fn classify<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> Failure {
+/// DynamoDB's throttling codes (and transactions cancelled for throttling); 5xx, timeouts
+/// and dropped connections are `Unavailable`; everything else (validation, access, a missing
+/// table) is `Rejected`.
+fn classify<E: ProvideErrorMetadata + 'static, R>(error: &SdkError<E, R>) -> Failure {
     match error {
+        SdkError::ServiceError(service) if throttling::is_throttled_transaction(service.err()) => {
+            Failure::Throttled
+        }
         SdkError::ServiceError(service) => match service.err().code() {
             Some(
                 "ProvisionedThroughputExceededException"
@@ -126,8 +140,13 @@ pub struct DynamoDbStore {
 
 impl DynamoDbStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
+        let config = client
+            .config()
+            .to_builder()
+            .retry_classifier(throttling::ThrottledTransactions)
+            .build();
         Self {
-            client,
+            client: Client::from_conf(config),
             table: table.into(),
             page_size: None,
             consumed: None,
@@ -141,9 +160,22 @@ impl DynamoDbStore {
         self
     }
 
-    /// A store on `table` with a DynamoDB client from the shared SDK configuration.
+    /// A store on `table` with a DynamoDB client from the shared SDK configuration; without
+    /// an attempt timeout there, each attempt gets [`ATTEMPT_TIMEOUT`].
     pub fn from_sdk_config(config: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        Self::new(Client::new(config), table)
+        let mut client = aws_sdk_dynamodb::config::Builder::from(config);
+        let attempt_timeout = config
+            .timeout_config()
+            .and_then(|t| t.operation_attempt_timeout());
+        if attempt_timeout.is_none() {
+            // Merged with the configuration's other timeouts (the connect timeout stays).
+            client = client.timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            );
+        }
+        Self::new(Client::from_conf(client.build()), table)
     }
 
     /// Caps items per Query page (DynamoDB's own cap is 1 MB); small pages let tests
@@ -520,21 +552,32 @@ impl RecipientStore for DynamoDbStore {
     ) -> Result<Vec<Removed>, StoreError> {
         // The subscription rows the 410s came through go directly: if the connection row is
         // already gone (TTL, or an earlier removal), nothing else would find them.
-        if let Audience::Subscribers(topics) = via {
-            let keys = ids
-                .iter()
-                .flat_map(|id| topics.iter().map(move |t| subscription_key(t.as_str(), id)))
-                .collect();
-            self.delete_keys(keys).await?;
-        }
+        let direct = match via {
+            Audience::Subscribers(topics) => {
+                let keys = ids
+                    .iter()
+                    .flat_map(|id| topics.iter().map(move |t| subscription_key(t.as_str(), id)))
+                    .collect();
+                self.delete_keys(keys).await
+            }
+            _ => Ok(()),
+        };
+        // Every removal runs to its end even when one fails: stopping at the first error
+        // would cancel the others between their steps, leaving rows no one would remove.
         let mut removals = stream::iter(ids.iter().cloned())
             .map(|id| async move { self.remove_one(&id).await })
             .buffer_unordered(REMOVALS_IN_FLIGHT);
+        let mut first_error = direct.err();
         let mut removed = Vec::new();
         while let Some(one) = removals.next().await {
-            removed.extend(one?);
+            match one {
+                Ok(one) => removed.extend(one),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(removed)
+        first_error.map_or(Ok(removed), Err)
     }
 }
 

@@ -199,15 +199,24 @@ impl DynamoDbStore {
         };
         let connection = connection_of(&row)?;
         let held = topics_of(&row);
-        self.delete_keys(held.iter().map(|t| subscription_key(t, id)).collect())
-            .await?;
-        self.forget_in_user_row(&connection.user_id, id).await?;
+        // Every step runs even when one before it fails: a subscription row left behind only
+        // costs a post that answers 410 (which removes it) until TTL ends it, but an entry
+        // left in the user row counts against the user's limit, and one left in a presence
+        // row shows the user present, until it expires.
+        let subscriptions = self
+            .delete_keys(held.iter().map(|t| subscription_key(t, id)).collect())
+            .await;
+        let user_row = self.forget_in_user_row(&connection.user_id, id).await;
+        let mut presence = Ok(());
         let mut left = Vec::new();
         for topic in presence_topics_of(&row) {
-            if self.leave_presence(&topic, &connection.user_id, id).await? {
-                left.push(topic);
+            match self.leave_presence(&topic, &connection.user_id, id).await {
+                Ok(true) => left.push(topic),
+                Ok(false) => {}
+                Err(e) => presence = presence.and(Err(e)),
             }
         }
+        subscriptions.and(user_row).and(presence)?;
         Ok(Some(Removed {
             connection,
             // Stored topics were valid when subscribed; one that no longer parses is left out
