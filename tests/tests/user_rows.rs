@@ -34,8 +34,14 @@ async fn user_row(store: &DynamoDbStore, user: &str) -> Option<Vec<String>> {
         .client()
         .get_item()
         .table_name(store.table())
-        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("user#{user}")))
-        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("conns".into()))
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("user#{user}")),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("conns".into()),
+        )
         .consistent_read(true)
         .send()
         .await
@@ -87,8 +93,11 @@ async fn a_registration_racing_the_last_removal_is_never_lost() {
         let user = format!("racer-{round}");
         let (old, new) = (connection("old", &user), connection("new", &user));
         register(&store, &old).await;
-        let (removed, registered) =
-            join(store.remove_connection(&old.id), store.register(&new, &LIMIT)).await;
+        let (removed, registered) = join(
+            store.remove_connection(&old.id),
+            store.register(&new, &LIMIT),
+        )
+        .await;
         assert!(removed.unwrap().is_some());
         assert_eq!(
             registered.unwrap(),

@@ -14,29 +14,29 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
 
 use super::broadcaster::{self, BroadcastTotals, Kind};
 use super::ledger::{Audience, Joined, Ledger, Session, Tally};
+use super::socket::{Event, next_event, request};
 use super::{Churn, pool_topic, user, user_topic};
 use crate::e2e::raise_open_files;
 use crate::report::Result;
 
 /// How long a client waits for a reply, a flush marker or the end of a close.
-const PATIENCE: Duration = Duration::from_secs(30);
+pub(super) const PATIENCE: Duration = Duration::from_secs(30);
 /// Errors kept word for word; the rest are only counted.
 const ERRORS_KEPT: usize = 20;
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(super) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Where the gateway listens.
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ pub struct Endpoints {
 /// Live counts the progress lines report.
 #[derive(Default)]
 pub(super) struct Counters {
-    received: AtomicU64,
+    pub received: AtomicU64,
     sessions: AtomicU64,
     open: AtomicI64,
 }
@@ -62,7 +62,7 @@ pub(super) struct Shared {
     pub http: reqwest::Client,
     pub stop: watch::Receiver<bool>,
     ledger: Mutex<Ledger>,
-    counters: Counters,
+    pub counters: Counters,
     errors: Mutex<(u64, Vec<String>)>,
 }
 
@@ -91,10 +91,16 @@ pub(super) struct ClientTotals {
     pub server_closes: u64,
     /// `POST /disconnect` named the connection in `disconnected`.
     pub server_closes_confirmed: u64,
+    /// `POST /disconnect` reported the close as `failed` (the gateway's own DeleteConnection
+    /// timed out): the client then closes by itself.
+    pub server_closes_failed: u64,
     /// Handshakes refused (429 at the per-user limit, 503 at the gateway's cap).
     pub refused: u64,
     /// Connections that ended without the client leaving.
     pub unexpected_ends: u64,
+    /// Handshakes that succeeded, and whose first frame was answered `not_connected`: the
+    /// rows `$connect` wrote were removed before the connection was of any use.
+    pub forgotten: u64,
     /// Flush markers that did not arrive within the patience window.
     pub flush_missing: u64,
     pub errors: u64,
@@ -108,8 +114,10 @@ impl ClientTotals {
         self.aborts += other.aborts;
         self.server_closes += other.server_closes;
         self.server_closes_confirmed += other.server_closes_confirmed;
+        self.server_closes_failed += other.server_closes_failed;
         self.refused += other.refused;
         self.unexpected_ends += other.unexpected_ends;
+        self.forgotten += other.forgotten;
         self.flush_missing += other.flush_missing;
         self.errors += other.errors;
     }
@@ -124,7 +132,12 @@ pub async fn run(endpoints: Endpoints, churn: Churn) -> Result<()> {
     let shared = Arc::new(Shared {
         churn,
         endpoints,
-        http: reqwest::Client::new(),
+        // The gateway closes a connection that sends no request head within its handshake
+        // timeout (10 s): idle pooled connections go first, so a request never races that
+        // close on a connection about to be dropped.
+        http: reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(5))
+            .build()?,
         stop,
         ledger: Mutex::default(),
         counters: Counters::default(),
@@ -300,6 +313,11 @@ async fn live(
 ) -> Result<()> {
     let churn = &shared.churn;
     let reply = request(shared, socket, s, json!({"action": "whoami"})).await?;
+    if reply["error"] == "not_connected" {
+        // Handshake done, rows already gone: see `ClientTotals::forgotten`.
+        totals.forgotten += 1;
+        return Ok(());
+    }
     let id = reply["connection_id"]
         .as_str()
         .ok_or_else(|| format!("whoami answered {reply}"))?
@@ -389,6 +407,10 @@ async fn leave_by(
             let report: Value = response.json().await?;
             if report["disconnected"] == json!([id]) {
                 totals.server_closes_confirmed += 1;
+            } else if report["failed"][0]["connection_id"] == id {
+                // "Rows kept, retry", as documented: here the client leaves by itself.
+                totals.server_closes_failed += 1;
+                socket.close(None).await?;
             } else {
                 return Err(format!("POST /disconnect answered {report}").into());
             }
@@ -415,15 +437,26 @@ async fn flush(
     totals: &mut ClientTotals,
 ) -> Result<bool> {
     let marker = shared.counters.sessions.load(Ordering::Relaxed);
-    let response = shared
-        .http
-        .post(format!(
-            "{}/@connections/{id}",
-            shared.endpoints.management_url
-        ))
-        .json(&json!({ "flush": marker }))
-        .send()
-        .await?;
+    let post = || {
+        shared
+            .http
+            .post(format!(
+                "{}/@connections/{id}",
+                shared.endpoints.management_url
+            ))
+            .json(&json!({ "flush": marker }))
+            .send()
+    };
+    // A loaded machine may drop the request itself: try again (a marker arriving twice is
+    // harmless, only the first is waited for).
+    let mut response = post().await;
+    for _ in 0..2 {
+        if response.is_ok() {
+            break;
+        }
+        response = post().await;
+    }
+    let response = response?;
     if response.status().as_u16() == 410 {
         totals.unexpected_ends += 1;
         return Ok(false);
@@ -444,70 +477,6 @@ async fn flush(
                 return Ok(true);
             }
             Some(_) => {}
-        }
-    }
-}
-
-/// Sends a frame; returns the reply.
-async fn request(
-    shared: &Shared,
-    socket: &mut Socket,
-    s: &mut Session,
-    frame: Value,
-) -> Result<Value> {
-    socket.send(Message::text(frame.to_string())).await?;
-    let until = Instant::now() + PATIENCE;
-    loop {
-        match next_event(shared, socket, s, until).await? {
-            Some(Event::Reply(reply)) => return Ok(reply),
-            Some(Event::Flush(_)) => {}
-            Some(Event::Ended) => {
-                return Err(format!("connection ended awaiting a reply to {frame}").into());
-            }
-            None => return Err(format!("no reply to {frame} within {PATIENCE:?}").into()),
-        }
-    }
-}
-
-/// What arrived that is not a broadcast.
-#[derive(Debug)]
-enum Event {
-    Reply(Value),
-    Flush(u64),
-    Ended,
-}
-
-/// The next frame that is not a broadcast (broadcasts are recorded in the session), or
-/// `None` at `until`.
-async fn next_event(
-    shared: &Shared,
-    socket: &mut Socket,
-    s: &mut Session,
-    until: Instant,
-) -> Result<Option<Event>> {
-    loop {
-        let frame = match tokio::time::timeout_at(until.into(), socket.next()).await {
-            Err(_) => return Ok(None),
-            Ok(frame) => frame,
-        };
-        match frame {
-            Some(Ok(Message::Text(text))) => {
-                let value: Value = serde_json::from_str(&text)?;
-                if value["event"] == "soak"
-                    && let Some(seq) = value["data"]["seq"].as_u64()
-                {
-                    s.received(seq);
-                    shared.counters.received.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                if let Some(marker) = value["flush"].as_u64() {
-                    return Ok(Some(Event::Flush(marker)));
-                }
-                return Ok(Some(Event::Reply(value)));
-            }
-            // A close frame is answered by tungstenite; the stream ends right after.
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return Ok(Some(Event::Ended)),
         }
     }
 }

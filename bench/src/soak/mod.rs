@@ -15,6 +15,7 @@ mod clients;
 mod ledger;
 mod rows;
 mod run;
+mod socket;
 mod summary;
 mod trend;
 

@@ -43,8 +43,10 @@ pub fn print(inputs: &Inputs) -> Value {
             "clean close",
             "TCP drop",
             "server close",
+            "of which failed",
             "refused",
             "ended unasked",
+            "forgotten at connect",
             "errors",
         ],
     );
@@ -57,8 +59,10 @@ pub fn print(inputs: &Inputs) -> Value {
         count(&clients["clean_closes"]),
         count(&clients["aborts"]),
         count(&clients["server_closes"]),
+        count(&clients["server_closes_failed"]),
         count(&clients["refused"]),
         count(&clients["unexpected_ends"]),
+        count(&clients["forgotten"]),
         count(&inputs.result["errors"]["count"]),
     ]);
     churn.print();
@@ -181,6 +185,10 @@ fn checks(inputs: &Inputs) -> Vec<Check> {
             &broadcasts["mismatched"],
         ),
         zero("broadcasts not answered 200", &broadcasts["errors"]),
+        zero(
+            "connections whose rows were gone right after the handshake",
+            &clients["forgotten"],
+        ),
         zero("client errors", &inputs.result["errors"]["count"]),
         Check::new(
             "every connection closed and unregistered at the end",
