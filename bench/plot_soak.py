@@ -20,7 +20,7 @@ def main(results_path: str, png_path: str) -> None:
 
     fig, axes = plt.subplots(3, 1, figsize=(10, 8.5), sharex=True, constrained_layout=True)
     series = [
-        ("RSS (MiB)", [s["rss_kib"] / 1024 for s in samples], "tab:red"),
+        ("memory (MiB)", [s["rss_kib"] / 1024 for s in samples], "tab:red"),
         ("deliveries / s", [s["deliveries_per_s"] for s in samples], "tab:blue"),
         ("open connections", [s["open_connections"] for s in samples], "tab:green"),
     ]
@@ -30,6 +30,13 @@ def main(results_path: str, png_path: str) -> None:
         axis.set_ylim(bottom=0, top=max(values) * 1.15 or 1)
         axis.grid(True, alpha=0.3)
         axis.axvline(churn_end, color="grey", linestyle="--", linewidth=0.8)
+
+    heap = [s.get("heap_kib") for s in samples]
+    if all(h is not None for h in heap):
+        axes[0].plot(minutes, [h / 1024 for h in heap], color="tab:purple", linewidth=1.0,
+                     linestyle="--", label="heap in use (allocated, not freed)")
+        axes[0].plot([], [], color="tab:red", label="RSS")
+        axes[0].legend(loc="lower right", fontsize=8)
 
     rss = results.get("rss")
     if rss:

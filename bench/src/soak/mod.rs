@@ -12,6 +12,7 @@
 
 mod broadcaster;
 mod clients;
+mod heap;
 mod ledger;
 mod rows;
 mod run;

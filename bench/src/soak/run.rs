@@ -191,6 +191,7 @@ fn sample(
     Sample {
         t: started.elapsed().as_secs_f64(),
         rss_kib: status_kib("self", "VmRSS").unwrap_or_default(),
+        heap_kib: super::heap::in_use_kib(),
         open_connections: gateway.open_connections(),
         deliveries_per_s: now.received.saturating_sub(previous.received) as f64 / seconds,
         sessions_per_s: now.sessions.saturating_sub(previous.sessions) as f64 / seconds,
@@ -200,9 +201,10 @@ fn sample(
 
 fn print_sample(sample: &Sample) {
     println!(
-        "  {:5.1} min: RSS {:.1} MiB, {} open, {:.0} deliveries/s, {:.1} sessions/s",
+        "  {:5.1} min: RSS {:.1} MiB (heap in use {:.1}), {} open, {:.0} deliveries/s, {:.1} sessions/s",
         sample.t / 60.0,
         crate::report::mib(sample.rss_kib),
+        crate::report::mib(sample.heap_kib.unwrap_or_default()),
         sample.open_connections,
         sample.deliveries_per_s,
         sample.sessions_per_s

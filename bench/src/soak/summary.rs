@@ -148,6 +148,7 @@ pub fn print(inputs: &Inputs) -> Value {
                 "peak",
                 "growth",
                 "slope, 2nd half (MiB/h)",
+                "heap in use 40-60 % / last 10 %",
             ],
         );
         memory.row(vec![
@@ -157,6 +158,12 @@ pub fn print(inputs: &Inputs) -> Value {
             format!("{:.1}", mib(rss.peak_kib)),
             format!("{:+.1} %", rss.growth * 100.0),
             format!("{:+.2}", rss.slope_kib_per_hour / 1_024.0),
+            match (rss.heap_middle_kib, rss.heap_end_kib) {
+                (Some(middle), Some(end)) => {
+                    format!("{:.1} / {:.1}", middle / 1_024.0, end / 1_024.0)
+                }
+                _ => "unknown".to_owned(),
+            },
         ]);
         memory.print();
     }

@@ -23,6 +23,8 @@ pub struct Sample {
     /// Seconds since the clients started.
     pub t: f64,
     pub rss_kib: u64,
+    /// What the allocator has handed out and not taken back (`heap`), when known.
+    pub heap_kib: Option<u64>,
     /// WebSocket connections open at the gateway.
     pub open_connections: usize,
     /// Broadcast messages clients received per second since the previous sample.
@@ -48,6 +50,10 @@ pub struct Flatness {
     pub slope_kib_per_hour: f64,
     pub threshold: f64,
     pub flat: bool,
+    /// The same medians of the heap in use, when known: flat there and not in RSS is memory
+    /// the allocator kept, not memory the gateway holds.
+    pub heap_middle_kib: Option<f64>,
+    pub heap_end_kib: Option<f64>,
 }
 
 /// Judges the churn's samples; `None` when too few fall in the middle or the end.
@@ -56,12 +62,18 @@ pub fn flatness(samples: &[Sample], churn_seconds: f64) -> Option<Flatness> {
         .iter()
         .filter(|s| s.churning && s.t <= churn_seconds)
         .collect();
-    let between = |from: f64, to: f64| -> Vec<f64> {
+    let window = |from: f64, to: f64| {
         churn
             .iter()
-            .filter(|s| s.t >= from * churn_seconds && s.t <= to * churn_seconds)
-            .map(|s| s.rss_kib as f64)
-            .collect()
+            .filter(move |s| s.t >= from * churn_seconds && s.t <= to * churn_seconds)
+    };
+    let between =
+        |from: f64, to: f64| -> Vec<f64> { window(from, to).map(|s| s.rss_kib as f64).collect() };
+    let heap_between = |from: f64, to: f64| -> Option<f64> {
+        let heap: Option<Vec<f64>> = window(from, to)
+            .map(|s| s.heap_kib.map(|kib| kib as f64))
+            .collect();
+        heap.filter(|h| !h.is_empty()).map(|h| median(&h))
     };
     let (middle, end) = (between(0.4, 0.6), between(0.9, 1.0));
     if middle.is_empty() || end.is_empty() {
@@ -83,6 +95,8 @@ pub fn flatness(samples: &[Sample], churn_seconds: f64) -> Option<Flatness> {
         slope_kib_per_hour: slope(&second_half) * 3_600.0,
         threshold: FLAT_GROWTH,
         flat: growth <= FLAT_GROWTH,
+        heap_middle_kib: heap_between(0.4, 0.6),
+        heap_end_kib: heap_between(0.9, 1.0),
     })
 }
 
@@ -116,6 +130,7 @@ mod tests {
             .map(|t| Sample {
                 t: f64::from(t),
                 rss_kib: rss(f64::from(t)) as u64,
+                heap_kib: None,
                 open_connections: 0,
                 deliveries_per_s: 0.0,
                 sessions_per_s: 0.0,
