@@ -98,8 +98,8 @@ pub(super) struct ClientTotals {
     pub refused: u64,
     /// Connections that ended without the client leaving.
     pub unexpected_ends: u64,
-    /// Handshakes that succeeded, and whose first frame was answered `not_connected`: the
-    /// rows `$connect` wrote were removed before the connection was of any use.
+    /// Handshakes that succeeded, and whose `whoami` or `subscribe` right after was answered
+    /// `not_connected`: the rows `$connect` wrote were removed while the connection was open.
     pub forgotten: u64,
     /// Flush markers that did not arrive within the patience window.
     pub flush_missing: u64,
@@ -333,6 +333,10 @@ async fn live(
     let asked_at = Instant::now();
     let subscribe = json!({"action": "subscribe", "topics": topics});
     let reply = request(shared, socket, s, subscribe).await?;
+    if reply["error"] == "not_connected" {
+        totals.forgotten += 1;
+        return Ok(());
+    }
     if reply != json!({"action": "subscribed", "topics": topics}) {
         return Err(format!("subscribe answered {reply}").into());
     }
