@@ -5,6 +5,7 @@
 #   source scripts/python-tools.sh
 #   sam_venv        prints the venv with aws-sam-cli, cfn-lint, cargo-lambda and ziglang
 #   checkov_venv    prints the venv with checkov
+#   moto_venv       prints the venv with moto's server (a local Secrets Manager for the tests)
 #
 # checkov gets a venv of its own: it pins boto3 to a version aws-sam-cli's own pin excludes,
 # so pip cannot put the two in one environment.
@@ -15,6 +16,7 @@ python_tools_cache=${WSBRIDGE_CACHE:-$python_tools_root/.cache}
 
 SAM_TOOLS=(aws-sam-cli==1.170.0 cfn-lint==1.58.0 cargo-lambda==1.9.2 ziglang==0.17.1)
 CHECKOV_TOOLS=(checkov==3.3.30)
+MOTO_TOOLS=("moto[server]==5.2.5")
 
 # ensure_venv DIR PACKAGE...: creates DIR and installs the packages unless DIR already holds
 # exactly this list (recorded in DIR/wsbridge-requirements.txt after a complete install).
@@ -51,5 +53,11 @@ sam_venv() {
 checkov_venv() {
   local dir=$python_tools_cache/venv-checkov
   ensure_venv "$dir" "${CHECKOV_TOOLS[@]}" || return 1
+  echo "$dir"
+}
+
+moto_venv() {
+  local dir=$python_tools_cache/venv-moto
+  ensure_venv "$dir" "${MOTO_TOOLS[@]}" || return 1
   echo "$dir"
 }

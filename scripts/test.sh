@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: formatting, lints, and every test in the
-# workspace, with DynamoDB Local installed (cached) and started on a free loopback port for
-# the store tests, and stopped again at the end.
+# workspace, with DynamoDB Local (the store tests) and a local Secrets Manager (moto's server,
+# the secrets tests) installed (cached), started on free loopback ports, and stopped again at
+# the end.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,9 +24,17 @@ step "DynamoDB Local"
 # A failed start ends the run here: the store tests must never run without their database.
 started=$(scripts/dynamodb-local.sh start)
 read -r endpoint pid <<<"$started"
-trap 'scripts/dynamodb-local.sh stop "$pid"' EXIT
+secrets_pid=
+trap 'scripts/dynamodb-local.sh stop "$pid"; [ -z "$secrets_pid" ] || scripts/secretsmanager-local.sh stop "$secrets_pid"' EXIT
 echo "DynamoDB Local at $endpoint (pid $pid)"
 export WSBRIDGE_TEST_DYNAMODB_ENDPOINT=$endpoint
+
+step "Secrets Manager (moto)"
+# Likewise: the secrets tests must never run without it.
+started=$(scripts/secretsmanager-local.sh start)
+read -r secrets_endpoint secrets_pid <<<"$started"
+echo "Secrets Manager at $secrets_endpoint (pid $secrets_pid)"
+export WSBRIDGE_TEST_SECRETSMANAGER_ENDPOINT=$secrets_endpoint
 
 step "cargo test --workspace"
 log=$(mktemp)

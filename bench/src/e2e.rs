@@ -18,8 +18,8 @@ use tokio::process::Command;
 use tokio::sync::watch;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
-use wsbridge::config::BroadcastConfig;
+use wsbridge::config::FanoutConfig;
+use wsbridge::dev::{Claims, DEV_SECRET, sign_hs256};
 use wsbridge_local::{GatewayConfig, Limits};
 
 use crate::report::{Check, Result, Stats, Table, fmt_count, machine, print_checks};
@@ -134,10 +134,7 @@ pub async fn run(client_counts: &[usize], concurrency: usize) -> Result<Value> {
 
 async fn one_run(clients: usize, concurrency: usize) -> Result<Run> {
     let gateway = wsbridge_local::start(GatewayConfig {
-        broadcast: BroadcastConfig {
-            concurrency,
-            ..BroadcastConfig::default()
-        },
+        fanout: FanoutConfig { concurrency },
         // Every client must get in, however many a run asks for.
         limits: Limits {
             max_connections: clients.max(Limits::default().max_connections),

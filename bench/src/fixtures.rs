@@ -7,7 +7,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
 use bytes::Bytes;
 use wsbridge::auth::now_seconds;
-use wsbridge::channels::Grants;
+use wsbridge::channels::{Grants, TopicPattern};
 use wsbridge::limits::{ConnectionLimit, LimitPolicy};
 use wsbridge::protocol::broadcast::Broadcast;
 use wsbridge::protocol::{ConnectionId, Topic, UserId};
@@ -90,12 +90,12 @@ pub async fn memory_store(sizes: &[usize]) -> Result<MemoryStore> {
             grants: Grants::default(),
         };
         store.register(&connection, &ONE_PER_USER).await?;
-        let topics: Vec<Topic> = sizes
+        let topics: Vec<TopicPattern> = sizes
             .iter()
             .filter(|size| n < **size)
-            .map(|size| topic(*size))
+            .map(|size| topic(*size).map(|t| TopicPattern::exact(&t)))
             .collect::<Result<_>>()?;
-        store.subscribe(&id, &topics, 50).await?;
+        store.subscribe(&id, &topics, &[], 50).await?;
     }
     Ok(store)
 }

@@ -22,7 +22,6 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
-use wsbridge::auth::DEV_SECRET;
 use wsbridge::clock::now_millis;
 
 use crate::fixtures::{ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
@@ -267,7 +266,8 @@ pub fn lambda_env(function: &str, runtime_api: &str, memory_mb: u32) -> Vec<(Str
         ("_HANDLER", "bootstrap"),
         ("TZ", ":UTC"),
         ("TABLE_NAME", "wsbridge-bench"),
-        ("JWT_SECRET", DEV_SECRET),
+        // Not the dev secret: the functions refuse a published one, as deployed.
+        ("JWT_SECRET", "wsbridge-bench-secret-of-at-least-32-bytes"),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value.to_owned()))

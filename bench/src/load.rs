@@ -15,9 +15,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::{Value, json};
 use wsbridge::fanout::{FanoutOptions, FanoutSummary, fan_out};
 use wsbridge::protocol::Topic;
-use wsbridge::protocol::broadcast::{Exclusions, Target};
+use wsbridge::protocol::broadcast::Exclusions;
 use wsbridge::sender::ConnectionSender;
-use wsbridge::store::RecipientStore;
+use wsbridge::store::{Audience, RecipientStore};
 
 use crate::fixtures::connection_id;
 use crate::report::{Result, cpu_seconds};
@@ -121,7 +121,7 @@ pub async fn engine_posts(
     let summary = fan_out(
         store,
         sender,
-        &Target::Topic(topic.clone()),
+        &Audience::topic(topic),
         &Exclusions::default(),
         payload,
         &FanoutOptions::new(concurrency),

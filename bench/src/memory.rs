@@ -20,9 +20,9 @@ use crate::report::{
 use crate::sink::Sink;
 use lambda_http::{Request, service_fn};
 use wsbridge::config::{
-    BroadcastConfig, ChannelsConfig, ManagementConfig, SessionConfig, StoreConfig,
+    BroadcastConfig, ChannelsConfig, FanoutConfig, ManagementConfig, SessionConfig, StoreConfig,
 };
-use wsbridge::handlers::broadcast;
+use wsbridge::handlers::{Context, broadcast};
 use wsbridge::sender::ApiGatewaySender;
 use wsbridge::store::DynamoDbStore;
 
@@ -89,15 +89,19 @@ pub async fn broadcast_function(page_size: Option<i32>) -> Result<()> {
     let management = ManagementConfig::from_env()?;
     let session = SessionConfig::from_env()?;
     let channels = ChannelsConfig::from_env()?.channels;
+    let fanout = FanoutConfig::from_env()?;
     let sender = ApiGatewaySender::new(&aws, management.endpoint_override);
-    let api = broadcast::ServerApi {
-        config: &config,
+    let ctx = Context {
+        store: &store,
+        sender: &sender,
         session: &session,
         channels: &channels,
+        fanout: &fanout,
+        deadline: None,
     };
-    let (store, sender, api) = (&store, &sender, &api);
+    let (ctx, config) = (&ctx, &config);
     lambda_http::run(service_fn(move |request: Request| async move {
-        Ok::<_, lambda_http::Error>(broadcast::handle(&request, store, sender, api).await)
+        Ok::<_, lambda_http::Error>(broadcast::handle(&request, ctx, config).await)
     }))
     .await
 }

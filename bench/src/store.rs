@@ -9,10 +9,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use wsbridge::protocol::broadcast::Target;
 use wsbridge::sender::{ApiGatewaySender, ConnectionSender, SendError};
 use wsbridge::store::dynamodb::ConsumedCapacity;
-use wsbridge::store::{DynamoDbStore, Recipient, RecipientStore};
+use wsbridge::store::{Audience, DynamoDbStore, Recipient, RecipientStore};
 
 use crate::dynamodb_local::{subscription_row_size, table_with_subscribers};
 use crate::fixtures::{memory_store, payload, sdk_config, topic};
@@ -83,7 +82,7 @@ pub async fn run(
     for &size in sizes {
         let consumed = Arc::new(ConsumedCapacity::default());
         let store = counted(&consumed);
-        let target = Target::Topic(topic(size)?);
+        let target = Audience::topic(&topic(size)?);
         let started = Instant::now();
         let (mut pages, mut items, mut first_page) = (0, 0, None);
         let mut stream = store.recipients(&target);

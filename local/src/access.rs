@@ -5,8 +5,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use wsbridge::auth::DEV_SECRET;
 use wsbridge::config::JwtKey;
+use wsbridge::dev::DEV_SECRET;
 
 use crate::{GatewayConfig, GatewayError};
 
@@ -24,8 +24,8 @@ pub fn check_exposure(config: &GatewayConfig) -> Result<(), GatewayError> {
     if matches!(&config.auth.key, JwtKey::Secret(secret) if secret == DEV_SECRET) {
         missing.push("JWT_SECRET (a secret of your own: the default one is public)");
     }
-    if config.broadcast.api_key.is_none() {
-        missing.push("BROADCAST_API_KEY");
+    if config.broadcast.api_key.is_none() && config.sigv4.is_none() {
+        missing.push("BROADCAST_API_KEY (or --sigv4)");
     }
     if missing.is_empty() {
         return Ok(());
@@ -106,7 +106,7 @@ mod tests {
             http_address: "[::]:3000".parse().unwrap(),
             ..GatewayConfig::loopback()
         });
-        key_only.auth = AuthConfig::dev();
+        key_only.auth = wsbridge::dev::auth_config();
         let message = refusal(&key_only);
         assert!(message.contains("[::]:3000"), "{message}");
         assert!(message.contains("JWT_SECRET"), "{message}");
@@ -114,16 +114,27 @@ mod tests {
     }
 
     #[test]
-    fn off_loopback_a_real_secret_or_public_key_and_an_api_key_are_enough() {
+    fn off_loopback_a_real_secret_or_public_key_and_an_api_key_or_sigv4_are_enough() {
         assert!(check_exposure(&protected(on("192.0.2.10:3001"))).is_ok());
         let mut public_key = protected(on("0.0.0.0:3001"));
         public_key.auth = AuthConfig::from_lookup(|name| match name {
             "JWT_ALGORITHM" => Some("RS256".into()),
             "JWT_PUBLIC_KEY" => Some("-----BEGIN PUBLIC KEY-----".into()),
+            "JWT_ISSUER" => Some("https://id.example.com".into()),
+            "JWT_AUDIENCE" => Some("wsbridge".into()),
             _ => None,
         })
         .unwrap();
         assert!(check_exposure(&public_key).is_ok());
+        // the broadcast API's IAM mode protects it as a key does
+        let mut signed = protected(on("0.0.0.0:3001"));
+        signed.broadcast.api_key = None;
+        signed.sigv4 = Some(crate::SigV4Credentials {
+            access_key_id: "AKID".into(),
+            secret_access_key: "secret".into(),
+            region: "us-east-1".into(),
+        });
+        assert!(check_exposure(&signed).is_ok());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::body::to_bytes;
 use axum::extract::{ConnectInfo, Request, State};
@@ -26,6 +27,26 @@ pub(crate) async fn handle(
     let Ok(body) = to_bytes(body, MAX_BODY_BYTES).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "request body over 10 MB\n").into_response();
     };
+    // IAM mode: API Gateway checks the signature before the function ever runs.
+    if let Some(credentials) = &bridge.sigv4 {
+        let verified = credentials.verify(
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            &body,
+            SystemTime::now(),
+        );
+        if let Err(refusal) = verified {
+            info!(method = %parts.method, path = parts.uri.path(), %refusal, "http refused: signature");
+            let body = serde_json::json!({ "message": refusal.to_string() }).to_string();
+            return (
+                StatusCode::FORBIDDEN,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
+        }
+    }
     let domain = parts
         .headers
         .get(axum::http::header::HOST)
@@ -51,12 +72,7 @@ pub(crate) async fn handle(
                 .into_response();
         }
     };
-    let api = broadcast::ServerApi {
-        config: &bridge.broadcast,
-        session: &bridge.session,
-        channels: &bridge.channels,
-    };
-    let response = broadcast::handle(&event, bridge.store.as_ref(), &bridge.sender, &api).await;
+    let response = broadcast::handle(&event, &bridge.context(), &bridge.broadcast).await;
     let (parts_out, body_out) = response.into_parts();
     let body_out: Vec<u8> = body_out.as_ref().to_vec();
     info!(

@@ -12,6 +12,7 @@ mod outbox;
 mod registry;
 mod serve;
 mod session;
+mod sigv4;
 mod websocket;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -26,7 +27,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use wsbridge::auth::TokenVerifier;
 use wsbridge::channels::Channels;
-use wsbridge::config::{AuthConfig, BroadcastConfig, ConfigError, SessionConfig};
+use wsbridge::config::{AuthConfig, BroadcastConfig, ConfigError, FanoutConfig, SessionConfig};
+use wsbridge::handlers::Context;
 use wsbridge::sender::ApiGatewaySender;
 use wsbridge::store::dynamodb::schema;
 use wsbridge::store::{DynamoDbStore, MemoryStore, Store, StoreError};
@@ -36,6 +38,7 @@ use crate::events::ApiInfo;
 pub use crate::limits::Limits;
 use crate::outbox::OutboxLimits;
 use crate::registry::Registry;
+pub use crate::sigv4::{Refusal as SigV4Refusal, SigV4Credentials};
 
 /// Where connections and subscriptions are kept.
 #[derive(Debug, Clone)]
@@ -58,8 +61,13 @@ pub struct GatewayConfig {
     pub auth: AuthConfig,
     pub session: SessionConfig,
     pub broadcast: BroadcastConfig,
+    /// How broadcasts, publishes and join/leave events fan out (`FANOUT_CONCURRENCY`).
+    pub fanout: FanoutConfig,
     /// Channel namespaces and permissions (`--channels FILE`, `CHANNELS_CONFIG`).
     pub channels: Channels,
+    /// When set (`--sigv4`), the broadcast API accepts only requests signed with these
+    /// credentials, as the deployed API does in IAM mode.
+    pub sigv4: Option<SigV4Credentials>,
     pub storage: Storage,
 }
 
@@ -72,10 +80,12 @@ impl GatewayConfig {
             http_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             stage: "local".into(),
             limits: Limits::default(),
-            auth: AuthConfig::dev(),
+            auth: wsbridge::dev::auth_config(),
             session: SessionConfig::default(),
             broadcast: BroadcastConfig::default(),
+            fanout: FanoutConfig::default(),
             channels: Channels::default(),
+            sigv4: None,
             storage: Storage::Memory,
         }
     }
@@ -113,10 +123,27 @@ pub(crate) struct Bridge {
     pub verifier: TokenVerifier,
     pub session: SessionConfig,
     pub broadcast: BroadcastConfig,
+    pub fanout: FanoutConfig,
     pub channels: Channels,
+    pub sigv4: Option<SigV4Credentials>,
     pub sender: ApiGatewaySender,
     pub connections: Registry,
     pub outbox_limits: Arc<OutboxLimits>,
+}
+
+impl Bridge {
+    /// What the handlers work with, as a Lambda function builds it per invocation (no
+    /// deadline: handlers here run to the end).
+    pub(crate) fn context(&self) -> Context<'_> {
+        Context {
+            store: self.store.as_ref(),
+            sender: &self.sender,
+            session: &self.session,
+            channels: &self.channels,
+            fanout: &self.fanout,
+            deadline: None,
+        }
+    }
 }
 
 /// A started gateway; dropping it stops the listeners.
@@ -290,7 +317,9 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         verifier: TokenVerifier::new(&config.auth)?,
         session: config.session,
         broadcast: config.broadcast.clone(),
+        fanout: config.fanout,
         channels: config.channels.clone(),
+        sigv4: config.sigv4.clone(),
         sender,
         connections: Registry::new(limits.max_connections),
         outbox_limits: Arc::new(OutboxLimits::new(
@@ -331,7 +360,7 @@ mod tests {
     use tokio_tungstenite::connect_async;
     use tokio_tungstenite::tungstenite::Message;
     use tower::ServiceExt;
-    use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
+    use wsbridge::dev::{Claims, DEV_SECRET, sign_hs256};
 
     use super::*;
     use crate::serve::AcceptedOn;

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
-use wsbridge::channels::{Channels, Grants};
-use wsbridge::config::{AuthConfig, BroadcastConfig, ChannelsConfig, JwtKey, SessionConfig};
-use wsbridge::protocol::{Topic, UserId};
-use wsbridge_local::{GatewayConfig, Limits, RunningGateway, Storage};
+use wsbridge::channels::{Channels, Grants, TopicPattern};
+use wsbridge::config::{
+    AuthConfig, BroadcastConfig, ChannelsConfig, FanoutConfig, JwtKey, SessionConfig,
+};
+use wsbridge::dev::{Claims, local_auth_config, sign_hs256};
+use wsbridge::protocol::UserId;
+use wsbridge_local::{GatewayConfig, Limits, RunningGateway, SigV4Credentials, Storage};
 
 /// The whole wsbridge on one machine: API Gateway's WebSocket API and @connections
 /// management API, and the broadcast HTTP API, running the same handlers as the Lambda
@@ -77,6 +79,11 @@ struct ServeArgs {
     /// Seconds a client has to send a request head (the WebSocket upgrade included).
     #[arg(long, env = "WSBRIDGE_HANDSHAKE_TIMEOUT_SECONDS", default_value_t = Limits::default().handshake_timeout.as_secs())]
     handshake_timeout_seconds: u64,
+    /// Require SigV4-signed requests on the broadcast API, as the deployed API does in IAM mode:
+    /// signed for execute-api in AWS_REGION (default us-east-1) with AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY (default: local / local).
+    #[arg(long, env = "WSBRIDGE_SIGV4")]
+    sigv4: bool,
     /// Channel namespaces and permissions: a JSON file (e.g. examples/channels/chat.json).
     /// Without it, CHANNELS_CONFIG (the JSON itself) is read, else the built-in policy.
     #[arg(long, env = "WSBRIDGE_CHANNELS_FILE", value_name = "FILE")]
@@ -109,17 +116,17 @@ enum Command {
 }
 
 fn auth_config() -> Result<AuthConfig, String> {
-    AuthConfig::from_lookup(|name| match std::env::var(name).ok() {
-        None if name == "JWT_SECRET" => Some(DEV_SECRET.to_owned()),
-        value => value,
-    })
-    .map_err(|e| e.to_string())
+    local_auth_config(|name| std::env::var(name).ok()).map_err(|e| e.to_string())
 }
 
 fn mint(sub: &str, ttl_seconds: u64) -> Result<String, String> {
     let config = auth_config()?;
     let JwtKey::Secret(secret) = &config.key else {
-        return Err("tokens can only be minted for HS256 (JWT_ALGORITHM is not HS256)".into());
+        return Err(
+            "tokens can only be minted with an HS256 secret (JWT_SECRET); this \
+             gateway verifies with a public key or a JWK set"
+                .into(),
+        );
     };
     let claims = Claims {
         iss: config.issuer.clone(),
@@ -127,6 +134,22 @@ fn mint(sub: &str, ttl_seconds: u64) -> Result<String, String> {
         ..Claims::new(sub, Duration::from_secs(ttl_seconds))
     };
     sign_hs256(secret, &claims).map_err(|e| e.to_string())
+}
+
+/// The identity `--sigv4` accepts: the environment's, else the dummy one every local tool
+/// here uses.
+fn sigv4_credentials() -> SigV4Credentials {
+    let var = |name: &str, default: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_owned())
+    };
+    SigV4Credentials {
+        access_key_id: var("AWS_ACCESS_KEY_ID", "local"),
+        secret_access_key: var("AWS_SECRET_ACCESS_KEY", "local"),
+        region: var("AWS_REGION", "us-east-1"),
+    }
 }
 
 /// The channel configuration: `--channels FILE`, else `CHANNELS_CONFIG`, else built in.
@@ -160,7 +183,9 @@ fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
         auth: auth_config()?,
         session: SessionConfig::from_env().map_err(|e| e.to_string())?,
         broadcast: BroadcastConfig::from_env().map_err(|e| e.to_string())?,
+        fanout: FanoutConfig::from_env().map_err(|e| e.to_string())?,
         channels: channels(args)?,
+        sigv4: args.sigv4.then(sigv4_credentials),
         storage: match &args.dynamodb_endpoint {
             Some(endpoint) => Storage::DynamoDb {
                 endpoint: endpoint.clone(),
@@ -185,10 +210,16 @@ fn banner(gateway: &RunningGateway, config: &GatewayConfig, token: &str) -> Stri
     } else {
         " --release"
     };
-    let key_header = match &config.broadcast.api_key {
+    let mut key_header = match &config.broadcast.api_key {
         Some(key) => format!(" -H 'x-api-key: {key}'"),
         None => String::new(),
     };
+    if let Some(identity) = &config.sigv4 {
+        key_header.push_str(&format!(
+            " --aws-sigv4 'aws:amz:{}:execute-api' --user '{}:{}'",
+            identity.region, identity.access_key_id, identity.secret_access_key
+        ));
+    }
     format!(
         "\nwsbridge local gateway\n\
          \n  WebSocket API    {ws}\
@@ -225,7 +256,7 @@ fn example_topic(channels: &Channels) -> String {
                 .flat_map(|name| [format!("{name}:1"), format!("{name}:alice")]),
         )
         .find(|name| {
-            Topic::parse(name).is_ok_and(|t| {
+            TopicPattern::parse(name).is_ok_and(|t| {
                 channels
                     .check_subscribe(&t, &alice, &Grants::default())
                     .is_ok()

@@ -194,13 +194,7 @@ impl Session {
             body,
             is_base64_encoded,
         );
-        let answer = default::handle(
-            &event,
-            self.bridge.store.as_ref(),
-            &self.bridge.session,
-            &self.bridge.channels,
-        )
-        .await;
+        let answer = default::handle(&event, &self.bridge.context()).await;
         let reply = match answer.body {
             Some(Body::Text(text)) => Some(text),
             _ => None,
@@ -243,7 +237,7 @@ impl Session {
             status,
             reason,
         );
-        disconnect::handle(&event, self.bridge.store.as_ref()).await;
+        disconnect::handle(&event, &self.bridge.context()).await;
         info!(connection_id = %self.id, status, reason, "disconnect");
     }
 }

@@ -134,15 +134,7 @@ async fn run_connect(
         handshake.headers,
         handshake.query,
     );
-    let answer = connect::handle(
-        &event,
-        &bridge.verifier,
-        bridge.store.as_ref(),
-        &bridge.sender,
-        &bridge.session,
-        &bridge.channels,
-    )
-    .await;
+    let answer = connect::handle(&event, &bridge.verifier, &bridge.context()).await;
     if !(200..300).contains(&answer.status_code) {
         info!(connection_id = %id, status = answer.status_code, ip = %client.source_ip, "connect refused");
         let status = u16::try_from(answer.status_code)

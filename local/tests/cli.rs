@@ -12,7 +12,6 @@ use tokio::time::timeout;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 use wsbridge::auth::TokenVerifier;
-use wsbridge::config::AuthConfig;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_wsbridge-local");
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -72,7 +71,7 @@ fn printed_subcommand(line: &str) -> Vec<String> {
 }
 
 fn dev_verifier() -> TokenVerifier {
-    TokenVerifier::new(&AuthConfig::dev()).unwrap()
+    TokenVerifier::new(&wsbridge::dev::auth_config()).unwrap()
 }
 
 #[tokio::test]
@@ -313,7 +312,7 @@ async fn listening_off_loopback_with_the_dev_secret_or_an_open_broadcast_api_is_
     assert!(output.stdout.is_empty(), "no banner: nothing was started");
 
     // AND the dev secret set explicitly is no better; a key alone is not enough
-    let output = run(Some(wsbridge::auth::DEV_SECRET), Some("backend-key")).await;
+    let output = run(Some(wsbridge::dev::DEV_SECRET), Some("backend-key")).await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("JWT_SECRET"), "{stderr}");

@@ -4,9 +4,15 @@
 //! Every part lists the variables it reads in `ENV_VARS`: the README table and the template
 //! are checked against these lists.
 
+mod auth;
+
 use std::time::Duration;
 
-use jsonwebtoken::Algorithm;
+pub(crate) use auth::ASYMMETRIC_ALGORITHMS;
+pub use auth::{
+    AuthConfig, DEFAULT_JWKS_REFRESH_SECONDS, JWKS_MAX_AGE_IN_INTERVALS, JwksConfig, JwksSource,
+    JwtKey, MIN_SECRET_BYTES,
+};
 
 use crate::channels::Channels;
 use crate::limits::{ConnectionLimit, LimitPolicy, RateLimit};
@@ -18,6 +24,39 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("{name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+}
+
+/// A value that deployments keep in Secrets Manager: the plain variable `name` holds it for
+/// local runs and tests, or `secret_id` names the secret (name or ARN) that
+/// `wsbridge::secrets` reads at start-up and puts in place of `name`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecretVar {
+    pub name: &'static str,
+    pub secret_id: &'static str,
+}
+
+/// The plain value of a secret variable. Its `secret_id` form must have been resolved before
+/// (see `wsbridge::secrets`): seeing it here means nobody read the secret, or both forms
+/// were set.
+fn secret(
+    lookup: &impl Fn(&str) -> Option<String>,
+    var: &SecretVar,
+) -> Result<Option<String>, ConfigError> {
+    let value = optional(lookup, var.name);
+    if optional(lookup, var.secret_id).is_some() {
+        let reason = if value.is_some() {
+            format!("set {} or {}, not both", var.name, var.secret_id)
+        } else {
+            "names a Secrets Manager secret, which must be read before the configuration \
+             (wsbridge::secrets)"
+                .to_owned()
+        };
+        return Err(ConfigError::Invalid {
+            name: var.secret_id,
+            reason,
+        });
+    }
+    Ok(value)
 }
 
 fn required(
@@ -78,100 +117,6 @@ impl StoreConfig {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(Self {
             table_name: required(&lookup, "TABLE_NAME")?,
-        })
-    }
-}
-
-/// The key material a token is verified with.
-#[derive(Clone, PartialEq, Eq)]
-pub enum JwtKey {
-    /// HS256 shared secret.
-    Secret(String),
-    /// RS256 / ES256 public key, PEM.
-    PublicKeyPem(String),
-}
-
-// Hand-written so that a secret never reaches a log line through `{:?}`.
-impl std::fmt::Debug for JwtKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            JwtKey::Secret(_) => f.write_str("Secret(<redacted>)"),
-            JwtKey::PublicKeyPem(_) => f.write_str("PublicKeyPem(..)"),
-        }
-    }
-}
-
-/// Shortest HS256 secret accepted: RFC 7518 §3.2 asks for a key at least as long as the hash.
-pub const MIN_SECRET_BYTES: usize = 32;
-
-/// How `$connect` verifies tokens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthConfig {
-    pub algorithm: Algorithm,
-    pub key: JwtKey,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-    /// Clock skew tolerated on `exp` and `nbf`.
-    pub leeway: Duration,
-}
-
-impl AuthConfig {
-    /// HS256 with the public development secret, no issuer or audience, no clock leeway:
-    /// what the sample events, the local tools and the tests verify with.
-    pub fn dev() -> Self {
-        Self {
-            algorithm: Algorithm::HS256,
-            key: JwtKey::Secret(crate::auth::DEV_SECRET.to_owned()),
-            issuer: None,
-            audience: None,
-            leeway: Duration::ZERO,
-        }
-    }
-
-    pub const ENV_VARS: &'static [&'static str] = &[
-        "JWT_ALGORITHM",
-        "JWT_SECRET",
-        "JWT_PUBLIC_KEY",
-        "JWT_ISSUER",
-        "JWT_AUDIENCE",
-        "JWT_LEEWAY_SECONDS",
-    ];
-
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(env)
-    }
-
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let algorithm = match optional(&lookup, "JWT_ALGORITHM").as_deref() {
-            None | Some("HS256") => Algorithm::HS256,
-            Some("RS256") => Algorithm::RS256,
-            Some("ES256") => Algorithm::ES256,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "JWT_ALGORITHM",
-                    reason: format!("{other:?}; use HS256, RS256 or ES256"),
-                });
-            }
-        };
-        let key = if algorithm == Algorithm::HS256 {
-            let secret = required(&lookup, "JWT_SECRET")?;
-            if secret.len() < MIN_SECRET_BYTES {
-                return Err(ConfigError::Invalid {
-                    name: "JWT_SECRET",
-                    reason: format!("at least {MIN_SECRET_BYTES} bytes are needed for HS256"),
-                });
-            }
-            JwtKey::Secret(secret)
-        } else {
-            // Environment variables often cannot hold newlines; accept `\n` escapes.
-            JwtKey::PublicKeyPem(required(&lookup, "JWT_PUBLIC_KEY")?.replace("\\n", "\n"))
-        };
-        Ok(Self {
-            algorithm,
-            key,
-            issuer: optional(&lookup, "JWT_ISSUER"),
-            audience: optional(&lookup, "JWT_AUDIENCE"),
-            leeway: Duration::from_secs(number(&lookup, "JWT_LEEWAY_SECONDS", 30, 0..=300)?),
         })
     }
 }
@@ -338,19 +283,16 @@ impl ManagementConfig {
 /// PostToConnection calls in flight at once, unless `FANOUT_CONCURRENCY` says otherwise.
 pub const DEFAULT_FANOUT_CONCURRENCY: usize = 50;
 
-/// How the broadcast function fans out and who may call it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BroadcastConfig {
+/// How a fan-out runs: every function that sends to many connections (broadcasts, client
+/// publishes, join and leave events) reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FanoutConfig {
     /// PostToConnection calls in flight at once.
     pub concurrency: usize,
-    /// When set, `POST /broadcast` and `GET /connections/count` need `x-api-key: <key>`.
-    pub api_key: Option<String>,
-    /// Print one CloudWatch Embedded Metric Format line per broadcast (in Lambda).
-    pub emit_metrics: bool,
 }
 
-impl BroadcastConfig {
-    pub const ENV_VARS: &'static [&'static str] = &["FANOUT_CONCURRENCY", "BROADCAST_API_KEY"];
+impl FanoutConfig {
+    pub const ENV_VARS: &'static [&'static str] = &["FANOUT_CONCURRENCY"];
 
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(env)
@@ -364,36 +306,62 @@ impl BroadcastConfig {
                 DEFAULT_FANOUT_CONCURRENCY,
                 1..=1_000,
             )?,
-            api_key: optional(&lookup, "BROADCAST_API_KEY"),
+        })
+    }
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: DEFAULT_FANOUT_CONCURRENCY,
+        }
+    }
+}
+
+/// Who may call the server API, and what it reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BroadcastConfig {
+    /// When set, every server API route needs `x-api-key: <key>`.
+    pub api_key: Option<String>,
+    /// Print one CloudWatch Embedded Metric Format line per broadcast (in Lambda).
+    pub emit_metrics: bool,
+}
+
+impl BroadcastConfig {
+    pub const ENV_VARS: &'static [&'static str] =
+        &["BROADCAST_API_KEY", "BROADCAST_API_KEY_SECRET_ID"];
+
+    /// The API key, in plain text or named in Secrets Manager.
+    pub const SECRETS: &'static [SecretVar] = &[SecretVar {
+        name: "BROADCAST_API_KEY",
+        secret_id: "BROADCAST_API_KEY_SECRET_ID",
+    }];
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(env)
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            api_key: secret(&lookup, &Self::SECRETS[0])?,
             emit_metrics: false,
         })
     }
 }
 
-impl Default for BroadcastConfig {
-    fn default() -> Self {
-        Self {
-            concurrency: DEFAULT_FANOUT_CONCURRENCY,
-            api_key: None,
-            emit_metrics: false,
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    /// A lookup over these variables only.
+    pub(crate) fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
         let vars: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |name| vars.get(name).cloned()
     }
-
-    const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
     #[test]
     fn missing_required_variables_are_named() {
@@ -402,51 +370,15 @@ mod tests {
             Err(ConfigError::Missing("TABLE_NAME"))
         );
         assert_eq!(
-            AuthConfig::from_lookup(lookup(&[])),
-            Err(ConfigError::Missing("JWT_SECRET"))
-        );
-        assert_eq!(
-            AuthConfig::from_lookup(lookup(&[("JWT_ALGORITHM", "RS256")])),
-            Err(ConfigError::Missing("JWT_PUBLIC_KEY"))
-        );
-        assert_eq!(
             ConfigError::Missing("TABLE_NAME").to_string(),
             "TABLE_NAME must be set"
         );
     }
 
     #[test]
-    fn auth_defaults_to_hs256_and_reads_optional_claims() {
-        let config = AuthConfig::from_lookup(lookup(&[
-            ("JWT_SECRET", SECRET),
-            ("JWT_ISSUER", "https://issuer"),
-        ]))
-        .unwrap();
-        assert_eq!(config.algorithm, Algorithm::HS256);
-        assert_eq!(config.issuer.as_deref(), Some("https://issuer"));
-        assert_eq!(config.audience, None);
-        assert_eq!(config.leeway, Duration::from_secs(30));
-        assert!(!format!("{config:?}").contains(SECRET));
-    }
-
-    #[test]
-    fn weak_secrets_unknown_algorithms_and_bad_numbers_are_refused() {
+    fn bad_numbers_are_refused() {
         assert!(matches!(
-            AuthConfig::from_lookup(lookup(&[("JWT_SECRET", "short")])),
-            Err(ConfigError::Invalid {
-                name: "JWT_SECRET",
-                ..
-            })
-        ));
-        assert!(matches!(
-            AuthConfig::from_lookup(lookup(&[("JWT_ALGORITHM", "none"), ("JWT_SECRET", SECRET)])),
-            Err(ConfigError::Invalid {
-                name: "JWT_ALGORITHM",
-                ..
-            })
-        ));
-        assert!(matches!(
-            BroadcastConfig::from_lookup(lookup(&[("FANOUT_CONCURRENCY", "lots")])),
+            FanoutConfig::from_lookup(lookup(&[("FANOUT_CONCURRENCY", "lots")])),
             Err(ConfigError::Invalid {
                 name: "FANOUT_CONCURRENCY",
                 ..
@@ -519,7 +451,40 @@ mod tests {
         assert_eq!(session.connection_ttl, Duration::from_secs(7_500));
         assert_eq!(session.max_topics_per_connection, 50);
         let broadcast = BroadcastConfig::from_lookup(lookup(&[])).unwrap();
-        assert_eq!(broadcast.concurrency, 50);
+        assert_eq!(
+            FanoutConfig::from_lookup(lookup(&[])).unwrap().concurrency,
+            50
+        );
         assert_eq!(broadcast.api_key, None);
+    }
+
+    #[test]
+    fn the_api_key_is_read_in_plain_text_and_its_secret_id_must_be_resolved_first() {
+        // GIVEN the plain key (local runs): it is the key
+        let plain = BroadcastConfig::from_lookup(lookup(&[("BROADCAST_API_KEY", "k-123")]));
+        assert_eq!(plain.unwrap().api_key.as_deref(), Some("k-123"));
+
+        // GIVEN only the secret's id: nobody read the secret, so the function must not start
+        // as if no key were configured (that would open the API)
+        let unresolved = BroadcastConfig::from_lookup(lookup(&[(
+            "BROADCAST_API_KEY_SECRET_ID",
+            "wsbridge/broadcast-api-key",
+        )]));
+        assert!(matches!(
+            unresolved,
+            Err(ConfigError::Invalid { name: "BROADCAST_API_KEY_SECRET_ID", ref reason })
+                if reason.contains("wsbridge::secrets")
+        ));
+
+        // GIVEN both forms: ambiguous, refused
+        let both = BroadcastConfig::from_lookup(lookup(&[
+            ("BROADCAST_API_KEY", "k-123"),
+            ("BROADCAST_API_KEY_SECRET_ID", "wsbridge/broadcast-api-key"),
+        ]));
+        assert!(matches!(
+            both,
+            Err(ConfigError::Invalid { name: "BROADCAST_API_KEY_SECRET_ID", ref reason })
+                if reason.contains("not both")
+        ));
     }
 }

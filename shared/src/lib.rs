@@ -7,11 +7,13 @@ pub mod auth;
 pub mod channels;
 pub mod clock;
 pub mod config;
+pub mod dev;
 pub mod fanout;
 pub mod handlers;
 pub mod limits;
 pub mod logging;
 pub mod protocol;
+pub mod secrets;
 pub mod sender;
 pub mod store;
 

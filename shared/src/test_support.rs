@@ -16,14 +16,15 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::auth::now_seconds;
-use crate::channels::Grants;
+use crate::channels::{Channels, Grants, TopicPattern};
+use crate::config::{FanoutConfig, SessionConfig};
+use crate::handlers::Context;
 use crate::limits::{ConnectionLimit, LimitPolicy, RateLimit};
-use crate::protocol::broadcast::Target;
 use crate::protocol::{ConnectionId, Topic, UserId};
 use crate::sender::{ConnectionSender, SendError};
 use crate::store::{
-    Admission, Connection, ConnectionStore, MemoryStore, Recipient, RecipientStore, Registration,
-    Removed, StoreError,
+    Admission, Audience, Connection, ConnectionStore, MemoryStore, PresencePage, Recipient,
+    RecipientPages, RecipientStore, Registration, Removed, Store, StoreError,
 };
 
 /// The API Gateway domain and stage of every fixture connection and event.
@@ -64,6 +65,11 @@ pub fn topic(name: &str) -> Topic {
     Topic::parse(name).expect("fixture topic names are valid")
 }
 
+/// A subscription to exactly `name` (or, with a trailing `*`, a wildcard).
+pub fn pattern(name: &str) -> TopicPattern {
+    TopicPattern::parse(name).expect("fixture patterns are valid")
+}
+
 pub fn ids(names: &[&str]) -> Vec<ConnectionId> {
     names.iter().map(|name| ConnectionId::new(*name)).collect()
 }
@@ -85,7 +91,7 @@ pub async fn register(store: &MemoryStore, connections: &[(&str, &str)]) {
 pub async fn subscribe_all(store: &MemoryStore, ids: &[&str], topic_name: &str) {
     for id in ids {
         store
-            .subscribe(&ConnectionId::new(*id), &[topic(topic_name)], 10)
+            .subscribe(&ConnectionId::new(*id), &[pattern(topic_name)], &[], 10)
             .await
             .expect("fixture connections are registered");
     }
@@ -93,9 +99,9 @@ pub async fn subscribe_all(store: &MemoryStore, ids: &[&str], topic_name: &str) 
 
 /// The connections the store lists for `topic_name`, sorted.
 pub async fn subscribers(store: &MemoryStore, topic_name: &str) -> Vec<ConnectionId> {
-    let target = Target::Topic(topic(topic_name));
+    let audience = Audience::topic(&topic(topic_name));
     let pages: Vec<Vec<Recipient>> = store
-        .recipients(&target)
+        .recipients(&audience)
         .try_collect()
         .await
         .expect("the memory store lists recipients");
@@ -146,6 +152,7 @@ pub struct RecordingSender {
     posts: Mutex<Vec<Post>>,
     closed: Mutex<Vec<Recipient>>,
     attempts: AtomicUsize,
+    close_attempts: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
 }
@@ -207,6 +214,19 @@ impl RecordingSender {
         self.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// The management API's methods called, failed calls included: `POST` (PostToConnection)
+    /// and `DELETE` (DeleteConnection), as IAM names them on `@connections`.
+    pub fn management_methods(&self) -> std::collections::BTreeSet<&'static str> {
+        let mut methods = std::collections::BTreeSet::new();
+        if self.attempts() > 0 {
+            methods.insert("POST");
+        }
+        if self.close_attempts.load(Ordering::SeqCst) > 0 {
+            methods.insert("DELETE");
+        }
+        methods
+    }
+
     /// Connections closed, in order, with the endpoint each close went to.
     pub fn closed(&self) -> Vec<Recipient> {
         self.closed.lock().unwrap().clone()
@@ -238,6 +258,7 @@ impl ConnectionSender for RecordingSender {
     }
 
     async fn close(&self, recipient: &Recipient) -> Result<(), SendError> {
+        self.close_attempts.fetch_add(1, Ordering::SeqCst);
         if let Some(error) = self.failures.get(&recipient.connection_id) {
             return Err(error.clone());
         }
@@ -289,11 +310,70 @@ impl ConnectionStore for FailingStore {
         Err(backend_error("DeleteItem"))
     }
 
-    async fn subscribe(&self, _: &ConnectionId, _: &[Topic], _: usize) -> Result<(), StoreError> {
+    async fn subscribe(
+        &self,
+        _: &ConnectionId,
+        _: &[TopicPattern],
+        _: &[Topic],
+        _: usize,
+    ) -> Result<Vec<Topic>, StoreError> {
         Err(backend_error("TransactWriteItems"))
     }
 
-    async fn unsubscribe(&self, _: &ConnectionId, _: &[Topic]) -> Result<(), StoreError> {
+    async fn unsubscribe(
+        &self,
+        _: &ConnectionId,
+        _: &[TopicPattern],
+    ) -> Result<Vec<Topic>, StoreError> {
         Err(backend_error("TransactWriteItems"))
+    }
+
+    async fn presence(&self, _: &Topic, _: usize) -> Result<PresencePage, StoreError> {
+        Err(backend_error("Query"))
+    }
+}
+
+#[async_trait]
+impl RecipientStore for FailingStore {
+    fn recipients<'a>(&'a self, _: &'a Audience) -> RecipientPages<'a> {
+        Box::pin(futures::stream::once(async { Err(backend_error("Query")) }))
+    }
+
+    async fn count_connections(&self) -> Result<u64, StoreError> {
+        Err(backend_error("Query"))
+    }
+
+    async fn remove_gone(
+        &self,
+        _: &[ConnectionId],
+        _: &Audience,
+    ) -> Result<Vec<Removed>, StoreError> {
+        Err(backend_error("DeleteItem"))
+    }
+}
+
+/// The settings handlers run with in unit tests: the defaults unless a test changes them.
+#[derive(Default)]
+pub struct Settings {
+    pub session: SessionConfig,
+    pub channels: Channels,
+    pub fanout: FanoutConfig,
+}
+
+impl Settings {
+    /// A handler context on `store` and `sender`, with no deadline.
+    pub fn context<'a>(
+        &'a self,
+        store: &'a dyn Store,
+        sender: &'a dyn ConnectionSender,
+    ) -> Context<'a> {
+        Context {
+            store,
+            sender,
+            session: &self.session,
+            channels: &self.channels,
+            fanout: &self.fanout,
+            deadline: None,
+        }
     }
 }

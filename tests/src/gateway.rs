@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async, connect_async};
-use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
-use wsbridge::config::BroadcastConfig;
+use wsbridge::config::FanoutConfig;
+use wsbridge::dev::{Claims, DEV_SECRET, sign_hs256};
 use wsbridge_local::{GatewayConfig, Limits, RunningGateway, Storage, local_sdk_config};
 
 use crate::dynamodb_endpoint;
@@ -25,10 +25,7 @@ pub async fn start_gateway(limits: Limits, storage: Storage) -> RunningGateway {
     let config = GatewayConfig {
         limits,
         storage,
-        broadcast: BroadcastConfig {
-            concurrency: 16,
-            ..BroadcastConfig::default()
-        },
+        fanout: FanoutConfig { concurrency: 16 },
         ..GatewayConfig::loopback()
     };
     wsbridge_local::start(config).await.expect("gateway starts")

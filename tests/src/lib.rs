@@ -1,8 +1,10 @@
-//! Support for the end-to-end tests: DynamoDB Local, the local gateway, the sample events.
+//! Support for the end-to-end tests: DynamoDB Local, a local Secrets Manager, the local
+//! gateway, the sample events.
 //! (Fixtures shared with the library's unit tests, such as `RecordingSender`, are in
 //! `wsbridge::test_support`.)
 
 pub mod gateway;
+pub mod iam;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,6 +15,21 @@ use wsbridge_local::local_sdk_config;
 
 /// Set by the test command (`scripts/test.sh`) to the DynamoDB Local it started.
 pub const DYNAMODB_ENDPOINT_VAR: &str = "WSBRIDGE_TEST_DYNAMODB_ENDPOINT";
+
+/// Set by the test command to the local Secrets Manager (moto's server) it started.
+pub const SECRETSMANAGER_ENDPOINT_VAR: &str = "WSBRIDGE_TEST_SECRETSMANAGER_ENDPOINT";
+
+/// The local Secrets Manager endpoint. Fails the test, loudly, when there is none.
+pub fn secretsmanager_endpoint() -> String {
+    match std::env::var(SECRETSMANAGER_ENDPOINT_VAR) {
+        Ok(endpoint) if !endpoint.is_empty() => endpoint,
+        _ => panic!(
+            "{SECRETSMANAGER_ENDPOINT_VAR} is not set: run the tests with scripts/test.sh, which \
+             installs and starts moto's server, or point the variable at a running one \
+             (scripts/secretsmanager-local.sh start)"
+        ),
+    }
+}
 
 /// The DynamoDB Local endpoint. Fails the test, loudly, when there is none: a store test
 /// that silently passed without a database would prove nothing.

@@ -5,16 +5,17 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use wsbridge::auth::now_seconds;
-use wsbridge::protocol::broadcast::Target;
-use wsbridge::protocol::{ConnectionId, Topic, UserId};
+use wsbridge::channels::TopicPattern;
+use wsbridge::protocol::{ConnectionId, UserId};
+use wsbridge::store::Audience;
 use wsbridge::store::dynamodb::ConsumedCapacity;
 use wsbridge::store::{Connection, ConnectionStore, DynamoDbStore, Recipient, RecipientStore};
 use wsbridge_tests::fresh_dynamodb_store;
 
 const ENDPOINT: &str = "https://abc123.execute-api.eu-west-1.amazonaws.com/prod";
 
-fn topic(name: &str) -> Topic {
-    Topic::parse(name).unwrap()
+fn topic(name: &str) -> TopicPattern {
+    TopicPattern::parse(name).unwrap()
 }
 
 /// Registers connections `c-0=` … subscribed to `topic`.
@@ -32,7 +33,7 @@ async fn register(store: &DynamoDbStore, count: usize, topic_name: &str) -> Vec<
         };
         wsbridge::test_support::put(store, &connection).await;
         store
-            .subscribe(&id, &[topic(topic_name)], 10)
+            .subscribe(&id, &[topic(topic_name)], &[], 10)
             .await
             .unwrap();
         ids.push(id);
@@ -40,7 +41,7 @@ async fn register(store: &DynamoDbStore, count: usize, topic_name: &str) -> Vec<
     ids
 }
 
-async fn pages(store: &DynamoDbStore, target: &Target) -> Vec<Vec<Recipient>> {
+async fn pages(store: &DynamoDbStore, target: &Audience) -> Vec<Vec<Recipient>> {
     store.recipients(target).try_collect().await.unwrap()
 }
 
@@ -57,7 +58,7 @@ async fn topic_pages_cost_half_a_unit_each_and_writes_cost_nothing_here() {
     assert_eq!(consumed.read_units(), 0.0);
 
     // WHEN the topic's recipients are read, three per page
-    let pages = pages(&store, &Target::Topic(topic("board:1"))).await;
+    let pages = pages(&store, &Audience::Subscribers(vec![topic("board:1")])).await;
 
     // THEN three eventually consistent Query pages of small items cost half a unit each
     assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 1]);
@@ -75,7 +76,7 @@ async fn named_connections_cost_one_unit_per_strongly_consistent_item() {
     assert_eq!(consumed.read_units(), 0.0);
 
     // WHEN they are read by id (BatchGetItem, strongly consistent)
-    let pages = pages(&store, &Target::Connections(ids)).await;
+    let pages = pages(&store, &Audience::Connections(ids)).await;
 
     // THEN each item of under 4 KB costs one unit
     assert_eq!(pages.concat().len(), 3);
@@ -92,7 +93,7 @@ async fn a_store_without_a_counter_reads_the_same() {
         .with_consumed_capacity(consumed.clone());
     register(&counting, 5, "board:1").await;
     let plain = DynamoDbStore::new(counting.client().clone(), counting.table()).with_page_size(2);
-    let target = Target::Topic(topic("board:1"));
+    let target = Audience::Subscribers(vec![topic("board:1")]);
 
     // WHEN both read the topic
     let counted = pages(&counting, &target).await;

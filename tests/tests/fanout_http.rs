@@ -16,11 +16,14 @@ use axum::routing::post;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use tokio::time::Instant;
+use wsbridge::channels::TopicPattern;
 use wsbridge::fanout::{FanoutOptions, RetryPolicy, fan_out};
-use wsbridge::protocol::broadcast::{Exclusions, FanoutReport, Target};
+use wsbridge::protocol::broadcast::{Exclusions, FanoutReport};
 use wsbridge::protocol::{ConnectionId, Topic, UserId};
 use wsbridge::sender::{ApiGatewaySender, ConnectionSender, SendError};
-use wsbridge::store::{Connection, ConnectionStore, DynamoDbStore, Recipient, RecipientStore};
+use wsbridge::store::{
+    Audience, Connection, ConnectionStore, DynamoDbStore, Recipient, RecipientStore,
+};
 use wsbridge_local::local_sdk_config;
 use wsbridge_tests::fresh_dynamodb_store;
 
@@ -124,7 +127,7 @@ async fn register(
     endpoint: &str,
     prefix: &str,
     count: usize,
-    topics: &[Topic],
+    topics: &[TopicPattern],
 ) {
     for n in 0..count {
         let id = ConnectionId::new(format!("{prefix}{n}="));
@@ -137,12 +140,12 @@ async fn register(
             grants: Default::default(),
         };
         wsbridge::test_support::put(store, &connection).await;
-        store.subscribe(&id, topics, 10).await.unwrap();
+        store.subscribe(&id, topics, &[], 10).await.unwrap();
     }
 }
 
 async fn subscribers(store: &DynamoDbStore, topic: &str) -> Vec<ConnectionId> {
-    let target = Target::Topic(Topic::parse(topic).unwrap());
+    let target = Audience::topic(&Topic::parse(topic).unwrap());
     let pages: Vec<Vec<Recipient>> = store.recipients(&target).try_collect().await.unwrap();
     pages
         .into_iter()
@@ -220,8 +223,8 @@ async fn every_fault_is_counted_exactly_and_every_gone_row_is_deleted() {
     let endpoint = format!("{base}/prod");
     let store = fresh_dynamodb_store().await.with_page_size(7);
     let topics = [
-        Topic::parse("news").unwrap(),
-        Topic::parse("other").unwrap(),
+        TopicPattern::parse("news").unwrap(),
+        TopicPattern::parse("other").unwrap(),
     ];
     let groups = [
         ("live-", 30),
@@ -247,7 +250,7 @@ async fn every_fault_is_counted_exactly_and_every_gone_row_is_deleted() {
     let summary = fan_out(
         &store,
         &sender,
-        &Target::Topic(topics[0].clone()),
+        &Audience::Subscribers(vec![topics[0].clone()]),
         &exclusions,
         &payload,
         &fast_retries(8),
@@ -308,7 +311,7 @@ async fn at_the_deadline_the_fan_out_stops_and_counts_what_it_did_not_send() {
     let base = start_sink(sink.clone()).await;
     let endpoint = format!("{base}/prod");
     let store = fresh_dynamodb_store().await;
-    let topic = [Topic::parse("slow").unwrap()];
+    let topic = [TopicPattern::parse("slow").unwrap()];
     register(&store, &endpoint, "slow-", 40, &topic).await;
     let sender = ApiGatewaySender::new(&local_sdk_config(Some(&base)), None);
 
@@ -318,7 +321,7 @@ async fn at_the_deadline_the_fan_out_stops_and_counts_what_it_did_not_send() {
     let summary = fan_out(
         &store,
         &sender,
-        &Target::Topic(topic[0].clone()),
+        &Audience::Subscribers(vec![topic[0].clone()]),
         &Exclusions::default(),
         &Bytes::from_static(b"{}"),
         &options,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::{Value, json};
 use wsbridge::channels::Channels;
-use wsbridge::config::{BroadcastConfig, SessionConfig};
+use wsbridge::config::{FanoutConfig, SessionConfig};
 use wsbridge::limits::{ConnectionLimit, LimitPolicy, RateLimit};
 use wsbridge::protocol::UserId;
 use wsbridge_local::{GatewayConfig, RunningGateway, Storage};
@@ -45,10 +45,7 @@ async fn gateway(storage: Storage, session: SessionConfig, channels: Channels) -
         storage,
         session,
         channels,
-        broadcast: BroadcastConfig {
-            concurrency: 16,
-            ..BroadcastConfig::default()
-        },
+        fanout: FanoutConfig { concurrency: 16 },
         ..GatewayConfig::loopback()
     };
     wsbridge_local::start(config).await.expect("gateway starts")

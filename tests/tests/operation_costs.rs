@@ -10,13 +10,12 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use aws_lambda_events::encodings::Body;
 use serde_json::Value;
 use wsbridge::auth::TokenVerifier;
-use wsbridge::channels::Channels;
-use wsbridge::config::{AuthConfig, SessionConfig};
+use wsbridge::config::SessionConfig;
 use wsbridge::handlers::{connect, default};
 use wsbridge::limits::{ConnectionLimit, LimitPolicy, RateLimit};
 use wsbridge::store::DynamoDbStore;
 use wsbridge::store::dynamodb::OperationCounts;
-use wsbridge::test_support::{RecordingSender, connection, put, ws_request};
+use wsbridge::test_support::{RecordingSender, Settings, connection, put, ws_request};
 use wsbridge_tests::{fresh_dynamodb_store, gateway::token};
 
 async fn counted_store() -> (DynamoDbStore, Arc<OperationCounts>) {
@@ -38,16 +37,20 @@ fn reply(response: &ApiGatewayProxyResponse) -> Value {
     }
 }
 
-fn session(rate_limit: RateLimit) -> SessionConfig {
-    SessionConfig {
-        rate_limit: Some(rate_limit),
-        ..SessionConfig::default()
+fn session(rate_limit: RateLimit) -> Settings {
+    Settings {
+        session: SessionConfig {
+            rate_limit: Some(rate_limit),
+            ..SessionConfig::default()
+        },
+        ..Settings::default()
     }
 }
 
-async fn frame(store: &DynamoDbStore, session: &SessionConfig, body: &str) -> Value {
+async fn frame(store: &DynamoDbStore, settings: &Settings, body: &str) -> Value {
     let request = ws_request("c-alice", Some(body));
-    reply(&default::handle(&request, store, session, &Channels::default()).await)
+    let sender = RecordingSender::new();
+    reply(&default::handle(&request, &settings.context(store, &sender)).await)
 }
 
 #[tokio::test]
@@ -148,29 +151,25 @@ fn connect_request(id: &str, sub: &str) -> ApiGatewayWebsocketProxyRequest {
 async fn a_connect_at_the_limit_costs_one_read_and_a_connect_below_it_a_read_and_a_transaction() {
     // GIVEN a limit of two connections per user, refusing past it
     let (store, counts) = counted_store().await;
-    let session = SessionConfig {
-        connection_limit: ConnectionLimit {
-            per_user: 2,
-            policy: LimitPolicy::Refuse,
+    let settings = Settings {
+        session: SessionConfig {
+            connection_limit: ConnectionLimit {
+                per_user: 2,
+                policy: LimitPolicy::Refuse,
+            },
+            ..SessionConfig::default()
         },
-        ..SessionConfig::default()
+        ..Settings::default()
     };
-    let verifier = TokenVerifier::new(&AuthConfig::dev()).unwrap();
+    let verifier = TokenVerifier::new(&wsbridge::dev::auth_config()).unwrap();
     let sender = RecordingSender::new();
     let connect = |id: &'static str| {
-        let (store, session, verifier, sender) = (&store, &session, &verifier, &sender);
+        let (store, settings, verifier, sender) = (&store, &settings, &verifier, &sender);
         async move {
             let request = connect_request(id, "alice");
-            connect::handle(
-                &request,
-                verifier,
-                store,
-                sender,
-                session,
-                &Channels::default(),
-            )
-            .await
-            .status_code
+            connect::handle(&request, verifier, &settings.context(store, sender))
+                .await
+                .status_code
         }
     };
 

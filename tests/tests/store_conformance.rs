@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use futures::TryStreamExt;
 use wsbridge::auth::now_seconds;
 use wsbridge::channels::{Grants, TopicPattern};
-use wsbridge::protocol::broadcast::Target;
-use wsbridge::protocol::{ConnectionId, Topic, UserId};
+use wsbridge::protocol::{ConnectionId, UserId};
+use wsbridge::store::Audience;
 use wsbridge::store::{Connection, StoreError};
 use wsbridge::test_support::put;
 
@@ -35,8 +35,8 @@ fn id(n: impl std::fmt::Display) -> ConnectionId {
     ConnectionId::new(format!("conn{n}="))
 }
 
-fn topic(name: &str) -> Topic {
-    Topic::parse(name).unwrap()
+fn topic(name: &str) -> TopicPattern {
+    TopicPattern::parse(name).unwrap()
 }
 
 fn connection(n: impl std::fmt::Display, user: &str) -> Connection {
@@ -50,7 +50,7 @@ fn connection(n: impl std::fmt::Display, user: &str) -> Connection {
     }
 }
 
-async fn ids_of(store: &dyn Store, target: &Target) -> Vec<ConnectionId> {
+async fn ids_of(store: &dyn Store, target: &Audience) -> Vec<ConnectionId> {
     let pages: Vec<_> = store.recipients(target).try_collect().await.unwrap();
     let mut ids: Vec<ConnectionId> = pages
         .into_iter()
@@ -88,7 +88,7 @@ async fn unknown_connection_is_none_and_removing_it_succeeds(store: &dyn Store, 
     assert_eq!(store.get_connection(&id("nobody")).await.unwrap(), None);
     store.remove_connection(&id("nobody")).await.unwrap();
     store
-        .remove_gone(&[id("x"), id("y")], &Target::All)
+        .remove_gone(&[id("x"), id("y")], &Audience::All)
         .await
         .unwrap();
 }
@@ -102,28 +102,28 @@ async fn topic_recipients_are_exactly_its_live_subscribers(store: &dyn Store, _:
         } else {
             vec![topic("list:2")]
         };
-        store.subscribe(&id(n), &topics, 10).await.unwrap();
+        store.subscribe(&id(n), &topics, &[], 10).await.unwrap();
     }
     store
-        .subscribe(&id(0), &[topic("list:1")], 10)
+        .subscribe(&id(0), &[topic("list:1")], &[], 10)
         .await
         .unwrap();
     // THEN each topic lists exactly its subscribers, each once, across several pages
     assert_eq!(
-        ids_of(store, &Target::Topic(topic("list:1"))).await,
+        ids_of(store, &Audience::Subscribers(vec![topic("list:1")])).await,
         sorted((0..10).step_by(2).map(id))
     );
     assert_eq!(
-        ids_of(store, &Target::Topic(topic("list:2"))).await,
+        ids_of(store, &Audience::Subscribers(vec![topic("list:2")])).await,
         sorted((0..10).map(id))
     );
     assert!(
-        ids_of(store, &Target::Topic(topic("empty")))
+        ids_of(store, &Audience::Subscribers(vec![topic("empty")]))
             .await
             .is_empty()
     );
     let pages: Vec<_> = store
-        .recipients(&Target::Topic(topic("list:2")))
+        .recipients(&Audience::Subscribers(vec![topic("list:2")]))
         .try_collect()
         .await
         .unwrap();
@@ -137,15 +137,17 @@ async fn topic_recipients_are_exactly_its_live_subscribers(store: &dyn Store, _:
 async fn subscribe_enforces_the_topic_limit_atomically(store: &dyn Store, _: &Clock) {
     put(store, &connection(1, "u")).await;
     store
-        .subscribe(&id(1), &[topic("a"), topic("b")], 3)
+        .subscribe(&id(1), &[topic("a"), topic("b")], &[], 3)
         .await
         .unwrap();
     // "b" is held already, so only "c" counts against the limit
     store
-        .subscribe(&id(1), &[topic("b"), topic("c")], 3)
+        .subscribe(&id(1), &[topic("b"), topic("c")], &[], 3)
         .await
         .unwrap();
-    let refused = store.subscribe(&id(1), &[topic("a"), topic("d")], 3).await;
+    let refused = store
+        .subscribe(&id(1), &[topic("a"), topic("d")], &[], 3)
+        .await;
     assert!(
         matches!(
             refused,
@@ -157,12 +159,19 @@ async fn subscribe_enforces_the_topic_limit_atomically(store: &dyn Store, _: &Cl
         ),
         "{refused:?}"
     );
-    assert!(ids_of(store, &Target::Topic(topic("d"))).await.is_empty());
+    assert!(
+        ids_of(store, &Audience::Subscribers(vec![topic("d")]))
+            .await
+            .is_empty()
+    );
     // re-subscribing to held topics at the limit is fine
-    store.subscribe(&id(1), &[topic("a")], 3).await.unwrap();
+    store
+        .subscribe(&id(1), &[topic("a")], &[], 3)
+        .await
+        .unwrap();
     for held in ["a", "b", "c"] {
         assert_eq!(
-            ids_of(store, &Target::Topic(topic(held))).await,
+            ids_of(store, &Audience::Subscribers(vec![topic(held)])).await,
             vec![id(1)]
         );
     }
@@ -172,7 +181,7 @@ async fn subscribe_enforces_the_topic_limit_atomically(store: &dyn Store, _: &Cl
     for round in 0..3 {
         let racer = connection(format!("racer{round}"), "u");
         put(store, &racer).await;
-        let requests: Vec<[Topic; 2]> = (0..6)
+        let requests: Vec<[TopicPattern; 2]> = (0..6)
             .map(|n| {
                 [
                     topic(&format!("r{round}:{n}a")),
@@ -183,18 +192,19 @@ async fn subscribe_enforces_the_topic_limit_atomically(store: &dyn Store, _: &Cl
         let outcomes = futures::future::join_all(
             requests
                 .iter()
-                .map(|pair| store.subscribe(&racer.id, pair, 5)),
+                .map(|pair| store.subscribe(&racer.id, pair, &[], 5)),
         )
         .await;
         // THEN each request got all or none of its topics, and at most two got them
         let mut granted = 0;
         for (pair, outcome) in requests.iter().zip(&outcomes) {
             let held: Vec<bool> = futures::future::join_all(pair.iter().map(|t| async {
-                ids_of(store, &Target::Topic(t.clone())).await == vec![racer.id.clone()]
+                ids_of(store, &Audience::Subscribers(vec![t.clone()])).await
+                    == vec![racer.id.clone()]
             }))
             .await;
             match outcome {
-                Ok(()) => {
+                Ok(_) => {
                     granted += 1;
                     assert_eq!(held, [true, true], "round {round}: {pair:?}");
                 }
@@ -217,7 +227,7 @@ async fn unsubscribe_removes_only_the_named_topics(store: &dyn Store, _: &Clock)
     put(store, &connection(2, "u")).await;
     for n in [1, 2] {
         store
-            .subscribe(&id(n), &[topic("a"), topic("b")], 10)
+            .subscribe(&id(n), &[topic("a"), topic("b")], &[], 10)
             .await
             .unwrap();
     }
@@ -225,40 +235,57 @@ async fn unsubscribe_removes_only_the_named_topics(store: &dyn Store, _: &Clock)
         .unsubscribe(&id(1), &[topic("a"), topic("never-held")])
         .await
         .unwrap();
-    assert_eq!(ids_of(store, &Target::Topic(topic("a"))).await, vec![id(2)]);
     assert_eq!(
-        ids_of(store, &Target::Topic(topic("b"))).await,
+        ids_of(store, &Audience::Subscribers(vec![topic("a")])).await,
+        vec![id(2)]
+    );
+    assert_eq!(
+        ids_of(store, &Audience::Subscribers(vec![topic("b")])).await,
         vec![id(1), id(2)]
     );
     // the freed slot can be used again
-    store.subscribe(&id(1), &[topic("c")], 2).await.unwrap();
+    store
+        .subscribe(&id(1), &[topic("c")], &[], 2)
+        .await
+        .unwrap();
 }
 
 async fn subscribing_an_unknown_connection_is_refused(store: &dyn Store, _: &Clock) {
-    let subscribed = store.subscribe(&id("ghost"), &[topic("a")], 10).await;
+    let subscribed = store.subscribe(&id("ghost"), &[topic("a")], &[], 10).await;
     assert!(matches!(subscribed, Err(StoreError::NotConnected(_))));
     let unsubscribed = store.unsubscribe(&id("ghost"), &[topic("a")]).await;
     assert!(matches!(unsubscribed, Err(StoreError::NotConnected(_))));
-    assert!(ids_of(store, &Target::Topic(topic("a"))).await.is_empty());
+    assert!(
+        ids_of(store, &Audience::Subscribers(vec![topic("a")]))
+            .await
+            .is_empty()
+    );
 }
 
 async fn remove_connection_removes_every_subscription(store: &dyn Store, _: &Clock) {
     put(store, &connection(1, "u")).await;
     put(store, &connection(2, "u")).await;
-    let topics: Vec<Topic> = (0..8).map(|n| topic(&format!("t{n}"))).collect();
-    store.subscribe(&id(1), &topics, 10).await.unwrap();
-    store.subscribe(&id(2), &topics[..1], 10).await.unwrap();
+    let topics: Vec<TopicPattern> = (0..8).map(|n| topic(&format!("t{n}"))).collect();
+    store.subscribe(&id(1), &topics, &[], 10).await.unwrap();
+    store
+        .subscribe(&id(2), &topics[..1], &[], 10)
+        .await
+        .unwrap();
 
     store.remove_connection(&id(1)).await.unwrap();
     store.remove_connection(&id(1)).await.unwrap();
 
     assert_eq!(store.get_connection(&id(1)).await.unwrap(), None);
     assert_eq!(
-        ids_of(store, &Target::Topic(topics[0].clone())).await,
+        ids_of(store, &Audience::Subscribers(vec![topics[0].clone()])).await,
         vec![id(2)]
     );
     for t in &topics[1..] {
-        assert!(ids_of(store, &Target::Topic(t.clone())).await.is_empty());
+        assert!(
+            ids_of(store, &Audience::Subscribers(vec![t.clone()]))
+                .await
+                .is_empty()
+        );
     }
     assert_eq!(store.count_connections().await.unwrap(), 1);
 }
@@ -269,15 +296,15 @@ async fn user_target_finds_all_connections_of_that_user(store: &dyn Store, _: &C
     }
     put(store, &connection(99, "bob")).await;
     assert_eq!(
-        ids_of(store, &Target::User(UserId::new("alice"))).await,
+        ids_of(store, &Audience::User(UserId::new("alice"))).await,
         sorted((0..7).map(id))
     );
     assert_eq!(
-        ids_of(store, &Target::User(UserId::new("bob"))).await,
+        ids_of(store, &Audience::User(UserId::new("bob"))).await,
         vec![id(99)]
     );
     assert!(
-        ids_of(store, &Target::User(UserId::new("carol")))
+        ids_of(store, &Audience::User(UserId::new("carol")))
             .await
             .is_empty()
     );
@@ -291,21 +318,24 @@ async fn all_target_and_count_cover_every_live_connection_across_pages(
     for n in 0..60 {
         put(store, &connection(n, &format!("user{}", n % 5))).await;
     }
-    assert_eq!(ids_of(store, &Target::All).await, sorted((0..60).map(id)));
+    assert_eq!(ids_of(store, &Audience::All).await, sorted((0..60).map(id)));
     assert_eq!(store.count_connections().await.unwrap(), 60);
 }
 
 async fn connections_target_returns_only_live_ids(store: &dyn Store, _: &Clock) {
     put(store, &connection(1, "u")).await;
     put(store, &connection(2, "u")).await;
-    let target = Target::Connections(vec![id(1), id("unknown"), id(2)]);
+    let target = Audience::Connections(vec![id(1), id("unknown"), id(2)]);
     assert_eq!(ids_of(store, &target).await, vec![id(1), id(2)]);
     // more ids than one BatchGetItem takes
     let many: Vec<ConnectionId> = (0..150)
         .map(|n| id(format!("x{n}")))
         .chain([id(2)])
         .collect();
-    assert_eq!(ids_of(store, &Target::Connections(many)).await, vec![id(2)]);
+    assert_eq!(
+        ids_of(store, &Audience::Connections(many)).await,
+        vec![id(2)]
+    );
 }
 
 async fn remove_connections_handles_more_than_one_batch(store: &dyn Store, _: &Clock) {
@@ -314,24 +344,28 @@ async fn remove_connections_handles_more_than_one_batch(store: &dyn Store, _: &C
     for n in 0..30 {
         put(store, &connection(n, "u")).await;
         store
-            .subscribe(&id(n), &[topic("a"), topic("b")], 10)
+            .subscribe(&id(n), &[topic("a"), topic("b")], &[], 10)
             .await
             .unwrap();
     }
     put(store, &connection("keep", "u")).await;
     store
-        .subscribe(&id("keep"), &[topic("a")], 10)
+        .subscribe(&id("keep"), &[topic("a")], &[], 10)
         .await
         .unwrap();
 
-    store.remove_gone(&ids, &Target::All).await.unwrap();
+    store.remove_gone(&ids, &Audience::All).await.unwrap();
 
     assert_eq!(
-        ids_of(store, &Target::Topic(topic("a"))).await,
+        ids_of(store, &Audience::Subscribers(vec![topic("a")])).await,
         vec![id("keep")]
     );
-    assert!(ids_of(store, &Target::Topic(topic("b"))).await.is_empty());
-    assert_eq!(ids_of(store, &Target::All).await, vec![id("keep")]);
+    assert!(
+        ids_of(store, &Audience::Subscribers(vec![topic("b")]))
+            .await
+            .is_empty()
+    );
+    assert_eq!(ids_of(store, &Audience::All).await, vec![id("keep")]);
 }
 
 async fn expired_rows_are_invisible_before_ttl_deletes_them(store: &dyn Store, clock: &Clock) {
@@ -341,10 +375,13 @@ async fn expired_rows_are_invisible_before_ttl_deletes_them(store: &dyn Store, c
     let mut short = connection("short", "alice");
     short.expires_at = now + 2;
     put(store, &short).await;
-    store.subscribe(&short.id, &[topic("t")], 10).await.unwrap();
+    store
+        .subscribe(&short.id, &[topic("t")], &[], 10)
+        .await
+        .unwrap();
     put(store, &connection("long", "alice")).await;
     store
-        .subscribe(&id("long"), &[topic("t")], 10)
+        .subscribe(&id("long"), &[topic("t")], &[], 10)
         .await
         .unwrap();
     assert_eq!(store.count_connections().await.unwrap(), 2);
@@ -356,17 +393,20 @@ async fn expired_rows_are_invisible_before_ttl_deletes_them(store: &dyn Store, c
     // THEN no read returns it, and it cannot subscribe any more
     let alive = vec![id("long")];
     assert_eq!(store.get_connection(&short.id).await.unwrap(), None);
-    assert_eq!(ids_of(store, &Target::Topic(topic("t"))).await, alive);
     assert_eq!(
-        ids_of(store, &Target::User(UserId::new("alice"))).await,
+        ids_of(store, &Audience::Subscribers(vec![topic("t")])).await,
         alive
     );
-    assert_eq!(ids_of(store, &Target::All).await, alive);
-    let named = Target::Connections(vec![short.id.clone(), id("long")]);
+    assert_eq!(
+        ids_of(store, &Audience::User(UserId::new("alice"))).await,
+        alive
+    );
+    assert_eq!(ids_of(store, &Audience::All).await, alive);
+    let named = Audience::Connections(vec![short.id.clone(), id("long")]);
     assert_eq!(ids_of(store, &named).await, alive);
     assert_eq!(store.count_connections().await.unwrap(), 1);
     assert!(matches!(
-        store.subscribe(&short.id, &[topic("u")], 10).await,
+        store.subscribe(&short.id, &[topic("u")], &[], 10).await,
         Err(StoreError::NotConnected(_))
     ));
     let counted: Vec<ConnectionId> = store

@@ -8,11 +8,11 @@ use std::collections::BTreeSet;
 use futures::TryStreamExt;
 use futures::future::join_all;
 use wsbridge::auth::now_seconds;
-use wsbridge::channels::Grants;
+use wsbridge::channels::{Grants, TopicPattern};
 use wsbridge::clock::Clock;
 use wsbridge::limits::{ConnectionLimit, LimitPolicy, RateLimit};
-use wsbridge::protocol::broadcast::Target;
-use wsbridge::protocol::{ConnectionId, Topic, UserId};
+use wsbridge::protocol::{ConnectionId, UserId};
+use wsbridge::store::Audience;
 use wsbridge::store::{Admission, Connection, Registration, Store, StoreError};
 use wsbridge::test_support::put;
 
@@ -40,13 +40,13 @@ fn connection(id: impl std::fmt::Display, user: &str) -> Connection {
     }
 }
 
-fn topic(name: &str) -> Topic {
-    Topic::parse(name).unwrap()
+fn topic(name: &str) -> TopicPattern {
+    TopicPattern::parse(name).unwrap()
 }
 
 async fn subscribers(store: &dyn Store, name: &str) -> BTreeSet<ConnectionId> {
     let pages: Vec<_> = store
-        .recipients(&Target::Topic(topic(name)))
+        .recipients(&Audience::Subscribers(vec![topic(name)]))
         .try_collect()
         .await
         .unwrap();
@@ -226,7 +226,7 @@ async fn a_burst_of_simultaneous_frames_admits_exactly_the_burst(store: &dyn Sto
         assert_eq!(admitted, 5, "round {round}: {outcomes:?}");
         for outcome in &outcomes {
             match outcome {
-                Ok(Admission::Admitted(c)) => assert_eq!(c.id, id),
+                Ok(Admission::Admitted(s)) => assert_eq!(s.connection.id, id),
                 Ok(Admission::Limited { retry_after }) => {
                     assert_eq!(retry_after.as_millis(), 1_000)
                 }
@@ -247,8 +247,8 @@ async fn the_budget_refills_and_refuses_with_the_wait(store: &dyn Store, _: &Clo
         let (id, limit) = (c.id.clone(), limit);
         async move {
             match store.admit(&id, Some(&limit), now_us).await.unwrap() {
-                Admission::Admitted(connection) => {
-                    assert_eq!(connection.user_id, UserId::new("eve"));
+                Admission::Admitted(session) => {
+                    assert_eq!(session.connection.user_id, UserId::new("eve"));
                     Ok(())
                 }
                 Admission::Limited { retry_after } => Err(retry_after.as_micros()),
@@ -308,21 +308,21 @@ async fn subscribe_racing_removal_never_leaves_a_subscription(store: &dyn Store,
         let c = connection(format!("racy{round}"), "gus");
         put(store, &c).await;
         store
-            .subscribe(&c.id, &[topic("race:a")], 10)
+            .subscribe(&c.id, &[topic("race:a")], &[], 10)
             .await
             .unwrap();
 
         // WHEN a subscribe to three more and its $disconnect run at the same time
         let more = [topic("race:b"), topic("race:c"), topic("race:d")];
         let (subscribed, removed) = futures::join!(
-            store.subscribe(&c.id, &more, 10),
+            store.subscribe(&c.id, &more, &[], 10),
             store.remove_connection(&c.id)
         );
 
         // THEN the subscribe either landed first or found the connection gone, and in both
         // cases no topic lists the connection any more
         assert!(
-            matches!(subscribed, Ok(()) | Err(StoreError::NotConnected(_))),
+            matches!(subscribed, Ok(_) | Err(StoreError::NotConnected(_))),
             "round {round}: {subscribed:?}"
         );
         removed.unwrap();
@@ -341,7 +341,7 @@ async fn removal_returns_the_connection_and_its_topics(store: &dyn Store, _: &Cl
     let c = connection("leaving", "hal");
     put(store, &c).await;
     store
-        .subscribe(&c.id, &[topic("x:1"), topic("x:2")], 10)
+        .subscribe(&c.id, &[topic("x:1"), topic("x:2")], &[], 10)
         .await
         .unwrap();
     let removed = store
@@ -350,7 +350,7 @@ async fn removal_returns_the_connection_and_its_topics(store: &dyn Store, _: &Cl
         .unwrap()
         .expect("it was there");
     assert_eq!(removed.connection, c);
-    let topics: BTreeSet<Topic> = removed.topics.into_iter().collect();
+    let topics: BTreeSet<TopicPattern> = removed.topics.into_iter().collect();
     assert_eq!(topics, BTreeSet::from([topic("x:1"), topic("x:2")]));
     assert_eq!(store.remove_connection(&c.id).await.unwrap(), None);
     assert!(counted(store, "hal").await.is_empty());
@@ -366,14 +366,14 @@ async fn a_gone_recipient_reached_through_a_topic_loses_that_subscription(
     put(store, &kept).await;
     for c in [&gone, &kept] {
         store
-            .subscribe(&c.id, &[topic("feed:1"), topic("feed:2")], 10)
+            .subscribe(&c.id, &[topic("feed:1"), topic("feed:2")], &[], 10)
             .await
             .unwrap();
     }
     store
         .remove_gone(
             std::slice::from_ref(&gone.id),
-            &Target::Topic(topic("feed:1")),
+            &Audience::Subscribers(vec![topic("feed:1")]),
         )
         .await
         .unwrap();

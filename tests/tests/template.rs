@@ -7,6 +7,8 @@
 //! decided, `AWS::NoValue` dropped) and the result fed to the functions' own config parsers,
 //! so a value the template allows but a function refuses at start-up fails here.
 
+#[path = "template/auth.rs"]
+mod auth;
 #[path = "template/cfn.rs"]
 mod cfn;
 
@@ -16,11 +18,13 @@ use std::path::{Path, PathBuf};
 use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, KeySchemaElement};
 use serde_json::Value as Json;
 use serde_norway::Value;
-use wsbridge::auth::{DEV_SECRET, TokenVerifier, token_of};
+use wsbridge::auth::{TokenVerifier, token_of};
 use wsbridge::config::{
-    AuthConfig, BroadcastConfig, ChannelsConfig, ConfigError, ManagementConfig, SessionConfig,
-    StoreConfig,
+    AuthConfig, BroadcastConfig, ChannelsConfig, ConfigError, FanoutConfig, ManagementConfig,
+    SecretVar, SessionConfig, StoreConfig,
 };
+use wsbridge::dev::SAM_LOCAL_SECRET;
+use wsbridge::secrets::{self, SecretError, SecretSource};
 use wsbridge::store::dynamodb::schema;
 use wsbridge_tests::event;
 
@@ -77,12 +81,14 @@ fn workspace_binaries() -> BTreeMap<String, PathBuf> {
     binaries
 }
 
-/// The config types a binary reads: every `XConfig::from_env` in its `main.rs`.
+/// The config types a binary reads: every `XConfig::from_env` or `XConfig::from_lookup`
+/// (after its secrets are read) in its `main.rs`.
 fn configs_read_by(main_rs: &Path) -> BTreeSet<String> {
     let source = std::fs::read_to_string(main_rs)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", main_rs.display()));
     source
         .match_indices("::from_env")
+        .chain(source.match_indices("::from_lookup"))
         .map(|(at, _)| {
             let before = &source[..at];
             let start = before
@@ -95,10 +101,14 @@ fn configs_read_by(main_rs: &Path) -> BTreeSet<String> {
 
 type Env = BTreeMap<String, String>;
 
-/// What this test knows of a config type: the variables it reads and its parser.
+type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// What this test knows of a config type: the variables it reads, the secrets its function
+/// reads from Secrets Manager first, and its parser.
 struct ConfigKind {
     env_vars: &'static [&'static str],
-    parse: fn(&Env) -> Result<(), ConfigError>,
+    secrets: &'static [SecretVar],
+    parse: fn(Lookup) -> Result<(), ConfigError>,
 }
 
 fn lookup(env: &Env) -> impl Fn(&str) -> Option<String> + '_ {
@@ -109,27 +119,38 @@ fn config_kind(name: &str) -> ConfigKind {
     match name {
         "StoreConfig" => ConfigKind {
             env_vars: StoreConfig::ENV_VARS,
-            parse: |env| StoreConfig::from_lookup(lookup(env)).map(drop),
+            secrets: &[],
+            parse: |env| StoreConfig::from_lookup(env).map(drop),
         },
         "AuthConfig" => ConfigKind {
             env_vars: AuthConfig::ENV_VARS,
-            parse: |env| AuthConfig::from_lookup(lookup(env)).map(drop),
+            secrets: AuthConfig::SECRETS,
+            parse: |env| AuthConfig::from_lookup(env).map(drop),
         },
         "SessionConfig" => ConfigKind {
             env_vars: SessionConfig::ENV_VARS,
-            parse: |env| SessionConfig::from_lookup(lookup(env)).map(drop),
+            secrets: &[],
+            parse: |env| SessionConfig::from_lookup(env).map(drop),
         },
         "BroadcastConfig" => ConfigKind {
             env_vars: BroadcastConfig::ENV_VARS,
-            parse: |env| BroadcastConfig::from_lookup(lookup(env)).map(drop),
+            secrets: BroadcastConfig::SECRETS,
+            parse: |env| BroadcastConfig::from_lookup(env).map(drop),
         },
         "ChannelsConfig" => ConfigKind {
             env_vars: ChannelsConfig::ENV_VARS,
-            parse: |env| ChannelsConfig::from_lookup(lookup(env)).map(drop),
+            secrets: &[],
+            parse: |env| ChannelsConfig::from_lookup(env).map(drop),
         },
         "ManagementConfig" => ConfigKind {
             env_vars: ManagementConfig::ENV_VARS,
-            parse: |env| ManagementConfig::from_lookup(lookup(env)).map(drop),
+            secrets: &[],
+            parse: |env| ManagementConfig::from_lookup(env).map(drop),
+        },
+        "FanoutConfig" => ConfigKind {
+            env_vars: FanoutConfig::ENV_VARS,
+            secrets: &[],
+            parse: |env| FanoutConfig::from_lookup(env).map(drop),
         },
         other => panic!("a main.rs reads {other}::from_env; add it to config_kind in this test"),
     }
@@ -137,6 +158,18 @@ fn config_kind(name: &str) -> ConfigKind {
 
 /// Variables a function may be given that the AWS SDK reads, not our configs.
 const SDK_VARIABLES: &[&str] = &["AWS_ENDPOINT_URL_DYNAMODB"];
+
+/// Variables the configs read that the template must never declare, and why.
+const NEVER_DECLARED: &[(&str, &str)] = &[
+    (
+        "AWS_SAM_LOCAL",
+        "SAM CLI sets it in its local containers; a deployed function must not have it",
+    ),
+    (
+        "JWT_JWKS",
+        "an inline JWK set is for local runs; a deployment fetches JwtJwksUrl",
+    ),
+];
 
 /// The template's functions: logical id -> binary, and the binary's configs.
 struct Function {
@@ -269,7 +302,15 @@ fn every_variable_a_function_reads_is_declared_and_nothing_else() {
     for function in functions(&template) {
         let declared = template.declared_environment(&function.id);
         let read = variables_read(&function);
-        for variable in &read {
+        for (variable, why) in NEVER_DECLARED {
+            assert!(
+                !declared.contains(*variable),
+                "template.yaml declares {variable} for {}: {why}",
+                function.id
+            );
+        }
+        let never: BTreeSet<&str> = NEVER_DECLARED.iter().map(|(v, _)| *v).collect();
+        for variable in read.difference(&never) {
             assert!(
                 declared.contains(*variable),
                 "{} ({}) reads {variable} (through {:?}) but template.yaml does not set it",
@@ -288,20 +329,67 @@ fn every_variable_a_function_reads_is_declared_and_nothing_else() {
     }
 }
 
-/// Stand-ins for what CloudFormation resolves at deploy time.
-fn resolve_dynamic_references(mut env: Env) -> Env {
+/// What Secrets Manager would answer a deployed function: the same text for every secret.
+struct StandInSecrets;
+
+#[async_trait::async_trait]
+impl SecretSource for StandInSecrets {
+    async fn secret_string(
+        &self,
+        _secret_id: &str,
+    ) -> Result<Option<String>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Some(
+            "a-secret-of-at-least-thirty-two-bytes-from-secrets-manager".into(),
+        ))
+    }
+}
+
+/// For `sam local invoke`: every secret must come from `events/env.json`.
+struct NoSecrets;
+
+#[async_trait::async_trait]
+impl SecretSource for NoSecrets {
+    async fn secret_string(
+        &self,
+        secret_id: &str,
+    ) -> Result<Option<String>, Box<dyn std::error::Error + Send + Sync>> {
+        Err(format!("sam local invoke would read secret {secret_id} from Secrets Manager").into())
+    }
+}
+
+/// Starts a function's configs as its `main` does: the secrets it names read from `source`
+/// (dynamic references to SSM stood in, as CloudFormation resolves them at deploy time),
+/// then every config parsed. The error says why the function would refuse to start.
+fn start(function: &Function, env: &Env, source: &dyn SecretSource) -> Result<(), String> {
+    let mut env = env.clone();
     for value in env.values_mut() {
-        if value.starts_with("{{resolve:secretsmanager:") {
-            *value = "a-secret-of-at-least-thirty-two-bytes-from-secrets-manager".into();
-        } else if value.starts_with("{{resolve:ssm:") {
+        assert!(
+            !value.contains("{{resolve:secretsmanager:"),
+            "a secret resolved into a plain environment variable: {value}"
+        );
+        if value.starts_with("{{resolve:ssm:") {
             *value = "-----BEGIN PUBLIC KEY-----\\nMFkw...\\n-----END PUBLIC KEY-----".into();
         }
     }
-    env
+    let secret_vars: Vec<SecretVar> = function
+        .configs
+        .iter()
+        .flat_map(|c| config_kind(c).secrets.iter().copied())
+        .collect();
+    let resolved =
+        futures::executor::block_on(secrets::resolve(lookup(&env), &secret_vars, source))
+            .map_err(|e: SecretError| e.to_string())?;
+    for config in &function.configs {
+        (config_kind(config).parse)(&resolved).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
+const JWKS_URL: &str =
+    "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Example/.well-known/jwks.json";
+
 /// Every value a parameter allows that a function's environment uses: its default, each of
-/// its AllowedValues, its MinValue and MaxValue.
+/// its AllowedValues, its MinValue and MaxValue, and a real value for the free-text ones.
 fn parameter_choices(template: &Template) -> Vec<(String, String)> {
     let mut choices = Vec::new();
     for (name, spec) in template.section("Parameters") {
@@ -315,9 +403,13 @@ fn parameter_choices(template: &Template) -> Vec<(String, String)> {
             choices.extend(allowed.iter().map(|v| (name.clone(), scalar(v))));
         }
     }
+    let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:wsbridge/jwt-secret-AbCdEf";
     choices.push(("WebSocketCustomDomainName".into(), "ws.example.com".into()));
     choices.push(("JwtIssuer".into(), "https://issuer.example.com".into()));
     choices.push(("JwtAudience".into(), "wsbridge".into()));
+    choices.push(("JwtJwksUrl".into(), JWKS_URL.into()));
+    choices.push(("JwtSecretName".into(), arn.into()));
+    choices.push(("BroadcastApiKeySecretName".into(), arn.into()));
     // The worked examples, as a deployment would pass them.
     for example in ["chat.json", "feed.json"] {
         let path = root().join("examples/channels").join(example);
@@ -327,113 +419,81 @@ fn parameter_choices(template: &Template) -> Vec<(String, String)> {
     choices
 }
 
+/// The ways tokens can be verified, each complete enough to deploy; every parameter choice
+/// is tried on top of each.
+const AUTH_MODES: &[&[(&str, &str)]] = &[
+    &[],
+    &[("BroadcastAuth", "API_KEY")],
+    &[
+        ("JwtAlgorithm", "RS256"),
+        ("JwtIssuer", "https://issuer.example.com"),
+        ("JwtAudience", "wsbridge"),
+    ],
+    &[
+        ("JwtAlgorithm", "JWKS"),
+        ("JwtJwksUrl", JWKS_URL),
+        ("JwtIssuer", "https://issuer.example.com"),
+        ("JwtAudience", "wsbridge"),
+    ],
+];
+
 #[test]
 fn every_parameter_value_the_template_allows_gives_environments_the_functions_accept() {
     let template = template();
     let functions = functions(&template);
-    for (parameter, value) in parameter_choices(&template) {
-        let parameters = template.parameters(&[(&parameter, &value)]);
-        for function in &functions {
-            let env = resolve_dynamic_references(template.environment(&function.id, &parameters));
-            for config in &function.configs {
-                if let Err(e) = (config_kind(config).parse)(&env) {
-                    panic!(
-                        "with {parameter}={value}, {} would refuse to start: {e}\n(environment: {env:?})",
+    let connect = function_of_binary(&functions, "wsbridge-connect");
+    let mut deployable = 0;
+    for mode in AUTH_MODES {
+        for (parameter, value) in parameter_choices(&template) {
+            let mut overrides = mode.to_vec();
+            overrides.push((&parameter, &value));
+            let parameters = template.parameters(&overrides);
+            let broken = template.broken_rules(&parameters);
+            for function in &functions {
+                let env = template.environment(&function.id, &parameters);
+                let started = start(function, &env, &StandInSecrets);
+                match (&started, broken.is_empty()) {
+                    (Err(e), true) => panic!(
+                        "with {overrides:?}, {} would refuse to start: {e}\n(environment: {env:?})",
+                        function.id
+                    ),
+                    // CloudFormation refuses what the connect function would refuse: the
+                    // rules and the config agree.
+                    (Ok(()), false) if function.id == connect.id => panic!(
+                        "with {overrides:?} the template's Rules refuse the deployment \
+                         ({broken:?}), but {} would start",
+                        function.id
+                    ),
+                    _ => {}
+                }
+                for plain in ["JWT_SECRET", "BROADCAST_API_KEY"] {
+                    assert!(
+                        !env.contains_key(plain),
+                        "with {overrides:?} a deployment sets {plain} for {}",
                         function.id
                     );
                 }
             }
+            deployable += usize::from(broken.is_empty());
         }
     }
-    // The algorithm parameter is the one the function reads.
-    let connect = function_of_binary(&functions, "wsbridge-connect");
-    for algorithm in ["HS256", "RS256", "ES256"] {
-        let parameters = template.parameters(&[("JwtAlgorithm", algorithm)]);
-        let env = resolve_dynamic_references(template.environment(&connect.id, &parameters));
-        let config = AuthConfig::from_lookup(lookup(&env)).unwrap();
-        assert_eq!(format!("{:?}", config.algorithm), algorithm);
-    }
-}
-
-#[test]
-fn keys_come_from_dynamic_references_and_only_the_needed_ones_are_set() {
-    let template = template();
-    let functions = functions(&template);
-    let connect = &function_of_binary(&functions, "wsbridge-connect").id;
-    let broadcast = &function_of_binary(&functions, "wsbridge-broadcast").id;
-    let env = |function: &str, overrides: &[(&str, &str)]| {
-        template.environment(function, &template.parameters(overrides))
-    };
-
-    // HS256 (the default): the secret from Secrets Manager, no public key.
-    let hs256 = env(connect, &[]);
-    assert_eq!(
-        hs256.get("JWT_SECRET").map(String::as_str),
-        Some("{{resolve:secretsmanager:wsbridge/jwt-secret}}")
-    );
-    assert!(!hs256.contains_key("JWT_PUBLIC_KEY"));
-    assert!(!hs256.contains_key("JWT_ISSUER") && !hs256.contains_key("JWT_AUDIENCE"));
-    // RS256/ES256: the public key from SSM, no secret.
-    for algorithm in ["RS256", "ES256"] {
-        let asymmetric = env(connect, &[("JwtAlgorithm", algorithm)]);
-        assert_eq!(
-            asymmetric.get("JWT_PUBLIC_KEY").map(String::as_str),
-            Some("{{resolve:ssm:/wsbridge/jwt-public-key}}")
-        );
-        assert!(!asymmetric.contains_key("JWT_SECRET"));
-    }
-    let claims = env(
-        connect,
-        &[
-            ("JwtIssuer", "https://id.example.com"),
-            ("JwtAudience", "app"),
-        ],
-    );
-    assert_eq!(claims["JWT_ISSUER"], "https://id.example.com");
-    assert_eq!(claims["JWT_AUDIENCE"], "app");
-
-    // Broadcast: IAM by default, so no key; API_KEY mode takes it from Secrets Manager.
-    let iam = env(broadcast, &[]);
-    assert!(!iam.contains_key("BROADCAST_API_KEY"));
-    let api_key = env(broadcast, &[("BroadcastAuth", "API_KEY")]);
-    assert_eq!(
-        api_key.get("BROADCAST_API_KEY").map(String::as_str),
-        Some("{{resolve:secretsmanager:wsbridge/broadcast-api-key}}")
+    assert!(
+        deployable > 0,
+        "no parameter choice passes the template's Rules"
     );
 
-    // The stored https://{domainName}/{stage} is right unless a custom domain is in front.
-    assert!(!iam.contains_key("WS_MANAGEMENT_ENDPOINT"));
-    let custom = env(
-        broadcast,
-        &[("WebSocketCustomDomainName", "ws.example.com")],
-    );
-    assert_eq!(
-        custom["WS_MANAGEMENT_ENDPOINT"],
-        "https://<WebSocketApi>.execute-api.<AWS::Region>.<AWS::URLSuffix>/prod"
-    );
-
-    // A deployment never talks to a DynamoDB Local.
-    for function in &functions {
-        assert!(
-            !env(&function.id, &[]).contains_key("AWS_ENDPOINT_URL_DYNAMODB"),
-            "{}",
-            function.id
-        );
-    }
-
-    // No secret parameter carries a value of its own: secrets are referenced by name.
-    for (name, spec) in template.section("Parameters") {
-        let name = scalar(name);
-        if name.contains("Secret") || name.contains("Key") {
-            assert!(
-                name.ends_with("Name"),
-                "parameter {name} looks like it holds a secret; take it by reference instead"
-            );
-            assert!(
-                spec.get("NoEcho").is_none(),
-                "{name} is a name, not a secret"
-            );
-        }
+    // The algorithm parameter is the one the function reads, or the key set decides.
+    for algorithm in ["HS256", "RS256", "PS256", "ES256", "EdDSA", "JWKS"] {
+        let parameters = template.parameters(&[
+            ("JwtAlgorithm", algorithm),
+            ("JwtIssuer", "https://issuer.example.com"),
+            ("JwtAudience", "wsbridge"),
+            ("JwtJwksUrl", JWKS_URL),
+        ]);
+        let env = template.environment(&connect.id, &parameters);
+        start(connect, &env, &StandInSecrets).unwrap();
+        let expected = (algorithm != "JWKS").then_some(algorithm);
+        assert_eq!(env.get("JWT_ALGORITHM").map(String::as_str), expected);
     }
 }
 
@@ -789,56 +849,20 @@ fn broadcast_routes_reach_the_broadcast_function_signed_with_iam_unless_api_key_
 
 // ---- least privilege ----
 
-/// The AWS actions each function's code calls, and nothing more:
-/// - connect: `register` reads the user row (GetItem) and writes the connection and user
-///   rows in one TransactWriteItems (PutItem, UpdateItem); `close_oldest` removes the oldest
-///   connection (DeleteItem, BatchWriteItem, UpdateItem) and closes it (DeleteConnection);
-/// - disconnect: `remove_connection` (DeleteItem, BatchWriteItem, UpdateItem);
-/// - default: `admit` (UpdateItem), the row before a subscribe/unsubscribe (GetItem), and one
-///   TransactWriteItems of an Update plus Puts (subscribe) or Deletes (unsubscribe);
-/// - broadcast: recipients by Query (table, by_user, by_shard) and BatchGetItem; gone and
-///   disconnected connections removed (DeleteItem, BatchWriteItem, UpdateItem); a connection
-///   and a user's connections (GetItem, BatchGetItem); server subscribe/unsubscribe
-///   (TransactWriteItems: UpdateItem, PutItem, DeleteItem); PostToConnection and
-///   DeleteConnection.
-fn expected_actions(binary: &str) -> BTreeSet<&'static str> {
-    BTreeSet::from_iter(match binary {
-        "wsbridge-connect" => vec![
-            "dynamodb:GetItem",
-            "dynamodb:PutItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:DeleteItem",
-            "dynamodb:BatchWriteItem",
-            "execute-api:ManageConnections",
-        ],
-        "wsbridge-disconnect" => vec![
-            "dynamodb:DeleteItem",
-            "dynamodb:BatchWriteItem",
-            "dynamodb:UpdateItem",
-        ],
-        "wsbridge-default" => vec![
-            "dynamodb:GetItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:PutItem",
-            "dynamodb:DeleteItem",
-        ],
-        "wsbridge-broadcast" => vec![
-            "dynamodb:Query",
-            "dynamodb:GetItem",
-            "dynamodb:BatchGetItem",
-            "dynamodb:BatchWriteItem",
-            "dynamodb:DeleteItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:PutItem",
-            "execute-api:ManageConnections",
-        ],
-        other => panic!("no expected actions for {other}; add them here"),
-    })
-}
+// What each function's code calls is not written down here: `wsbridge_tests::iam` runs every
+// path of each function's handler on DynamoDB Local and reports the DynamoDB actions (the
+// items of transactions included) and `@connections` methods it used. The template must
+// grant exactly those, plus `secretsmanager:GetSecretValue` on the secret a function's
+// environment names (`*_SECRET_ID`), when it names one.
 
-#[test]
-fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api() {
+#[tokio::test]
+async fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api() {
     let template = template();
+    let mut calls = BTreeMap::new();
+    for function in functions(&template) {
+        let called = wsbridge_tests::iam::calls_of(&function.binary).await;
+        calls.insert(function.binary.clone(), called);
+    }
     let table = &template.resources_of("AWS::DynamoDB::Table")[0]
         .0
         .to_owned();
@@ -855,10 +879,36 @@ fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api() {
         ))
         .collect();
 
-    for function in functions(&template) {
+    // Statements may depend on parameters (a secret is read only in the modes that need it):
+    // every mode is checked.
+    let modes: &[&[(&str, &str)]] = &[
+        &[],
+        &[("BroadcastAuth", "API_KEY")],
+        &[("JwtAlgorithm", "RS256")],
+        &[("JwtAlgorithm", "JWKS")],
+        &[
+            (
+                "JwtSecretName",
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:jwt-AbCdEf",
+            ),
+            ("BroadcastAuth", "API_KEY"),
+            (
+                "BroadcastApiKeySecretName",
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:key-AbCdEf",
+            ),
+        ],
+    ];
+    for (mode, function) in modes
+        .iter()
+        .flat_map(|mode| functions(&template).into_iter().map(move |f| (*mode, f)))
+    {
         let id = &function.id;
+        let parameters = template.parameters(mode);
         let mut actions = BTreeSet::new();
         let mut queried = BTreeSet::new();
+        let mut secrets_read = BTreeSet::new();
+        let mut methods = BTreeSet::new();
+        let mut only_in_transactions = BTreeSet::new();
         let policies = template.properties(id)["Policies"]
             .as_sequence()
             .unwrap_or_else(|| panic!("{id} has no Policies"));
@@ -872,7 +922,15 @@ fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api() {
                     panic!("{id}: policy {policy:?} is not an inline statement list")
                 });
             for statement in statements {
+                let Some(statement) = template.choose(statement, &parameters) else {
+                    continue;
+                };
                 assert_eq!(scalar(&statement["Effect"]), "Allow", "{id}");
+                let in_transactions_only = statement
+                    .get("Condition")
+                    .and_then(|c| c.get("ForAnyValue:StringEquals"))
+                    .and_then(|c| c.get("dynamodb:EnclosingOperation"))
+                    .is_some_and(|op| scalar(op) == "TransactWriteItems");
                 let resources = one_or_many(&statement["Resource"]);
                 for action in one_or_many(&statement["Action"]).into_iter().map(scalar) {
                     assert!(!action.contains('*'), "{id}: wildcard action {action}");
@@ -885,33 +943,84 @@ fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api() {
                                 "{id}: {action} on {resource:?}, not the table (or, for Query, its indexes)"
                             );
                             if action == "dynamodb:Query" {
-                                queried.insert(
-                                    sub_text(resource).map_or("table".into(), str::to_owned),
-                                );
+                                // `${Table.Arn}/index/by_user` is by_user; the table is `table`
+                                queried.insert(sub_text(resource).map_or("table".into(), |t| {
+                                    t.rsplit('/').next().unwrap_or_default().to_owned()
+                                }));
                             }
+                        } else if action == "secretsmanager:GetSecretValue" {
+                            let arn = template
+                                .choose(resource, &parameters)
+                                .and_then(|r| template.evaluate(r, &parameters))
+                                .unwrap_or_else(|| panic!("{id}: {action} on nothing"));
+                            secrets_read.insert(arn);
                         } else {
-                            assert!(
-                                sub_text(resource)
-                                    .is_some_and(|arn| connections_arns.iter().any(|a| a == arn)),
-                                "{id}: {action} on {resource:?}, beyond this stage's @connections"
-                            );
+                            let arn = sub_text(resource).unwrap_or_default();
+                            let method = ["POST", "DELETE"]
+                                .into_iter()
+                                .zip(&connections_arns)
+                                .find(|(_, a)| *a == arn)
+                                .map(|(m, _)| m)
+                                .unwrap_or_else(|| {
+                                    panic!("{id}: {action} on {resource:?}, beyond this stage's @connections")
+                                });
+                            methods.insert(method);
                         }
+                    }
+                    if in_transactions_only {
+                        only_in_transactions.insert(action.clone());
                     }
                     actions.insert(action);
                 }
             }
         }
-        let expected = expected_actions(&function.binary);
+        // The secrets the function reads at start-up: one ARN each (a name matches the six
+        // characters Secrets Manager appends; a full ARN is used as it is).
+        let env = template.environment(id, &parameters);
+        let wanted_secrets: BTreeSet<String> = env
+            .iter()
+            .filter(|(name, _)| name.ends_with("_SECRET_ID"))
+            .map(|(_, secret)| {
+                if secret.starts_with("arn:") {
+                    secret.clone()
+                } else {
+                    format!(
+                        "arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:{secret}-??????"
+                    )
+                }
+            })
+            .collect();
         assert_eq!(
-            actions.iter().map(String::as_str).collect::<BTreeSet<_>>(),
-            expected,
-            "{id}: IAM actions"
+            secrets_read, wanted_secrets,
+            "{id} with {mode:?}: secrets readable"
         );
-        if expected.contains("dynamodb:Query") {
-            let mut wanted = indexes.clone();
-            wanted.insert("table".into());
-            assert_eq!(queried, wanted, "{id} queries the table and every index");
+        let called = &calls[&function.binary];
+        let mut expected: BTreeSet<String> = called.dynamodb.clone();
+        if !called.management.is_empty() {
+            expected.insert("execute-api:ManageConnections".into());
         }
+        if !wanted_secrets.is_empty() {
+            expected.insert("secretsmanager:GetSecretValue".into());
+        }
+        assert_eq!(
+            actions, expected,
+            "{id} with {mode:?}: IAM actions granted vs. called by the code"
+        );
+        assert_eq!(
+            methods, called.management,
+            "{id}: @connections methods granted vs. called"
+        );
+        // A write allowed only inside a transaction must never be called outside one.
+        for action in &only_in_transactions {
+            assert!(
+                called.only_in_transactions.contains(action),
+                "{id}: {action} is granted for TransactWriteItems only, but the code calls it directly"
+            );
+        }
+        assert_eq!(
+            queried, called.queried,
+            "{id}: Query granted on (table, indexes) vs. queried by the code"
+        );
     }
     let text = std::fs::read_to_string(root().join("template.yaml")).unwrap();
     assert!(
@@ -938,13 +1047,21 @@ async fn env_json_configures_every_function_for_sam_local_invoke() {
             "env.json has a section {section}, which is no function of template.yaml"
         );
     }
-    for function in &functions {
-        // SAM applies `Parameters` to every function, then the function's own section.
-        let mut env: Env = file.get("Parameters").cloned().unwrap_or_default();
+    // What SAM CLI gives a function: the template's environment for the default parameters,
+    // `Parameters` of env.json over it, then the function's own section, and its own marker.
+    let sam_local = |function: &Function| -> Env {
+        let mut env = template.environment(&function.id, &template.parameters(&[]));
+        env.extend(file.get("Parameters").cloned().unwrap_or_default());
         env.extend(file.get(&function.id).cloned().unwrap_or_default());
+        env.insert("AWS_SAM_LOCAL".into(), "true".into());
+        env
+    };
+    for function in &functions {
+        let mut overrides: Env = file.get("Parameters").cloned().unwrap_or_default();
+        overrides.extend(file.get(&function.id).cloned().unwrap_or_default());
         // SAM only overrides variables the template declares: any other would be ignored.
         let declared = template.declared_environment(&function.id);
-        for variable in env.keys() {
+        for variable in overrides.keys() {
             assert!(
                 declared.contains(variable),
                 "env.json sets {variable} for {}, but template.yaml does not declare it, so \
@@ -952,32 +1069,41 @@ async fn env_json_configures_every_function_for_sam_local_invoke() {
                 function.id
             );
         }
+        let env = sam_local(function);
         assert!(
             env.get("AWS_ENDPOINT_URL_DYNAMODB")
                 .is_some_and(|e| e.starts_with("http://")),
             "{}: env.json must point at a DynamoDB Local",
             function.id
         );
-        for config in &function.configs {
-            if let Err(e) = (config_kind(config).parse)(&env) {
-                panic!(
-                    "with events/env.json, {} would refuse to start: {e}",
-                    function.id
-                );
-            }
+        // Locally, no secret comes from Secrets Manager.
+        if let Err(e) = start(function, &env, &NoSecrets) {
+            panic!(
+                "with events/env.json, {} would refuse to start: {e}",
+                function.id
+            );
         }
     }
 
-    // The sample tokens verify with the connect function's local configuration.
+    // The sample tokens verify with the connect function's local configuration: the
+    // SAM-local secret, which the same function refuses anywhere but under SAM CLI.
     let connect = function_of_binary(&functions, "wsbridge-connect");
-    let mut env: Env = file["Parameters"].clone();
-    env.extend(file[&connect.id].clone());
-    assert_eq!(env.get("JWT_SECRET").map(String::as_str), Some(DEV_SECRET));
+    let mut env = sam_local(connect);
+    assert_eq!(
+        env.get("JWT_SECRET").map(String::as_str),
+        Some(SAM_LOCAL_SECRET)
+    );
     let verifier = TokenVerifier::new(&AuthConfig::from_lookup(lookup(&env)).unwrap()).unwrap();
     let request = serde_json::from_str(&event("connect.json")).unwrap();
     let token = token_of(&request).expect("connect.json carries a token");
     assert_eq!(
         verifier.verify(token).await.unwrap().user_id.as_str(),
         "alice"
+    );
+    env.remove("AWS_SAM_LOCAL");
+    assert!(
+        start(connect, &env, &NoSecrets)
+            .is_err_and(|e| e.contains("JWT_SECRET") && e.contains("sam local only")),
+        "outside SAM CLI the sample events' secret must be refused"
     );
 }

@@ -2,9 +2,10 @@
 
 use lambda_http::{Error, Request, run, service_fn};
 use wsbridge::config::{
-    BroadcastConfig, ChannelsConfig, ManagementConfig, SessionConfig, StoreConfig,
+    BroadcastConfig, ChannelsConfig, FanoutConfig, ManagementConfig, SessionConfig, StoreConfig,
 };
-use wsbridge::handlers::broadcast::{self, ServerApi};
+use wsbridge::handlers::{Context, broadcast};
+use wsbridge::secrets;
 use wsbridge::sender::ApiGatewaySender;
 use wsbridge::store::DynamoDbStore;
 
@@ -12,29 +13,36 @@ use wsbridge::store::DynamoDbStore;
 async fn main() -> Result<(), Error> {
     wsbridge::logging::init();
     let table = StoreConfig::from_env()?.table_name;
+    let aws = aws_config::load_from_env().await;
+    // BROADCAST_API_KEY_SECRET_ID names the API key in Secrets Manager: read once, here.
+    let env = secrets::resolve_env(&aws, BroadcastConfig::SECRETS).await?;
     let config = BroadcastConfig {
         emit_metrics: true,
-        ..BroadcastConfig::from_env()?
+        ..BroadcastConfig::from_lookup(env)?
     };
     let session = SessionConfig::from_env()?;
     let channels = ChannelsConfig::from_env()?.channels;
+    let fanout = FanoutConfig::from_env()?;
     let management = ManagementConfig::from_env()?;
-    let aws = aws_config::load_from_env().await;
     // Pages of 1 000 rows instead of DynamoDB's 1 MB (~5 000): fan-out holds up to three
     // pages at once, and smaller ones keep memory flat in the number of recipients at the
     // same read cost (BENCHMARKS.md, "Memory").
     let store = DynamoDbStore::from_sdk_config(&aws, table).with_page_size(1_000);
     let sender = ApiGatewaySender::new(&aws, management.endpoint_override);
-    let api = ServerApi {
-        config: &config,
+    let ctx = Context {
+        store: &store,
+        sender: &sender,
         session: &session,
         channels: &channels,
+        fanout: &fanout,
+        // Each request carries its invocation's deadline; the handler reads it there.
+        deadline: None,
     };
 
     // The handler borrows what main built once; `run` never returns while it is in use.
-    let (store, sender, api) = (&store, &sender, &api);
+    let (ctx, config) = (&ctx, &config);
     run(service_fn(move |request: Request| async move {
-        Ok::<_, Error>(broadcast::handle(&request, store, sender, api).await)
+        Ok::<_, Error>(broadcast::handle(&request, ctx, config).await)
     }))
     .await
 }

@@ -1,9 +1,13 @@
-//! `$default`: the client protocol (subscribe, unsubscribe, ping, whoami).
+//! `$default`: the client protocol (subscribe, unsubscribe, publish, presence, ping, whoami).
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use wsbridge::config::{ChannelsConfig, SessionConfig, StoreConfig};
-use wsbridge::handlers::default;
+use wsbridge::config::{
+    ChannelsConfig, FanoutConfig, ManagementConfig, SessionConfig, StoreConfig,
+};
+use wsbridge::fanout::deadline_at;
+use wsbridge::handlers::{Context, default};
+use wsbridge::sender::ApiGatewaySender;
 use wsbridge::store::DynamoDbStore;
 
 #[tokio::main]
@@ -12,13 +16,28 @@ async fn main() -> Result<(), Error> {
     let table = StoreConfig::from_env()?.table_name;
     let session = SessionConfig::from_env()?;
     let channels = ChannelsConfig::from_env()?.channels;
-    let store = DynamoDbStore::from_sdk_config(&aws_config::load_from_env().await, table);
+    let fanout = FanoutConfig::from_env()?;
+    let management = ManagementConfig::from_env()?;
+    let aws = aws_config::load_from_env().await;
+    let store = DynamoDbStore::from_sdk_config(&aws, table).with_page_size(1_000);
+    // Client publishes and join/leave events post to connections.
+    let sender = ApiGatewaySender::new(&aws, management.endpoint_override);
 
     // The handler borrows what main built once; `run` never returns while it is in use.
-    let (store, session, channels) = (&store, &session, &channels);
+    let (store, sender) = (&store, &sender);
+    let (session, channels, fanout) = (&session, &channels, &fanout);
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
-            Ok::<_, Error>(default::handle(&event.payload, store, session, channels).await)
+            // A publish fans out within the invocation, bounded by its deadline.
+            let ctx = Context {
+                store,
+                sender,
+                session,
+                channels,
+                fanout,
+                deadline: deadline_at(event.context.deadline),
+            };
+            Ok::<_, Error>(default::handle(&event.payload, &ctx).await)
         },
     ))
     .await

@@ -1,22 +1,43 @@
-//! `$disconnect`: removes the connection and its subscriptions.
+//! `$disconnect`: removes the connection and its subscriptions, and announces its user's
+//! leaves.
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use wsbridge::config::StoreConfig;
-use wsbridge::handlers::disconnect;
+use wsbridge::config::{
+    ChannelsConfig, FanoutConfig, ManagementConfig, SessionConfig, StoreConfig,
+};
+use wsbridge::fanout::deadline_at;
+use wsbridge::handlers::{Context, disconnect};
+use wsbridge::sender::ApiGatewaySender;
 use wsbridge::store::DynamoDbStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     wsbridge::logging::init();
     let table = StoreConfig::from_env()?.table_name;
-    let store = DynamoDbStore::from_sdk_config(&aws_config::load_from_env().await, table);
+    let session = SessionConfig::from_env()?;
+    let channels = ChannelsConfig::from_env()?.channels;
+    let fanout = FanoutConfig::from_env()?;
+    let management = ManagementConfig::from_env()?;
+    let aws = aws_config::load_from_env().await;
+    let store = DynamoDbStore::from_sdk_config(&aws, table);
+    // Leave events post to the topic's other subscribers.
+    let sender = ApiGatewaySender::new(&aws, management.endpoint_override);
 
     // The handler borrows what main built once; `run` never returns while it is in use.
-    let store = &store;
+    let (store, sender) = (&store, &sender);
+    let (session, channels, fanout) = (&session, &channels, &fanout);
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
-            Ok::<_, Error>(disconnect::handle(&event.payload, store).await)
+            let ctx = Context {
+                store,
+                sender,
+                session,
+                channels,
+                fanout,
+                deadline: deadline_at(event.context.deadline),
+            };
+            Ok::<_, Error>(disconnect::handle(&event.payload, &ctx).await)
         },
     ))
     .await

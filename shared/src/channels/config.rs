@@ -200,6 +200,12 @@ fn namespace(
             "owner needs a namespace prefix (`user:{sub}`); the default namespace has none",
         ));
     }
+    if entry.wildcards && name.is_none() {
+        return Err(invalid(
+            format!("{path}.wildcards"),
+            "a wildcard needs a namespace prefix (`list:*`); the default namespace has none",
+        ));
+    }
     if entry.wildcards && subscribe == SubscribeRule::Owner {
         return Err(invalid(
             format!("{path}.wildcards"),

@@ -21,9 +21,11 @@ use serde_json::{Map, Value};
 
 pub use config::ChannelsError;
 pub use grants::{GrantError, Grants, MAX_GRANTS};
-pub use pattern::{PatternError, TopicPattern};
+pub use pattern::{MAX_WILDCARD_DEPTH, PatternError, TopicPattern};
 
+use crate::protocol::broadcast::Target;
 use crate::protocol::{Topic, UserId};
+use crate::store::Audience;
 
 /// Who may subscribe a connection to a namespace's topics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +116,14 @@ impl fmt::Display for Forbidden {
     }
 }
 
+/// Why a client publish was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishRefusal {
+    Forbidden(Forbidden),
+    /// The namespace lets subscribers publish, and the connection is not one.
+    NotSubscribed(Forbidden),
+}
+
 /// The claims grants are read from when a namespace uses the `claim` rule.
 pub const DEFAULT_SUBSCRIBE_CLAIM: &str = "channels";
 pub const DEFAULT_PUBLISH_CLAIM: &str = "publish_channels";
@@ -162,40 +172,64 @@ impl Channels {
         (&self.namespaces, self.default.as_ref())
     }
 
-    fn namespace_or_refuse(&self, topic: &Topic) -> Result<&Namespace, Forbidden> {
-        self.namespace_of(topic).ok_or_else(|| Forbidden {
-            topic: topic.to_string(),
-            reason: "it is in no configured namespace, and no default namespace is configured"
-                .to_owned(),
-        })
+    /// The namespace of a subscription: a topic's, or a wildcard's (the part before its
+    /// first `:`, which a wildcard must have: it never reaches past its namespace).
+    fn namespace_of_pattern(&self, pattern: &TopicPattern) -> Result<&Namespace, Forbidden> {
+        let refuse = |reason: &str| Forbidden {
+            topic: pattern.to_string(),
+            reason: reason.to_owned(),
+        };
+        let namespace = match pattern.as_topic() {
+            Some(topic) => self.namespace_of(&topic),
+            None => pattern
+                .as_str()
+                .split_once(':')
+                .and_then(|(prefix, _)| self.namespaces.get(prefix)),
+        };
+        let namespace = namespace.ok_or_else(|| {
+            refuse(if pattern.is_wildcard() {
+                "a wildcard subscription must start with a configured namespace, e.g. \"list:*\""
+            } else {
+                "it is in no configured namespace, and no default namespace is configured"
+            })
+        })?;
+        if pattern.is_wildcard() && !namespace.wildcards {
+            return Err(refuse(&format!(
+                "{} does not allow wildcard subscriptions",
+                namespace.label()
+            )));
+        }
+        Ok(namespace)
     }
 
     /// Whether a client connection of `user` holding `grants` may subscribe itself to
-    /// `topic`.
+    /// `pattern`: a topic, or a wildcard in a namespace that allows them. A claim grants a
+    /// wildcard only through a grant that covers all of it (`list:*` grants `list:*` and every
+    /// `list:` topic; `list:7` grants `list:7` alone).
     pub fn check_subscribe(
         &self,
-        topic: &Topic,
+        pattern: &TopicPattern,
         user: &UserId,
         grants: &Grants,
     ) -> Result<(), Forbidden> {
-        let namespace = self.namespace_or_refuse(topic)?;
+        let namespace = self.namespace_of_pattern(pattern)?;
         let refuse = |reason: String| {
             Err(Forbidden {
-                topic: topic.to_string(),
+                topic: pattern.to_string(),
                 reason,
             })
         };
         match namespace.subscribe {
             SubscribeRule::Authenticated => Ok(()),
-            SubscribeRule::Owner => match topic.split_namespace() {
-                Some((_, owner)) if owner == user.as_str() => Ok(()),
+            SubscribeRule::Owner => match pattern.as_str().split_once(':') {
+                Some((_, owner)) if owner == user.as_str() && !pattern.is_wildcard() => Ok(()),
                 _ => refuse(format!(
                     "{} is owner-only: only the user the topic names may subscribe",
                     namespace.label()
                 )),
             },
             SubscribeRule::Claim => {
-                if grants.subscribe.iter().any(|g| g.matches(topic.as_str())) {
+                if grants.subscribe.iter().any(|g| g.covers(pattern)) {
                     Ok(())
                 } else {
                     refuse(format!(
@@ -213,16 +247,113 @@ impl Channels {
         }
     }
 
-    /// Whether a backend may subscribe connections to `topic`: any namespace but a closed one.
-    pub fn check_server_subscribe(&self, topic: &Topic) -> Result<(), Forbidden> {
-        let namespace = self.namespace_or_refuse(topic)?;
+    /// Whether a backend may subscribe connections to `pattern`: any namespace but a closed
+    /// one (wildcards where the namespace allows them).
+    pub fn check_server_subscribe(&self, pattern: &TopicPattern) -> Result<(), Forbidden> {
+        let namespace = self.namespace_of_pattern(pattern)?;
         if namespace.subscribe == SubscribeRule::Nobody {
             return Err(Forbidden {
-                topic: topic.to_string(),
+                topic: pattern.to_string(),
                 reason: format!("{} is closed", namespace.label()),
             });
         }
         Ok(())
+    }
+
+    /// The subscription keys a message to `topic` reaches: the topic itself, and, in a
+    /// namespace with wildcards, every pattern that can match it (at most
+    /// [`MAX_WILDCARD_DEPTH`]), so that a broadcast reads at most 1 + 4 partitions.
+    pub fn subscription_keys(&self, topic: &Topic) -> Vec<TopicPattern> {
+        let mut keys = vec![TopicPattern::exact(topic)];
+        if let Some((prefix, _)) = topic.split_namespace()
+            && self.namespaces.get(prefix).is_some_and(|n| n.wildcards)
+        {
+            keys.extend(pattern::enclosing_patterns(topic, prefix.len()));
+        }
+        keys
+    }
+
+    /// What a broadcast's target reads: topics become their subscription keys.
+    pub fn audience(&self, target: &Target) -> Audience {
+        match target {
+            Target::Topic(topic) => Audience::Subscribers(self.subscription_keys(topic)),
+            Target::Topics(topics) => {
+                let mut keys: Vec<TopicPattern> = topics
+                    .iter()
+                    .flat_map(|t| self.subscription_keys(t))
+                    .collect();
+                keys.sort();
+                keys.dedup();
+                Audience::Subscribers(keys)
+            }
+            Target::User(user) => Audience::User(user.clone()),
+            Target::Connections(ids) => Audience::Connections(ids.clone()),
+            Target::All => Audience::All,
+        }
+    }
+
+    /// Which of these subscriptions record their user's presence: the topics (not wildcards)
+    /// of namespaces with `presence` or `join_leave`.
+    pub fn presence_topics(&self, subscriptions: &[TopicPattern]) -> Vec<Topic> {
+        subscriptions
+            .iter()
+            .filter_map(TopicPattern::as_topic)
+            .filter(|topic| {
+                self.namespace_of(topic)
+                    .is_some_and(|n| n.presence || n.join_leave)
+            })
+            .collect()
+    }
+
+    /// Whether a connection may publish to `topic`, `subscribed` saying whether it receives
+    /// the topic (holds it, or a wildcard matching it).
+    pub fn check_publish(
+        &self,
+        topic: &Topic,
+        grants: &Grants,
+        subscribed: bool,
+    ) -> Result<(), PublishRefusal> {
+        let pattern = TopicPattern::exact(topic);
+        let namespace = self
+            .namespace_of_pattern(&pattern)
+            .map_err(PublishRefusal::Forbidden)?;
+        let refuse = |reason: String| Forbidden {
+            topic: topic.to_string(),
+            reason,
+        };
+        match namespace.publish {
+            PublishRule::Authenticated => Ok(()),
+            PublishRule::Subscribers if subscribed => Ok(()),
+            PublishRule::Subscribers => Err(PublishRefusal::NotSubscribed(refuse(format!(
+                "{} lets subscribers publish: subscribe to the topic first",
+                namespace.label()
+            )))),
+            PublishRule::Claim if grants.publish.iter().any(|g| g.matches(topic.as_str())) => {
+                Ok(())
+            }
+            PublishRule::Claim => Err(PublishRefusal::Forbidden(refuse(format!(
+                "{} needs the topic granted in the token's {:?} claim",
+                namespace.label(),
+                self.publish_claim
+            )))),
+            PublishRule::Nobody => Err(PublishRefusal::Forbidden(refuse(format!(
+                "clients may not publish in {}; a backend broadcasts with POST /broadcast",
+                namespace.label()
+            )))),
+        }
+    }
+
+    /// Whether `topic`'s presence may be asked for: its namespace keeps presence.
+    pub fn check_presence(&self, topic: &Topic) -> Result<(), Forbidden> {
+        let namespace = self.namespace_of_pattern(&TopicPattern::exact(topic))?;
+        if namespace.presence {
+            Ok(())
+        } else {
+            Err(Forbidden {
+                topic: topic.to_string(),
+                reason: format!("{} does not keep presence", namespace.label()),
+            })
+        }
     }
 
     /// The grants a verified token carries, as the configured claims say. Only claims a

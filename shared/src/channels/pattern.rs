@@ -10,6 +10,21 @@ use std::fmt;
 
 use crate::protocol::{MAX_TOPIC_LEN, Topic, is_topic_char};
 
+/// Deepest wildcard subscription: `a:b:c:d:*` (4 levels).
+pub const MAX_WILDCARD_DEPTH: usize = 4;
+
+/// The wildcard patterns, up to [`MAX_WILDCARD_DEPTH`] levels, that match `topic` and end at
+/// one of its separators at or after `from` (the namespace's `:`): for `list:7:items`,
+/// `list:*` and `list:7:*`.
+pub fn enclosing_patterns(topic: &Topic, from: usize) -> Vec<TopicPattern> {
+    let text = topic.as_str();
+    text.char_indices()
+        .filter(|(at, c)| *at >= from && matches!(c, ':' | '/') && *at + 1 < text.len())
+        .map(|(at, _)| TopicPattern(format!("{}*", &text[..=at])))
+        .filter(|p| p.depth() <= MAX_WILDCARD_DEPTH)
+        .collect()
+}
+
 /// A validated topic pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPattern(String);
@@ -71,6 +86,27 @@ impl TopicPattern {
         self.0.strip_suffix('*')
     }
 
+    /// Whether this pattern stands for more than one topic (ends in `*`).
+    pub fn is_wildcard(&self) -> bool {
+        self.prefix().is_some()
+    }
+
+    /// Segment separators (`:` and `/`) before the `*` of a wildcard: `list:*` is 1 level
+    /// deep, `org:7:board:*` 3. Bounded (`MAX_WILDCARD_DEPTH`), since a broadcast to a topic
+    /// reads one partition per level that a pattern could end at.
+    pub fn depth(&self) -> usize {
+        self.prefix()
+            .map_or(0, |p| p.chars().filter(|c| matches!(c, ':' | '/')).count())
+    }
+
+    /// The exact topic this pattern is, unless it is a wildcard.
+    pub fn as_topic(&self) -> Option<Topic> {
+        if self.is_wildcard() {
+            return None;
+        }
+        Topic::parse(&self.0).ok()
+    }
+
     /// Whether `topic` is one of the topics this pattern stands for.
     pub fn matches(&self, topic: &str) -> bool {
         match self.prefix() {
@@ -90,6 +126,19 @@ impl TopicPattern {
             (Some(_), None) => self.matches(&other.0),
             (Some(mine), Some(theirs)) => theirs.starts_with(mine),
         }
+    }
+}
+
+impl serde::Serialize for TopicPattern {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TopicPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        TopicPattern::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -152,6 +201,26 @@ mod tests {
             Err(PatternError::TooLong(200))
         ));
         assert!(TopicPattern::parse(&format!("{}:*", "x".repeat(MAX_TOPIC_LEN - 1))).is_ok());
+    }
+
+    #[test]
+    fn the_patterns_enclosing_a_topic_are_its_prefixes_up_to_the_depth_limit() {
+        let topic = Topic::parse("list:7:items/a").unwrap();
+        let texts: Vec<String> = enclosing_patterns(&topic, 4)
+            .into_iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(texts, ["list:*", "list:7:*", "list:7:items/*"]);
+        for pattern in enclosing_patterns(&topic, 4) {
+            assert!(pattern.matches(topic.as_str()), "{pattern}");
+        }
+        let deep = Topic::parse("a:1:2:3:4:5:6").unwrap();
+        let depths: Vec<usize> = enclosing_patterns(&deep, 1)
+            .iter()
+            .map(TopicPattern::depth)
+            .collect();
+        assert_eq!(depths, [1, 2, 3, 4]);
+        assert!(enclosing_patterns(&Topic::parse("list:").unwrap(), 4).is_empty());
     }
 
     #[test]

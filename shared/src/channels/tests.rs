@@ -13,6 +13,10 @@ fn topic(name: &str) -> Topic {
     Topic::parse(name).unwrap()
 }
 
+fn sub(name: &str) -> TopicPattern {
+    TopicPattern::parse(name).unwrap()
+}
+
 fn user(name: &str) -> UserId {
     UserId::new(name)
 }
@@ -30,7 +34,7 @@ fn grants(subscribe: &[&str]) -> Grants {
 /// `Ok(())` or the refusal's reason, for `user` with `grants` subscribing to `name`.
 fn subscribe(channels: &Channels, name: &str, who: &str, granted: &[&str]) -> Result<(), String> {
     channels
-        .check_subscribe(&topic(name), &user(who), &grants(granted))
+        .check_subscribe(&sub(name), &user(who), &grants(granted))
         .map_err(|f| {
             assert_eq!(f.topic, name);
             f.reason
@@ -95,7 +99,7 @@ fn server_only_refuses_every_client_and_accepts_the_backend() {
     let refused = subscribe(&channels, "admin:alerts", "alice", &["admin:*"]).unwrap_err();
     assert!(refused.contains("POST /subscribe"), "{refused}");
     assert_eq!(
-        channels.check_server_subscribe(&topic("admin:alerts")),
+        channels.check_server_subscribe(&sub("admin:alerts")),
         Ok(())
     );
 }
@@ -105,7 +109,7 @@ fn nobody_refuses_clients_and_backends_alike() {
     let channels = every_rule();
     assert!(subscribe(&channels, "closed:1", "alice", &["*"]).is_err());
     let refused = channels
-        .check_server_subscribe(&topic("closed:1"))
+        .check_server_subscribe(&sub("closed:1"))
         .unwrap_err();
     assert!(refused.reason.contains("closed"), "{}", refused.reason);
 }
@@ -124,7 +128,7 @@ fn topics_outside_every_namespace_fall_to_the_default_or_are_refused() {
     let refused = subscribe(&strict, "demo", "alice", &[]).unwrap_err();
     assert!(refused.contains("no configured namespace"), "{refused}");
     assert!(subscribe(&strict, "unknown:1", "alice", &[]).is_err());
-    assert!(strict.check_server_subscribe(&topic("demo")).is_err());
+    assert!(strict.check_server_subscribe(&sub("demo")).is_err());
     assert_eq!(subscribe(&strict, "room:1", "alice", &[]), Ok(()));
 }
 
@@ -203,7 +207,7 @@ fn the_feed_example_is_what_its_description_says() {
     assert_eq!(subscribe(&feed, "team:7", "alice", &["team:7"]), Ok(()));
     assert!(subscribe(&feed, "team:8", "alice", &["team:7"]).is_err());
     assert!(subscribe(&feed, "admin:alerts", "alice", &[]).is_err());
-    assert_eq!(feed.check_server_subscribe(&topic("admin:alerts")), Ok(()));
+    assert_eq!(feed.check_server_subscribe(&sub("admin:alerts")), Ok(()));
     let (namespaces, default) = feed.namespaces();
     assert!(
         namespaces

@@ -12,6 +12,7 @@ pub const NAMESPACE: &str = "wsbridge";
 fn target_kind(target: &Target) -> &'static str {
     match target {
         Target::Topic(_) => "topic",
+        Target::Topics(_) => "topics",
         Target::User(_) => "user",
         Target::Connections(_) => "connections",
         Target::All => "all",
@@ -65,6 +66,7 @@ mod tests {
     #[test]
     fn every_declared_metric_has_a_value_and_the_dimension_is_set() {
         let summary = FanoutSummary {
+            left: Vec::new(),
             report: FanoutReport {
                 recipients: 10,
                 delivered: 7,

@@ -25,10 +25,10 @@ use tracing::{debug, warn};
 
 pub use retry::RetryPolicy;
 
-use crate::protocol::ConnectionId;
-use crate::protocol::broadcast::{Exclusions, FanoutReport, Target};
+use crate::protocol::broadcast::{Exclusions, FanoutReport};
+use crate::protocol::{ConnectionId, Topic, UserId};
 use crate::sender::{ConnectionSender, SendError};
-use crate::store::{Recipient, RecipientStore, StoreError};
+use crate::store::{Audience, Recipient, RecipientStore, StoreError};
 
 /// Gone connections deleted per batch: one BatchWriteItem's worth of connection rows.
 pub const GONE_BATCH: usize = 25;
@@ -77,8 +77,17 @@ impl FanoutOptions {
     }
 }
 
+/// When an invocation ends, from Lambda's deadline (milliseconds since the Unix epoch);
+/// `None` when the runtime reports no usable deadline: emulators send 0 or a time already
+/// past, and taking that at its word would stop every fan-out before its first post.
+pub fn deadline_at(deadline_ms: u64) -> Option<Instant> {
+    let now_ms = u64::try_from(crate::clock::now_millis()).ok()?;
+    let remaining = deadline_ms.checked_sub(now_ms).filter(|ms| *ms > 0)?;
+    Some(Instant::now() + Duration::from_millis(remaining))
+}
+
 /// What a fan-out did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FanoutSummary {
     pub report: FanoutReport,
     /// Posts tried again after a 429 or 5xx.
@@ -88,6 +97,9 @@ pub struct FanoutSummary {
     /// The deadline stopped the fan-out; recipients not yet read are in no count.
     pub deadline_reached: bool,
     pub elapsed: Duration,
+    /// Users whose last connection in a presence topic was found gone (410) and removed:
+    /// for the caller to announce their leave.
+    pub left: Vec<(UserId, Topic)>,
 }
 
 /// Reading recipients failed part-way; `summary` covers every recipient read before that
@@ -150,7 +162,7 @@ async fn deliver(
 pub async fn fan_out(
     store: &dyn RecipientStore,
     sender: &dyn ConnectionSender,
-    target: &Target,
+    audience: &Audience,
     exclusions: &Exclusions,
     payload: &Bytes,
     options: &FanoutOptions,
@@ -165,7 +177,7 @@ pub async fn fan_out(
     let producer = async {
         // Moved in, so that it is dropped when the producer ends, which ends the consumer.
         let pages_in = pages_in;
-        let mut pages = store.recipients(target);
+        let mut pages = store.recipients(audience);
         loop {
             let next = match stop_at {
                 Some(at) => match timeout_at(at, pages.next()).await {
@@ -185,9 +197,13 @@ pub async fn fan_out(
         }
     };
 
-    // Only for `Target::Connections`: ids the store did not return are gone too.
-    let track_found = matches!(target, Target::Connections(_));
+    // Only for `Audience::Connections`: ids the store did not return are gone too.
+    let track_found = matches!(audience, Audience::Connections(_));
     let mut found: HashSet<ConnectionId> = HashSet::new();
+    // A connection subscribed through several keys (`list:7` and `list:*`) is read once per
+    // key and must be sent to once: remember who was seen, only when there are several keys.
+    let several_keys = matches!(audience, Audience::Subscribers(keys) if keys.len() > 1);
+    let mut seen: HashSet<ConnectionId> = HashSet::new();
     let consumer = async {
         let mut summary = FanoutSummary::default();
         let mut failure = None;
@@ -203,6 +219,12 @@ pub async fn fan_out(
                 if let (true, Ok(recipient)) = (track_found, recipient) {
                     found.insert(recipient.connection_id.clone());
                 }
+            })
+            .filter(move |recipient| {
+                ready(match (several_keys, recipient) {
+                    (true, Ok(recipient)) => seen.insert(recipient.connection_id.clone()),
+                    _ => true,
+                })
             })
             .filter(|recipient| {
                 ready(
@@ -241,7 +263,7 @@ pub async fn fan_out(
                             report.gone += 1;
                             gone.push(recipient.connection_id);
                             if gone.len() >= GONE_BATCH {
-                                deletions.push(remove(store, std::mem::take(&mut gone), target));
+                                deletions.push(remove(store, std::mem::take(&mut gone), audience));
                             }
                         }
                         Delivery::Failed(e) => {
@@ -254,20 +276,26 @@ pub async fn fan_out(
                         }
                     }
                 }
-                Some(()) = deletions.next(), if !deletions.is_empty() => {}
+                Some(removed) = deletions.next(), if !deletions.is_empty() => {
+                    summary.left.extend(removed);
+                }
             }
         }
         if !gone.is_empty() {
-            deletions.push(remove(store, gone, target));
+            deletions.push(remove(store, gone, audience));
         }
-        while deletions.next().await.is_some() {}
+        while let Some(removed) = deletions.next().await {
+            summary.left.extend(removed);
+        }
         (summary, failure)
     };
 
     let ((), (mut summary, failure)) = futures::join!(producer, consumer);
     summary.deadline_reached = deadline_reached.load(Ordering::Relaxed) || summary.unsent > 0;
 
-    if let (Target::Connections(ids), None, false) = (target, &failure, summary.deadline_reached) {
+    if let (Audience::Connections(ids), None, false) =
+        (audience, &failure, summary.deadline_reached)
+    {
         let unknown = ids
             .iter()
             .filter(|id| !found.contains(*id) && exclusions.connection.as_ref() != Some(*id));
@@ -291,11 +319,26 @@ pub async fn fan_out(
     }
 }
 
-/// Deletes a batch of gone connections. Their rows also expire by TTL, so a failure costs
-/// only a few wasted posts later; it is logged and does not fail the broadcast.
-async fn remove(store: &dyn RecipientStore, ids: Vec<ConnectionId>, via: &Target) {
-    if let Err(e) = store.remove_gone(&ids, via).await {
-        warn!(count = ids.len(), error = %e, "could not remove gone connections");
+/// Deletes a batch of gone connections; returns the presence topics their users left. Their
+/// rows also expire by TTL, so a failure costs only a few wasted posts later; it is logged
+/// and does not fail the broadcast.
+async fn remove(
+    store: &dyn RecipientStore,
+    ids: Vec<ConnectionId>,
+    via: &Audience,
+) -> Vec<(UserId, Topic)> {
+    match store.remove_gone(&ids, via).await {
+        Ok(removed) => removed
+            .into_iter()
+            .flat_map(|r| {
+                let user = r.connection.user_id;
+                r.left.into_iter().map(move |topic| (user.clone(), topic))
+            })
+            .collect(),
+        Err(e) => {
+            warn!(count = ids.len(), error = %e, "could not remove gone connections");
+            Vec::new()
+        }
     }
 }
 
@@ -331,8 +374,8 @@ mod tests {
         })
     }
 
-    fn to_topic(name: &str) -> Target {
-        Target::Topic(topic(name))
+    fn to_topic(name: &str) -> Audience {
+        Audience::topic(&topic(name))
     }
 
     fn report(recipients: u64, delivered: u64, gone: u64, failed: u64) -> FanoutReport {
@@ -348,7 +391,7 @@ mod tests {
     async fn fan_out_to(
         store: &dyn RecipientStore,
         sender: &RecordingSender,
-        target: &Target,
+        target: &Audience,
         exclusions: &Exclusions,
     ) -> Result<FanoutSummary, FanoutError> {
         fan_out(
@@ -444,7 +487,7 @@ mod tests {
         let outcome = fan_out_to(
             &store,
             &sender,
-            &Target::Connections(ids(&["c-alice-laptop", "c-bob"])),
+            &Audience::Connections(ids(&["c-alice-laptop", "c-bob"])),
             &exclusions,
         )
         .await
@@ -521,7 +564,7 @@ mod tests {
         let outcome = fan_out_to(
             &store,
             &sender,
-            &Target::Connections(ids(&["c-bob", "c-ghost-1", "c-ghost-2"])),
+            &Audience::Connections(ids(&["c-bob", "c-ghost-1", "c-ghost-2"])),
             &no_exclusions(),
         )
         .await
@@ -549,7 +592,7 @@ mod tests {
 
     #[async_trait]
     impl RecipientStore for SecondPageFails {
-        fn recipients<'a>(&'a self, _: &'a Target) -> RecipientPages<'a> {
+        fn recipients<'a>(&'a self, _: &'a Audience) -> RecipientPages<'a> {
             Box::pin(stream::iter(vec![
                 Ok(vec![
                     recipient("p1-a"),
@@ -565,9 +608,13 @@ mod tests {
             Ok(4)
         }
 
-        async fn remove_gone(&self, ids: &[ConnectionId], _: &Target) -> Result<(), StoreError> {
+        async fn remove_gone(
+            &self,
+            ids: &[ConnectionId],
+            _: &Audience,
+        ) -> Result<Vec<crate::store::Removed>, StoreError> {
             self.removed.lock().unwrap().extend_from_slice(ids);
-            Ok(())
+            Ok(Vec::new())
         }
     }
 
@@ -584,7 +631,7 @@ mod tests {
         let error = fan_out(
             &store,
             &sender,
-            &Target::All,
+            &Audience::All,
             &no_exclusions(),
             &payload(),
             &options(2),

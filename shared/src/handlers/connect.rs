@@ -4,13 +4,12 @@
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use tracing::{error, info, warn};
 
-use super::{connection_id_of, ws_response};
+use super::announce::{Change, announce};
+use super::{Context, connection_id_of, ws_response};
 use crate::auth::{TokenVerifier, now_seconds, token_of};
-use crate::channels::Channels;
-use crate::config::SessionConfig;
 use crate::protocol::{ConnectionId, MAX_ID_BYTES};
-use crate::sender::{ConnectionSender, SendError};
-use crate::store::{Connection, ConnectionStore, Registration};
+use crate::sender::SendError;
+use crate::store::{Connection, Registration};
 
 /// 200 registers the connection; 401 (no detail: API Gateway refuses the handshake and the
 /// reason stays in our logs) for a missing or invalid token, a `sub` over [`MAX_ID_BYTES`] or
@@ -19,11 +18,9 @@ use crate::store::{Connection, ConnectionStore, Registration};
 pub async fn handle(
     request: &ApiGatewayWebsocketProxyRequest,
     verifier: &TokenVerifier,
-    store: &dyn ConnectionStore,
-    sender: &dyn ConnectionSender,
-    session: &SessionConfig,
-    channels: &Channels,
+    ctx: &Context<'_>,
 ) -> ApiGatewayProxyResponse {
+    let (store, session, channels) = (ctx.store, ctx.session, ctx.channels);
     let context = &request.request_context;
     let Some(id) = connection_id_of(request) else {
         error!("$connect event without requestContext.connectionId");
@@ -69,7 +66,7 @@ pub async fn handle(
         Ok(Registration::Registered { evicted }) => {
             info!(connection_id = %connection.id, user_id = %connection.user_id, "connected");
             for old in evicted {
-                close_evicted(store, sender, &connection, &old).await;
+                close_evicted(ctx, &connection, &old).await;
             }
             ws_response(200, None)
         }
@@ -101,25 +98,22 @@ const CLOSE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(
 /// at once (it no longer counts already), then API Gateway closes it; its `$disconnect`
 /// finds nothing left to remove. A failure is logged, never the new connection's problem:
 /// the old rows expire by TTL.
-async fn close_evicted(
-    store: &dyn ConnectionStore,
-    sender: &dyn ConnectionSender,
-    new: &Connection,
-    old: &ConnectionId,
-) {
+async fn close_evicted(ctx: &Context<'_>, new: &Connection, old: &ConnectionId) {
     let mut recipient = new.recipient();
     recipient.connection_id = old.clone();
     let mut young = false;
-    match store.remove_connection(old).await {
+    match ctx.store.remove_connection(old).await {
         Ok(Some(removed)) => {
             recipient.endpoint = removed.connection.endpoint;
             young = new.connected_at - removed.connection.connected_at < HANDSHAKE_GRACE_MS;
+            // The user is still connected (the new connection), but not in those topics.
+            announce(ctx, Change::Leave, &new.user_id, &removed.left).await;
         }
         Ok(None) => {}
         Err(e) => warn!(connection_id = %old, error = %e, "could not remove an evicted connection"),
     }
     for attempt in 1..=CLOSE_ATTEMPTS {
-        match sender.close(&recipient).await {
+        match ctx.sender.close(&recipient).await {
             Ok(()) => {
                 info!(connection_id = %old, user_id = %new.user_id, by = %new.id, "closed: connection limit, oldest first");
                 return;
@@ -147,20 +141,22 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::auth::{Claims, DEV_SECRET, sign_hs256};
-    use crate::channels::TopicPattern;
-    use crate::config::AuthConfig;
+    use crate::channels::{Channels, TopicPattern};
+    use crate::config::SessionConfig;
+    use crate::dev::{Claims, DEV_SECRET, sign_hs256};
     use crate::limits::{ConnectionLimit, LimitPolicy};
     use crate::protocol::{ConnectionId, UserId};
     use crate::store::MemoryStore;
+    use crate::store::{ConnectionStore, Store};
     use crate::test_support::{
-        CONNECTED_AT, ENDPOINT, FailingStore, RecordingSender, connection, put, ws_request,
+        CONNECTED_AT, ENDPOINT, FailingStore, RecordingSender, Settings, connection, put,
+        ws_request,
     };
 
     const TTL: Duration = Duration::from_secs(7_200);
 
     fn verifier() -> TokenVerifier {
-        TokenVerifier::new(&AuthConfig::dev()).unwrap()
+        TokenVerifier::new(&crate::dev::auth_config()).unwrap()
     }
 
     fn session() -> SessionConfig {
@@ -222,19 +218,17 @@ mod tests {
 
     async fn connect(
         request: &ApiGatewayWebsocketProxyRequest,
-        store: &dyn ConnectionStore,
+        store: &dyn Store,
         session: &SessionConfig,
         channels: &Channels,
     ) -> ApiGatewayProxyResponse {
-        handle(
-            request,
-            &verifier(),
-            store,
-            &RecordingSender::new(),
-            session,
-            channels,
-        )
-        .await
+        let settings = Settings {
+            session: *session,
+            channels: channels.clone(),
+            ..Settings::default()
+        };
+        let sender = RecordingSender::new();
+        handle(request, &verifier(), &settings.context(store, &sender)).await
     }
 
     async fn stored(store: &MemoryStore, id: &str) -> Option<Connection> {
@@ -459,7 +453,8 @@ mod tests {
         store
             .subscribe(
                 &ConnectionId::new("c-old"),
-                &[crate::test_support::topic("room:1")],
+                &[crate::test_support::pattern("room:1")],
+                &[],
                 5,
             )
             .await
@@ -468,15 +463,11 @@ mod tests {
 
         // WHEN a third connects under close_oldest
         let request = connect_request(Some(&token_for("alice")));
-        let response = handle(
-            &request,
-            &verifier(),
-            &store,
-            &sender,
-            &limited_to(2, LimitPolicy::CloseOldest),
-            &Channels::default(),
-        )
-        .await;
+        let settings = Settings {
+            session: limited_to(2, LimitPolicy::CloseOldest),
+            ..Settings::default()
+        };
+        let response = handle(&request, &verifier(), &settings.context(&store, &sender)).await;
 
         // THEN it is admitted, the oldest is closed through its own endpoint and its rows
         // (and subscription) are gone, the other one stays

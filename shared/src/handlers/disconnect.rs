@@ -3,29 +3,40 @@
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use tracing::{error, info};
 
-use super::{connection_id_of, ws_response};
-use crate::store::ConnectionStore;
+use super::announce::{Change, announce};
+use super::{Context, connection_id_of, ws_response};
 
 /// Always 200: API Gateway ignores the answer, and the connection is gone either way. A
 /// store failure is logged; the rows then expire by TTL.
 pub async fn handle(
     request: &ApiGatewayWebsocketProxyRequest,
-    store: &dyn ConnectionStore,
+    ctx: &Context<'_>,
 ) -> ApiGatewayProxyResponse {
     let Some(id) = connection_id_of(request) else {
         error!("$disconnect event without requestContext.connectionId");
         return ws_response(200, None);
     };
     let context = &request.request_context;
-    match store.remove_connection(&id).await {
-        Ok(removed) => info!(
-            connection_id = %id,
-            user_id = removed.as_ref().map(|r| r.connection.user_id.as_str()).unwrap_or("-"),
-            topics = removed.as_ref().map_or(0, |r| r.topics.len()),
-            status = context.disconnect_status_code,
-            reason = context.disconnect_reason.as_deref().unwrap_or_default(),
-            "disconnected"
-        ),
+    match ctx.store.remove_connection(&id).await {
+        Ok(removed) => {
+            info!(
+                connection_id = %id,
+                user_id = removed.as_ref().map(|r| r.connection.user_id.as_str()).unwrap_or("-"),
+                topics = removed.as_ref().map_or(0, |r| r.topics.len()),
+                status = context.disconnect_status_code,
+                reason = context.disconnect_reason.as_deref().unwrap_or_default(),
+                "disconnected"
+            );
+            if let Some(removed) = removed {
+                announce(
+                    ctx,
+                    Change::Leave,
+                    &removed.connection.user_id,
+                    &removed.left,
+                )
+                .await;
+            }
+        }
         Err(e) => error!(connection_id = %id, error = %e, "could not remove connection"),
     }
     ws_response(200, None)
@@ -34,6 +45,18 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{ConnectionStore, Store};
+    use crate::test_support::{RecordingSender, Settings};
+
+    /// `$disconnect` with the default settings, leave events recorded and dropped.
+    async fn run(
+        request: &ApiGatewayWebsocketProxyRequest,
+        store: &dyn Store,
+    ) -> ApiGatewayProxyResponse {
+        let settings = Settings::default();
+        let sender = RecordingSender::new();
+        handle(request, &settings.context(store, &sender)).await
+    }
     use crate::protocol::{ConnectionId, UserId};
     use crate::test_support::{
         FailingStore, ids, store_with, subscribe_all, subscribers, ws_request,
@@ -47,7 +70,7 @@ mod tests {
         subscribe_all(&store, &["c-alice"], "board:2").await;
 
         // WHEN alice disconnects
-        let response = handle(&ws_request("c-alice", None), &store).await;
+        let response = run(&ws_request("c-alice", None), &store).await;
 
         // THEN her connection, both subscriptions and her place in her user's count are
         // gone, bob's are untouched
@@ -68,10 +91,10 @@ mod tests {
         // still connected on the same topic
         let store = store_with(&[("c-alice", "alice"), ("c-bob", "bob")]).await;
         subscribe_all(&store, &["c-alice", "c-bob"], "board:1").await;
-        handle(&ws_request("c-alice", None), &store).await;
+        run(&ws_request("c-alice", None), &store).await;
 
         // WHEN $disconnect arrives again
-        let response = handle(&ws_request("c-alice", None), &store).await;
+        let response = run(&ws_request("c-alice", None), &store).await;
 
         // THEN it is still a success, alice stays gone and bob is untouched
         assert_eq!(response.status_code, 200);
@@ -86,7 +109,7 @@ mod tests {
     async fn a_failing_store_still_answers_200() {
         // GIVEN a store that is down
         // WHEN $disconnect arrives
-        let response = handle(&ws_request("c-alice", None), &FailingStore).await;
+        let response = run(&ws_request("c-alice", None), &FailingStore).await;
 
         // THEN API Gateway still gets 200 (it ignores the answer, and retrying cannot help
         // a connection that is gone): the rows will expire by TTL

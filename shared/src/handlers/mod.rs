@@ -1,6 +1,7 @@
 //! One module per route: plain async functions over the store and sender traits, so the
 //! Lambda functions, the local gateway and the tests run the same code.
 
+pub mod announce;
 pub mod broadcast;
 pub mod connect;
 pub mod default;
@@ -8,8 +9,36 @@ pub mod disconnect;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
+use tokio::time::Instant;
 
+use crate::channels::Channels;
+use crate::config::{FanoutConfig, SessionConfig};
+use crate::fanout::FanoutOptions;
 use crate::protocol::ConnectionId;
+use crate::sender::ConnectionSender;
+use crate::store::Store;
+
+/// What every route's handler works with: the store and the management API, the limits and
+/// channel rules, how fan-outs run, and when the invocation ends. Built once per invocation
+/// from what a function's `main` (or the local gateway) built once at start-up.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub store: &'a dyn Store,
+    pub sender: &'a dyn ConnectionSender,
+    pub session: &'a SessionConfig,
+    pub channels: &'a Channels,
+    pub fanout: &'a FanoutConfig,
+    /// When the invocation ends (Lambda's deadline, see `fanout::deadline_at`); `None`
+    /// outside Lambda. Every fan-out stops before it.
+    pub deadline: Option<Instant>,
+}
+
+impl Context<'_> {
+    /// How a fan-out of this invocation runs.
+    pub fn fanout_options(&self) -> FanoutOptions {
+        FanoutOptions::new(self.fanout.concurrency).with_deadline(self.deadline)
+    }
+}
 
 /// A WebSocket route response: API Gateway sends `body` back to the client (route response).
 fn ws_response(status: i64, body: Option<String>) -> ApiGatewayProxyResponse {

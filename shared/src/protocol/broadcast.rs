@@ -10,12 +10,20 @@ use super::{ConnectionId, MAX_MESSAGE_BYTES, Topic, UserId};
 /// Most connection ids one broadcast may name; larger lists belong in a topic.
 pub const MAX_CONNECTION_IDS: usize = 1000;
 
+/// Most topics one broadcast may name (`topics`): each is read as its own partition.
+pub const MAX_BROADCAST_TOPICS: usize = 100;
+
+/// Most messages in one batch (`{"batch": [...]}`): they run one after the other within the
+/// invocation's time.
+pub const MAX_BATCH: usize = 25;
+
 /// The body of `POST /broadcast`, as sent. Unknown fields are refused so that a typo such as
 /// `"topci"` is a 400, not a message silently sent to nobody.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BroadcastRequest {
     pub topic: Option<String>,
+    pub topics: Option<Vec<String>>,
     pub user_id: Option<String>,
     pub connection_ids: Option<Vec<String>>,
     pub all: Option<bool>,
@@ -30,6 +38,9 @@ pub struct BroadcastRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Topic(Topic),
+    /// Several topics at once: each connection gets the message once, however many of them
+    /// it holds.
+    Topics(Vec<Topic>),
     User(UserId),
     Connections(Vec<ConnectionId>),
     All,
@@ -63,31 +74,136 @@ pub struct Broadcast {
     pub exclusions: Exclusions,
 }
 
-/// The envelope clients receive for `event` + `data` broadcasts.
+/// The envelope clients receive for `event` + `data` messages: backend broadcasts, client
+/// publishes, join and leave events.
 #[derive(Debug, Serialize)]
 pub struct Envelope<'a> {
+    /// The topic a topic message went to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub topic: Option<&'a Topic>,
+    /// The topics a several-topic broadcast went to (a connection may hold any of them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topics: Option<&'a [Topic]>,
     pub event: &'a str,
     pub data: &'a Value,
-    /// Unique per broadcast: clients de-duplicate and correlate with it.
+    /// Unique per message: clients de-duplicate and correlate with it.
     pub id: &'a str,
-    /// Milliseconds since the Unix epoch, when the broadcast was accepted.
+    /// Milliseconds since the Unix epoch, when the message was accepted.
     pub timestamp: i64,
+    /// The user who published it, for a client publish: set by the bridge from the
+    /// connection's verified token, never taken from the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<&'a UserId>,
+}
+
+impl Envelope<'_> {
+    /// Serialized once per message, refused over API Gateway's 128 KB: every post would fail.
+    pub fn to_payload(&self) -> Result<Vec<u8>, PayloadError> {
+        let bytes = serde_json::to_vec(self).map_err(|e| PayloadError::Invalid(e.to_string()))?;
+        check_size(bytes)
+    }
+}
+
+/// Why a message cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("message is {0} bytes; API Gateway delivers at most {MAX_MESSAGE_BYTES}")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn check_size(bytes: Vec<u8>) -> Result<Vec<u8>, PayloadError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(PayloadError::TooLarge(bytes.len()));
+    }
+    Ok(bytes)
+}
+
+impl From<PayloadError> for ApiError {
+    fn from(e: PayloadError) -> Self {
+        let code = match e {
+            PayloadError::TooLarge(_) => ApiErrorCode::PayloadTooLarge,
+            PayloadError::Invalid(_) => ApiErrorCode::InvalidRequest,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+/// What `POST /broadcast` carries: one message, or a batch of them, each with its own target.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BroadcastBody {
+    One(Broadcast),
+    Batch(Vec<Broadcast>),
+}
+
+fn body_error(e: serde_json::Error) -> ApiError {
+    // Valid JSON of the wrong shape (an unknown field, a number for a topic) is a different
+    // mistake from a body that is not JSON at all.
+    let code = match e.classify() {
+        serde_json::error::Category::Data => ApiErrorCode::InvalidRequest,
+        _ => ApiErrorCode::InvalidJson,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+impl BroadcastBody {
+    /// Parses and validates a request body: a broadcast, or `{"batch": [broadcast, …]}` of
+    /// 1 to [`MAX_BATCH`]; an invalid member refuses the batch, naming its index.
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(body).map_err(body_error)?;
+        let Some(batch) = value.get("batch") else {
+            let request: BroadcastRequest = serde_json::from_value(value).map_err(body_error)?;
+            return request.validate().map(BroadcastBody::One);
+        };
+        let Value::Object(fields) = &value else {
+            return Err(ApiError::new(
+                ApiErrorCode::InvalidRequest,
+                "expected an object",
+            ));
+        };
+        if fields.len() > 1 {
+            return Err(ApiError::new(
+                ApiErrorCode::InvalidRequest,
+                "a batch is {\"batch\": [...]} and nothing else",
+            ));
+        }
+        let Value::Array(members) = batch else {
+            return Err(ApiError::new(
+                ApiErrorCode::InvalidRequest,
+                "\"batch\" must be an array of broadcasts",
+            ));
+        };
+        if members.is_empty() || members.len() > MAX_BATCH {
+            return Err(ApiError::new(
+                ApiErrorCode::InvalidRequest,
+                format!(
+                    "a batch holds 1 to {MAX_BATCH} broadcasts, not {}",
+                    members.len()
+                ),
+            ));
+        }
+        members
+            .iter()
+            .enumerate()
+            .map(|(at, member)| {
+                serde_json::from_value::<BroadcastRequest>(member.clone())
+                    .map_err(body_error)
+                    .and_then(BroadcastRequest::validate)
+                    .map_err(|mut e| {
+                        e.details = format!("batch[{at}]: {}", e.details);
+                        e
+                    })
+            })
+            .collect::<Result<_, _>>()
+            .map(BroadcastBody::Batch)
+    }
 }
 
 impl Broadcast {
-    /// Parses and validates a request body.
+    /// Parses and validates a body of one broadcast (not a batch).
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let request: BroadcastRequest = serde_json::from_slice(body).map_err(|e| {
-            // Valid JSON of the wrong shape (an unknown field, a number for a topic) is a
-            // different mistake from a body that is not JSON at all.
-            let code = match e.classify() {
-                serde_json::error::Category::Data => ApiErrorCode::InvalidRequest,
-                _ => ApiErrorCode::InvalidJson,
-            };
-            ApiError::new(code, e.to_string())
-        })?;
+        let request: BroadcastRequest = serde_json::from_slice(body).map_err(body_error)?;
         request.validate()
     }
 
@@ -95,28 +211,26 @@ impl Broadcast {
     /// API Gateway's 128 KB message limit, since every PostToConnection would fail.
     pub fn payload(&self, id: &str, timestamp: i64) -> Result<Vec<u8>, ApiError> {
         let bytes = match &self.message {
-            Message::Event { event, data } => serde_json::to_vec(&Envelope {
+            Message::Event { event, data } => Envelope {
                 topic: match &self.target {
                     Target::Topic(topic) => Some(topic),
+                    _ => None,
+                },
+                topics: match &self.target {
+                    Target::Topics(topics) => Some(topics),
                     _ => None,
                 },
                 event,
                 data,
                 id,
                 timestamp,
-            }),
-            Message::Raw(value) => serde_json::to_vec(value),
-        }
-        .map_err(|e| ApiError::new(ApiErrorCode::InvalidRequest, e.to_string()))?;
-        if bytes.len() > MAX_MESSAGE_BYTES {
-            return Err(ApiError::new(
-                ApiErrorCode::PayloadTooLarge,
-                format!(
-                    "message is {} bytes; API Gateway delivers at most {MAX_MESSAGE_BYTES}",
-                    bytes.len()
-                ),
-            ));
-        }
+                from: None,
+            }
+            .to_payload()?,
+            Message::Raw(value) => serde_json::to_vec(value)
+                .map_err(|e| PayloadError::Invalid(e.to_string()))
+                .and_then(check_size)?,
+        };
         Ok(bytes)
     }
 }
@@ -124,11 +238,32 @@ impl Broadcast {
 impl BroadcastRequest {
     fn validate(self) -> Result<Broadcast, ApiError> {
         let mut targets = Vec::new();
-        if let Some(topic) = self.topic {
-            let topic = Topic::parse(&topic).map_err(|e| {
+        let parse_topic = |topic: &str| {
+            Topic::parse(topic).map_err(|e| {
                 ApiError::new(ApiErrorCode::InvalidTarget, format!("topic {topic:?}: {e}"))
-            })?;
-            targets.push(Target::Topic(topic));
+            })
+        };
+        if let Some(topic) = self.topic {
+            targets.push(Target::Topic(parse_topic(&topic)?));
+        }
+        if let Some(names) = self.topics {
+            if names.is_empty() || names.len() > MAX_BROADCAST_TOPICS {
+                return Err(ApiError::new(
+                    ApiErrorCode::InvalidTarget,
+                    format!(
+                        "topics holds 1 to {MAX_BROADCAST_TOPICS} topics, not {}",
+                        names.len()
+                    ),
+                ));
+            }
+            let mut seen = HashSet::new();
+            let mut topics = Vec::with_capacity(names.len());
+            for name in &names {
+                if seen.insert(name.as_str()) {
+                    topics.push(parse_topic(name)?);
+                }
+            }
+            targets.push(Target::Topics(topics));
         }
         if let Some(user) = self.user_id {
             targets.push(Target::User(user_id("user_id", &user)?));
@@ -144,13 +279,13 @@ impl BroadcastRequest {
             0 => {
                 return Err(ApiError::new(
                     ApiErrorCode::MissingTarget,
-                    "name one target: topic, user_id, connection_ids or all: true",
+                    "name one target: topic, topics, user_id, connection_ids or all: true",
                 ));
             }
             _ => {
                 return Err(ApiError::new(
                     ApiErrorCode::MultipleTargets,
-                    "name exactly one target: topic, user_id, connection_ids or all: true",
+                    "name exactly one target: topic, topics, user_id, connection_ids or all: true",
                 ));
             }
         };
@@ -262,6 +397,12 @@ pub struct BroadcastResponse {
     /// The invocation's deadline stopped the fan-out: recipients not yet reached are not in
     /// `recipients`, and those read but not sent to are in `failed`.
     pub deadline_reached: bool,
+}
+
+/// The 200 body of a batch: one report per message, in the batch's order.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatchResponse {
+    pub results: Vec<BroadcastResponse>,
 }
 
 /// The body of `GET /connections/count`.

@@ -1,12 +1,13 @@
 //! The server API's connection management: a backend subscribes and unsubscribes
 //! connections (`POST /subscribe`, `POST /unsubscribe`) and closes them (`POST /disconnect`),
-//! by connection id or by user.
+//! by connection id or by user; and asks who is there (`GET /presence`, `GET /online`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::broadcast::{ApiError, ApiErrorCode, connection_ids, user_id};
-use super::{ConnectionId, Topic, UserId};
+use super::{ConnectionId, UserId};
+use crate::channels::TopicPattern;
 
 /// Whose connections a request is about: exactly one of these.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,8 +39,8 @@ struct DisconnectRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionChange {
     pub connections: Connections,
-    /// Distinct, in the order given.
-    pub topics: Vec<Topic>,
+    /// Topics or wildcard patterns, distinct, in the order given.
+    pub topics: Vec<TopicPattern>,
 }
 
 /// A validated `POST /disconnect`.
@@ -131,7 +132,7 @@ pub struct ConnectionFailure {
 pub struct SubscriptionReport {
     /// `subscribed` or `unsubscribed`.
     pub action: String,
-    pub topics: Vec<Topic>,
+    pub topics: Vec<TopicPattern>,
     /// Connections that now hold (or no longer hold) every topic.
     pub connections: Vec<ConnectionId>,
     /// Named connections that are not registered (closed, or expired).
@@ -149,6 +150,37 @@ pub struct DisconnectReport {
     pub not_connected: Vec<ConnectionId>,
     /// API Gateway did not close them (throttled, unavailable): rows kept, retry.
     pub failed: Vec<ConnectionFailure>,
+}
+
+/// The query of `GET /presence`: `?topic=room:1`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceQuery {
+    pub topic: String,
+}
+
+/// The query of `GET /online`: `?user_id=alice`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineQuery {
+    pub user_id: String,
+}
+
+/// The 200 body of `GET /online`: whether a user has live connections, and which.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnlineReport {
+    pub user_id: UserId,
+    pub online: bool,
+    /// Oldest first.
+    pub connections: Vec<OnlineConnection>,
+}
+
+/// One live connection of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnlineConnection {
+    pub connection_id: ConnectionId,
+    /// Milliseconds since the Unix epoch.
+    pub connected_at: i64,
 }
 
 #[cfg(test)]
@@ -173,8 +205,8 @@ mod tests {
         assert_eq!(
             by_ids.topics,
             vec![
-                Topic::parse("admin:1").unwrap(),
-                Topic::parse("admin:2").unwrap()
+                TopicPattern::parse("admin:1").unwrap(),
+                TopicPattern::parse("admin:2").unwrap()
             ]
         );
         let by_user = change(json!({"topic": "admin:1", "user_id": "alice"})).unwrap();

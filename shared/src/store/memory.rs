@@ -8,23 +8,27 @@ use async_trait::async_trait;
 use futures::stream;
 
 use super::{
-    Admission, Connection, ConnectionStore, Recipient, RecipientPages, RecipientStore,
-    Registration, Removed, StoreError,
+    Admission, Audience, Connection, ConnectionStore, PresencePage, Recipient, RecipientPages,
+    RecipientStore, Registration, Removed, Session, StoreError,
 };
+use crate::channels::TopicPattern;
 use crate::clock::Clock;
 use crate::limits::{ConnectionLimit, Decision, LimitPolicy, RateLimit};
-use crate::protocol::broadcast::Target;
 use crate::protocol::{ConnectionId, Topic, UserId};
 
 #[derive(Default)]
 struct State {
     connections: BTreeMap<ConnectionId, Entry>,
-    subscribers: BTreeMap<Topic, BTreeSet<ConnectionId>>,
+    subscribers: BTreeMap<TopicPattern, BTreeSet<ConnectionId>>,
+    /// Presence topics: user → their connections there.
+    presence: BTreeMap<Topic, BTreeMap<UserId, BTreeSet<ConnectionId>>>,
 }
 
 struct Entry {
     connection: Connection,
-    topics: BTreeSet<Topic>,
+    topics: BTreeSet<TopicPattern>,
+    /// The presence topics it is recorded in.
+    presence: BTreeSet<Topic>,
     /// The frame budget's state (see `limits`).
     tat: Option<i64>,
     /// False once evicted by a newer connection of its user: it no longer counts toward
@@ -44,18 +48,56 @@ impl Entry {
 }
 
 impl State {
-    fn remove(&mut self, id: &ConnectionId) -> Option<Removed> {
+    fn remove(&mut self, id: &ConnectionId, now: u64) -> Option<Removed> {
         let entry = self.connections.remove(id)?;
         for topic in &entry.topics {
             self.unsubscribe_one(topic, id);
         }
+        let user = &entry.connection.user_id;
+        let left = entry
+            .presence
+            .iter()
+            .filter(|topic| self.leave(topic, user, id, now))
+            .cloned()
+            .collect();
         Some(Removed {
             connection: entry.connection,
             topics: entry.topics.into_iter().collect(),
+            left,
         })
     }
 
-    fn unsubscribe_one(&mut self, topic: &Topic, id: &ConnectionId) {
+    /// Whether `user` has a live connection other than `id` in presence topic `topic`.
+    fn present_elsewhere(&self, topic: &Topic, user: &UserId, id: &ConnectionId, now: u64) -> bool {
+        self.presence
+            .get(topic)
+            .and_then(|users| users.get(user))
+            .is_some_and(|ids| {
+                ids.iter().any(|other| {
+                    other != id && self.connections.get(other).is_some_and(|e| e.live(now))
+                })
+            })
+    }
+
+    /// Takes `id` out of `topic`'s presence; true when it was its user's last live
+    /// connection there.
+    fn leave(&mut self, topic: &Topic, user: &UserId, id: &ConnectionId, now: u64) -> bool {
+        let last = !self.present_elsewhere(topic, user, id, now);
+        if let Some(users) = self.presence.get_mut(topic) {
+            if let Some(ids) = users.get_mut(user) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    users.remove(user);
+                }
+            }
+            if users.is_empty() {
+                self.presence.remove(topic);
+            }
+        }
+        last
+    }
+
+    fn unsubscribe_one(&mut self, topic: &TopicPattern, id: &ConnectionId) {
         if let Some(set) = self.subscribers.get_mut(topic) {
             set.remove(id);
             if set.is_empty() {
@@ -127,7 +169,7 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn snapshot(&self, target: &Target) -> Vec<Recipient> {
+    fn snapshot(&self, audience: &Audience) -> Vec<Recipient> {
         let now = self.clock.now_seconds();
         let state = self.state();
         let live = |id: &ConnectionId| {
@@ -137,22 +179,23 @@ impl MemoryStore {
                 .filter(|entry| entry.live(now))
                 .map(Entry::recipient)
         };
-        match target {
-            Target::Topic(topic) => state
-                .subscribers
-                .get(topic)
-                .into_iter()
-                .flatten()
-                .filter_map(live)
-                .collect(),
-            Target::User(user) => state
+        match audience {
+            Audience::Subscribers(keys) => {
+                let ids: BTreeSet<&ConnectionId> = keys
+                    .iter()
+                    .filter_map(|key| state.subscribers.get(key))
+                    .flatten()
+                    .collect();
+                ids.into_iter().filter_map(live).collect()
+            }
+            Audience::User(user) => state
                 .connections
                 .values()
                 .filter(|entry| entry.live(now) && &entry.connection.user_id == user)
                 .map(Entry::recipient)
                 .collect(),
-            Target::Connections(ids) => ids.iter().filter_map(live).collect(),
-            Target::All => state
+            Audience::Connections(ids) => ids.iter().filter_map(live).collect(),
+            Audience::All => state
                 .connections
                 .values()
                 .filter(|entry| entry.live(now))
@@ -171,7 +214,7 @@ impl ConnectionStore for MemoryStore {
     ) -> Result<Registration, StoreError> {
         let now = self.clock.now_seconds();
         let mut state = self.state();
-        state.remove(&connection.id);
+        state.remove(&connection.id, now);
         let counted = state.counted(&connection.user_id, now);
         let mut evicted = Vec::new();
         if counted.len() >= limit.per_user {
@@ -196,6 +239,7 @@ impl ConnectionStore for MemoryStore {
             Entry {
                 connection: connection.clone(),
                 topics: BTreeSet::new(),
+                presence: BTreeSet::new(),
                 tat: None,
                 counted: true,
             },
@@ -217,7 +261,10 @@ impl ConnectionStore for MemoryStore {
                 Decision::Deny { retry_after } => return Ok(Admission::Limited { retry_after }),
             }
         }
-        Ok(Admission::Admitted(entry.connection.clone()))
+        Ok(Admission::Admitted(Session {
+            connection: entry.connection.clone(),
+            subscriptions: entry.topics.iter().cloned().collect(),
+        }))
     }
 
     async fn get_connection(&self, id: &ConnectionId) -> Result<Option<Connection>, StoreError> {
@@ -241,18 +288,21 @@ impl ConnectionStore for MemoryStore {
     }
 
     async fn remove_connection(&self, id: &ConnectionId) -> Result<Option<Removed>, StoreError> {
-        Ok(self.state().remove(id))
+        let now = self.clock.now_seconds();
+        Ok(self.state().remove(id, now))
     }
 
     async fn subscribe(
         &self,
         id: &ConnectionId,
-        topics: &[Topic],
+        topics: &[TopicPattern],
+        presence: &[Topic],
         max_topics: usize,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Topic>, StoreError> {
+        let now = self.clock.now_seconds();
         let mut state = self.state();
-        let entry = state.live_entry(id, self.clock.now_seconds())?;
-        let adding: BTreeSet<&Topic> = topics
+        let entry = state.live_entry(id, now)?;
+        let adding: BTreeSet<&TopicPattern> = topics
             .iter()
             .filter(|t| !entry.topics.contains(*t))
             .collect();
@@ -263,8 +313,14 @@ impl ConnectionStore for MemoryStore {
                 limit: max_topics,
             });
         }
-        let adding: Vec<Topic> = adding.into_iter().cloned().collect();
+        let adding: Vec<TopicPattern> = adding.into_iter().cloned().collect();
         entry.topics.extend(adding.iter().cloned());
+        let tracking: Vec<Topic> = presence
+            .iter()
+            .filter(|t| entry.presence.insert((*t).clone()))
+            .cloned()
+            .collect();
+        let user = entry.connection.user_id.clone();
         for topic in adding {
             state
                 .subscribers
@@ -272,26 +328,78 @@ impl ConnectionStore for MemoryStore {
                 .or_default()
                 .insert(id.clone());
         }
-        Ok(())
+        let mut joined = Vec::new();
+        for topic in tracking {
+            if !state.present_elsewhere(&topic, &user, id, now) {
+                joined.push(topic.clone());
+            }
+            state
+                .presence
+                .entry(topic)
+                .or_default()
+                .entry(user.clone())
+                .or_default()
+                .insert(id.clone());
+        }
+        Ok(joined)
     }
 
-    async fn unsubscribe(&self, id: &ConnectionId, topics: &[Topic]) -> Result<(), StoreError> {
+    async fn unsubscribe(
+        &self,
+        id: &ConnectionId,
+        topics: &[TopicPattern],
+    ) -> Result<Vec<Topic>, StoreError> {
+        let now = self.clock.now_seconds();
         let mut state = self.state();
-        let entry = state.live_entry(id, self.clock.now_seconds())?;
+        let entry = state.live_entry(id, now)?;
+        let user = entry.connection.user_id.clone();
+        let mut untracked = Vec::new();
         for topic in topics {
             entry.topics.remove(topic);
+            if let Some(exact) = topic.as_topic()
+                && entry.presence.remove(&exact)
+            {
+                untracked.push(exact);
+            }
         }
         for topic in topics {
             state.unsubscribe_one(topic, id);
         }
-        Ok(())
+        Ok(untracked
+            .into_iter()
+            .filter(|topic| state.leave(topic, &user, id, now))
+            .collect())
+    }
+
+    async fn presence(&self, topic: &Topic, page: usize) -> Result<PresencePage, StoreError> {
+        let now = self.clock.now_seconds();
+        let state = self.state();
+        let mut answer = PresencePage {
+            complete: true,
+            ..PresencePage::default()
+        };
+        for (user, ids) in state.presence.get(topic).into_iter().flatten() {
+            let live = ids
+                .iter()
+                .filter(|id| state.connections.get(*id).is_some_and(|e| e.live(now)))
+                .count() as u64;
+            if live == 0 {
+                continue;
+            }
+            answer.total_users += 1;
+            answer.total_connections += live;
+            if answer.users.len() < page {
+                answer.users.push((user.clone(), live));
+            }
+        }
+        Ok(answer)
     }
 }
 
 #[async_trait]
 impl RecipientStore for MemoryStore {
-    fn recipients<'a>(&'a self, target: &'a Target) -> RecipientPages<'a> {
-        let recipients = self.snapshot(target);
+    fn recipients<'a>(&'a self, audience: &'a Audience) -> RecipientPages<'a> {
+        let recipients = self.snapshot(audience);
         let pages: Vec<Result<Vec<Recipient>, StoreError>> = recipients
             .chunks(self.page_size)
             .map(|page| Ok(page.to_vec()))
@@ -305,14 +413,22 @@ impl RecipientStore for MemoryStore {
         Ok(state.connections.values().filter(|e| e.live(now)).count() as u64)
     }
 
-    async fn remove_gone(&self, ids: &[ConnectionId], via: &Target) -> Result<(), StoreError> {
+    async fn remove_gone(
+        &self,
+        ids: &[ConnectionId],
+        via: &Audience,
+    ) -> Result<Vec<Removed>, StoreError> {
+        let now = self.clock.now_seconds();
         let mut state = self.state();
+        let mut removed = Vec::new();
         for id in ids {
-            state.remove(id);
-            if let Target::Topic(topic) = via {
-                state.unsubscribe_one(topic, id);
+            removed.extend(state.remove(id, now));
+            if let Audience::Subscribers(keys) = via {
+                for key in keys {
+                    state.unsubscribe_one(key, id);
+                }
             }
         }
-        Ok(())
+        Ok(removed)
     }
 }

@@ -10,9 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
-use crate::channels::Grants;
+use crate::channels::{Grants, TopicPattern};
 use crate::limits::{ConnectionLimit, RateLimit};
-use crate::protocol::broadcast::Target;
 use crate::protocol::{ConnectionId, Topic, UserId};
 
 pub use dynamodb::DynamoDbStore;
@@ -60,17 +59,67 @@ pub enum Registration {
 /// Whether a frame fits the connection's budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
-    /// Admitted; the connection as stored.
-    Admitted(Connection),
+    /// Admitted; the connection as stored, with what it holds.
+    Admitted(Session),
     /// Over the budget: a frame would be admitted after `retry_after`.
     Limited { retry_after: Duration },
 }
 
-/// A connection removed from the store, with the topics it held.
+/// A connection and the subscriptions it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub connection: Connection,
+    pub subscriptions: Vec<TopicPattern>,
+}
+
+impl Session {
+    /// Whether the connection receives messages to `topic`: it holds the topic, or a
+    /// wildcard that matches it.
+    pub fn receives(&self, topic: &Topic) -> bool {
+        self.subscriptions.iter().any(|s| s.matches(topic.as_str()))
+    }
+}
+
+/// A connection removed from the store, with the subscriptions it held.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Removed {
     pub connection: Connection,
-    pub topics: Vec<Topic>,
+    pub topics: Vec<TopicPattern>,
+    /// Presence topics its user no longer is in: it was their last connection there.
+    pub left: Vec<Topic>,
+}
+
+/// Who is subscribed to a presence topic: users with their live connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PresencePage {
+    /// At most the page asked for, by user id.
+    pub users: Vec<(UserId, u64)>,
+    pub total_users: u64,
+    pub total_connections: u64,
+    /// False when the topic has more users than were read: the totals are lower bounds.
+    pub complete: bool,
+}
+
+/// Whose connections to read for a fan-out: what a broadcast's target resolves to once the
+/// channel configuration has said which subscription keys a topic is reached through
+/// (`Channels::audience`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// Connections subscribed to any of these keys: topics, and the wildcard patterns that
+    /// match them (`list:*` for `list:7`). A connection holding several is read once per
+    /// key; fan-out delivers once.
+    Subscribers(Vec<TopicPattern>),
+    User(UserId),
+    /// These connections; ids that are not live are left out.
+    Connections(Vec<ConnectionId>),
+    All,
+}
+
+impl Audience {
+    /// The subscribers of exactly this topic (no pattern).
+    pub fn topic(topic: &Topic) -> Self {
+        Audience::Subscribers(vec![TopicPattern::exact(topic)])
+    }
 }
 
 /// Who a message goes to: what fan-out needs of a connection, nothing more.
@@ -200,33 +249,52 @@ pub trait ConnectionStore: Send + Sync {
     /// removal either lands before it (and is removed with it) or fails with `NotConnected`.
     async fn remove_connection(&self, id: &ConnectionId) -> Result<Option<Removed>, StoreError>;
 
-    /// Adds topics; topics already held are kept once. Fails with `NotConnected` or
-    /// `TooManyTopics`, and then adds none of them.
+    /// Adds subscriptions (topics or wildcard patterns); those already held are kept once.
+    /// Topics in `presence` (a subset of `topics`) also record the connection under its user
+    /// in the topic's presence. Returns the presence topics the user was not in before: this
+    /// is their first connection there (exact under concurrency: of two devices subscribing
+    /// at once, one is first). Fails with `NotConnected` or `TooManyTopics`, and then adds
+    /// nothing.
     async fn subscribe(
         &self,
         id: &ConnectionId,
-        topics: &[Topic],
+        topics: &[TopicPattern],
+        presence: &[Topic],
         max_topics: usize,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Vec<Topic>, StoreError>;
 
-    /// Removes topics; topics not held are ignored. Fails with `NotConnected`.
-    async fn unsubscribe(&self, id: &ConnectionId, topics: &[Topic]) -> Result<(), StoreError>;
+    /// Removes subscriptions; those not held are ignored. Returns the presence topics the
+    /// user is no longer in (this was their last connection there). Fails with
+    /// `NotConnected`.
+    async fn unsubscribe(
+        &self,
+        id: &ConnectionId,
+        topics: &[TopicPattern],
+    ) -> Result<Vec<Topic>, StoreError>;
+
+    /// Who is in a presence topic: its first `page` users (by user id) with their live
+    /// connection counts, and totals.
+    async fn presence(&self, topic: &Topic, page: usize) -> Result<PresencePage, StoreError>;
 }
 
 /// What broadcast needs: whom to send to, how many are connected, and forgetting the gone.
 #[async_trait]
 pub trait RecipientStore: Send + Sync {
-    /// The live connections a target names, page by page; each connection once. For
-    /// `Target::Connections`, ids that are not live are left out.
-    fn recipients<'a>(&'a self, target: &'a Target) -> RecipientPages<'a>;
+    /// The live connections of an audience, page by page; each connection once per
+    /// subscription key it holds.
+    fn recipients<'a>(&'a self, audience: &'a Audience) -> RecipientPages<'a>;
 
     /// Live connections, all users.
     async fn count_connections(&self) -> Result<u64, StoreError>;
 
     /// Removes connections that answered 410, as `remove_connection` does for one. When
-    /// they were reached through a topic, their subscription rows of that topic go too, even
-    /// if the connection row is already gone (so a stray subscription cannot outlive it).
-    async fn remove_gone(&self, ids: &[ConnectionId], via: &Target) -> Result<(), StoreError>;
+    /// they were reached through subscriptions, those subscription rows go too, even if the
+    /// connection row is already gone (so a stray subscription cannot outlive it).
+    async fn remove_gone(
+        &self,
+        ids: &[ConnectionId],
+        via: &Audience,
+    ) -> Result<Vec<Removed>, StoreError>;
 }
 
 /// Both halves, for code that runs every route in one process (the local gateway, tests).

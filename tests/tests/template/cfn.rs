@@ -232,8 +232,89 @@ impl Template {
                     self.evaluate(otherwise, parameters)
                 }
             }
+            "Select" => {
+                let [index, list] = pair(argument, "Fn::Select takes [index, list]");
+                let index: usize = scalar(index).parse().expect("Fn::Select's index");
+                self.evaluate_list(list, parameters).get(index).cloned()
+            }
             other => panic!("the test cannot evaluate Fn::{other}; teach cfn.rs"),
         }
+    }
+
+    /// A list value: `!Split [separator, value]` or a YAML sequence.
+    fn evaluate_list(&self, value: &Value, parameters: &BTreeMap<String, String>) -> Vec<String> {
+        match call(value) {
+            Some(call) if call.name == "Split" => {
+                let [separator, text] = pair(call.argument, "Fn::Split takes [separator, value]");
+                let text = self.evaluate(text, parameters).unwrap_or_default();
+                text.split(scalar(separator).as_str())
+                    .map(str::to_owned)
+                    .collect()
+            }
+            Some(call) => panic!("the test cannot evaluate a list from Fn::{}", call.name),
+            None => value
+                .as_sequence()
+                .expect("a list")
+                .iter()
+                .filter_map(|item| self.evaluate(item, parameters))
+                .collect(),
+        }
+    }
+
+    /// The YAML a value stands for with these parameters: `!If` decided (recursively), `None`
+    /// for `AWS::NoValue`, anything else as written. For structured values, such as an IAM
+    /// statement that only some parameter values grant.
+    pub fn choose<'v>(
+        &self,
+        value: &'v Value,
+        parameters: &BTreeMap<String, String>,
+    ) -> Option<&'v Value> {
+        match call(value) {
+            Some(call) if call.name == "If" => {
+                let [condition, then, otherwise] = branches(call.argument);
+                let condition = condition.as_str().expect("!If names a condition");
+                if self.condition(condition, parameters) {
+                    self.choose(then, parameters)
+                } else {
+                    self.choose(otherwise, parameters)
+                }
+            }
+            _ if ref_name(value) == Some("AWS::NoValue") => None,
+            _ => Some(value),
+        }
+    }
+
+    /// The `Rules` whose assertions fail for these parameter values, as their descriptions:
+    /// CloudFormation refuses such a deployment before it starts.
+    pub fn broken_rules(&self, parameters: &BTreeMap<String, String>) -> Vec<String> {
+        let Some(rules) = self.doc.get("Rules").and_then(Value::as_mapping) else {
+            return Vec::new();
+        };
+        let mut broken = Vec::new();
+        for (name, rule) in rules {
+            let applies = rule
+                .get("RuleCondition")
+                .is_none_or(|condition| self.holds(condition, parameters));
+            if !applies {
+                continue;
+            }
+            let assertions = rule["Assertions"]
+                .as_sequence()
+                .expect("Assertions: a list");
+            for assertion in assertions {
+                if !self.holds(&assertion["Assert"], parameters) {
+                    broken.push(format!(
+                        "{}: {}",
+                        scalar(name),
+                        assertion
+                            .get("AssertDescription")
+                            .map(scalar)
+                            .unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        broken
     }
 
     /// Whether the named condition holds for these parameter values.
@@ -265,6 +346,13 @@ impl Template {
             "Condition" => self.condition(call.argument.as_str().expect("a name"), parameters),
             other => panic!("the test cannot evaluate condition Fn::{other}; teach cfn.rs"),
         }
+    }
+}
+
+fn pair<'v>(argument: &'v Value, usage: &str) -> [&'v Value; 2] {
+    match argument.as_sequence().map(Vec::as_slice) {
+        Some([first, second]) => [first, second],
+        _ => panic!("{usage}"),
     }
 }
 

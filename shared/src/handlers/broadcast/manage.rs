@@ -7,15 +7,18 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use tracing::{error, info, warn};
 
-use super::{ServerApi, error_response, internal_error, json_response, with_content_type_hint};
+use super::{error_response, internal_error, json_response, with_content_type_hint};
+use crate::channels::TopicPattern;
+use crate::handlers::Context;
+use crate::handlers::announce::{Change, announce};
 use crate::protocol::broadcast::{ApiError, ApiErrorCode};
 use crate::protocol::client::ErrorCode;
 use crate::protocol::manage::{
     ConnectionFailure, Connections, Disconnect, DisconnectReport, SubscriptionChange,
     SubscriptionReport,
 };
-use crate::protocol::{ConnectionId, Topic};
-use crate::sender::{ConnectionSender, SendError};
+use crate::protocol::{ConnectionId, Topic, UserId};
+use crate::sender::SendError;
 use crate::store::{Connection, ConnectionStore, StoreError};
 
 /// Connections changed at once: each is one or two store calls (and a DeleteConnection).
@@ -23,9 +26,13 @@ const IN_FLIGHT: usize = 16;
 
 /// What became of one connection.
 enum Outcome {
-    Done,
+    /// Applied; the presence topics its user joined or left by it.
+    Done(Vec<(UserId, Topic)>),
     NotConnected,
-    Failed { error: String, details: String },
+    Failed {
+        error: String,
+        details: String,
+    },
 }
 
 /// The connections a request names, read consistently: by id as named, by user from the
@@ -83,7 +90,7 @@ fn code_of(code: ErrorCode) -> String {
 
 fn subscription_report(
     action: &str,
-    topics: Vec<Topic>,
+    topics: Vec<TopicPattern>,
     outcomes: Vec<(ConnectionId, Outcome)>,
 ) -> SubscriptionReport {
     let mut report = SubscriptionReport {
@@ -95,7 +102,7 @@ fn subscription_report(
     };
     for (id, outcome) in outcomes {
         match outcome {
-            Outcome::Done => report.connections.push(id),
+            Outcome::Done(_) => report.connections.push(id),
             Outcome::NotConnected => report.not_connected.push(id),
             Outcome::Failed { error, details } => report.failed.push(failure(id, error, details)),
         }
@@ -103,33 +110,60 @@ fn subscription_report(
     report
 }
 
-fn parse_change(request: &Request, api: &ServerApi<'_>) -> Result<SubscriptionChange, ApiError> {
-    SubscriptionChange::parse(request.body(), api.session.max_topics_per_connection)
+/// Announces what the outcomes changed in presence topics, `change` for each.
+async fn announce_outcomes(
+    ctx: &Context<'_>,
+    change: Change,
+    outcomes: &[(ConnectionId, Outcome)],
+) {
+    for (_, outcome) in outcomes {
+        if let Outcome::Done(moves) = outcome {
+            for (user, topic) in moves {
+                announce(ctx, change, user, std::slice::from_ref(topic)).await;
+            }
+        }
+    }
+}
+
+fn parse_change(request: &Request, ctx: &Context<'_>) -> Result<SubscriptionChange, ApiError> {
+    SubscriptionChange::parse(request.body(), ctx.session.max_topics_per_connection)
         .map_err(|mistake| with_content_type_hint(request, mistake))
 }
 
-pub(super) async fn subscribe(
-    request: &Request,
+/// The user a connection belongs to, for announcing what a change did.
+async fn user_of(
     store: &dyn ConnectionStore,
-    api: &ServerApi<'_>,
-) -> Response<Body> {
-    let change = match parse_change(request, api) {
+    id: &ConnectionId,
+) -> Result<Option<UserId>, StoreError> {
+    Ok(store.get_connection(id).await?.map(|c| c.user_id))
+}
+
+pub(super) async fn subscribe(request: &Request, ctx: &Context<'_>) -> Response<Body> {
+    let store = ctx.store;
+    let change = match parse_change(request, ctx) {
         Ok(change) => change,
         Err(mistake) => return error_response(mistake),
     };
     // All or nothing: a topic in a closed namespace (or in none) refuses the request.
     for topic in &change.topics {
-        if let Err(refused) = api.channels.check_server_subscribe(topic) {
+        if let Err(refused) = ctx.channels.check_server_subscribe(topic) {
             return error_response(ApiError::new(ApiErrorCode::Forbidden, refused.to_string()));
         }
     }
     let topics = &change.topics;
-    let max_topics = api.session.max_topics_per_connection;
+    let presence = &ctx.channels.presence_topics(topics);
+    let max_topics = ctx.session.max_topics_per_connection;
     let outcomes = match resolve(&change.connections, store).await {
         Ok(ids) => {
             for_each(ids, |id| async move {
-                let outcome = match store.subscribe(&id, topics, max_topics).await {
-                    Ok(()) => Outcome::Done,
+                let outcome = match store.subscribe(&id, topics, presence, max_topics).await {
+                    Ok(joined) if joined.is_empty() => Outcome::Done(Vec::new()),
+                    Ok(joined) => match user_of(store, &id).await? {
+                        Some(user) => Outcome::Done(
+                            joined.into_iter().map(|t| (user.clone(), t)).collect(),
+                        ),
+                        None => Outcome::Done(Vec::new()),
+                    },
                     Err(StoreError::NotConnected(_)) => Outcome::NotConnected,
                     Err(StoreError::TooManyTopics {
                         current,
@@ -151,6 +185,7 @@ pub(super) async fn subscribe(
     };
     match outcomes {
         Ok(outcomes) => {
+            announce_outcomes(ctx, Change::Join, &outcomes).await;
             let report = subscription_report("subscribed", change.topics.clone(), outcomes);
             info!(topics = ?report.topics, connections = report.connections.len(), not_connected = report.not_connected.len(), failed = report.failed.len(), "server subscribe");
             json_response(StatusCode::OK, &report)
@@ -162,12 +197,9 @@ pub(super) async fn subscribe(
     }
 }
 
-pub(super) async fn unsubscribe(
-    request: &Request,
-    store: &dyn ConnectionStore,
-    api: &ServerApi<'_>,
-) -> Response<Body> {
-    let change = match parse_change(request, api) {
+pub(super) async fn unsubscribe(request: &Request, ctx: &Context<'_>) -> Response<Body> {
+    let store = ctx.store;
+    let change = match parse_change(request, ctx) {
         Ok(change) => change,
         Err(mistake) => return error_response(mistake),
     };
@@ -176,7 +208,13 @@ pub(super) async fn unsubscribe(
         Ok(ids) => {
             for_each(ids, |id| async move {
                 let outcome = match store.unsubscribe(&id, topics).await {
-                    Ok(()) => Outcome::Done,
+                    Ok(left) if left.is_empty() => Outcome::Done(Vec::new()),
+                    Ok(left) => match user_of(store, &id).await? {
+                        Some(user) => {
+                            Outcome::Done(left.into_iter().map(|t| (user.clone(), t)).collect())
+                        }
+                        None => Outcome::Done(Vec::new()),
+                    },
                     Err(StoreError::NotConnected(_)) => Outcome::NotConnected,
                     Err(e) => return Err(e),
                 };
@@ -188,6 +226,7 @@ pub(super) async fn unsubscribe(
     };
     match outcomes {
         Ok(outcomes) => {
+            announce_outcomes(ctx, Change::Leave, &outcomes).await;
             let report = subscription_report("unsubscribed", change.topics.clone(), outcomes);
             info!(topics = ?report.topics, connections = report.connections.len(), not_connected = report.not_connected.len(), "server unsubscribe");
             json_response(StatusCode::OK, &report)
@@ -199,21 +238,18 @@ pub(super) async fn unsubscribe(
     }
 }
 
-pub(super) async fn disconnect(
-    request: &Request,
-    store: &dyn ConnectionStore,
-    sender: &dyn ConnectionSender,
-) -> Response<Body> {
+pub(super) async fn disconnect(request: &Request, ctx: &Context<'_>) -> Response<Body> {
     let target = match Disconnect::parse(request.body()) {
         Ok(target) => target,
         Err(mistake) => return error_response(with_content_type_hint(request, mistake)),
     };
-    let outcomes = match resolve(&target.connections, store).await {
-        Ok(ids) => for_each(ids, |id| close(id, store, sender)).await,
+    let outcomes = match resolve(&target.connections, ctx.store).await {
+        Ok(ids) => for_each(ids, |id| close(id, ctx)).await,
         Err(e) => Err(e),
     };
     match outcomes {
         Ok(outcomes) => {
+            announce_outcomes(ctx, Change::Leave, &outcomes).await;
             let mut report = DisconnectReport {
                 disconnected: Vec::new(),
                 not_connected: Vec::new(),
@@ -221,7 +257,7 @@ pub(super) async fn disconnect(
             };
             for (id, outcome) in outcomes {
                 match outcome {
-                    Outcome::Done => report.disconnected.push(id),
+                    Outcome::Done(_) => report.disconnected.push(id),
                     Outcome::NotConnected => report.not_connected.push(id),
                     Outcome::Failed { error, details } => {
                         report.failed.push(failure(id, error, details))
@@ -246,20 +282,28 @@ pub(super) async fn disconnect(
 /// Closes one connection through API Gateway, then removes its rows (its `$disconnect`
 /// finds nothing left). A connection API Gateway no longer has (410) is gone either way, so
 /// its rows go too; any other failure keeps the rows, so that a retry can still find it.
-async fn close(
-    id: ConnectionId,
-    store: &dyn ConnectionStore,
-    sender: &dyn ConnectionSender,
-) -> Result<(ConnectionId, Outcome), StoreError> {
+async fn close(id: ConnectionId, ctx: &Context<'_>) -> Result<(ConnectionId, Outcome), StoreError> {
+    let store = ctx.store;
     let Some(connection) = store.get_connection(&id).await? else {
         // Expired rows may still be there until TTL deletes them: remove them now.
         store.remove_connection(&id).await?;
         return Ok((id, Outcome::NotConnected));
     };
-    let outcome = match sender.close(&Connection::recipient(&connection)).await {
+    let outcome = match ctx.sender.close(&Connection::recipient(&connection)).await {
         Ok(()) | Err(SendError::Gone) => {
-            store.remove_connection(&id).await?;
-            Outcome::Done
+            let left = store
+                .remove_connection(&id)
+                .await?
+                .map(|removed| {
+                    let user = removed.connection.user_id;
+                    removed
+                        .left
+                        .into_iter()
+                        .map(|t| (user.clone(), t))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Outcome::Done(left)
         }
         Err(e) => {
             warn!(connection_id = %id, error = %e, "could not close");

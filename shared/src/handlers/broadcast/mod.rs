@@ -1,8 +1,9 @@
 //! The server HTTP API, one Lambda for all its routes: `POST /broadcast`,
-//! `GET /connections/count`, and connection management (`POST /subscribe`,
-//! `POST /unsubscribe`, `POST /disconnect`).
+//! `GET /connections/count`, connection management (`POST /subscribe`,
+//! `POST /unsubscribe`, `POST /disconnect`) and who is there (`GET /presence`, `GET /online`).
 
 mod manage;
+mod query;
 mod send;
 
 use lambda_http::http::{Method, StatusCode, header};
@@ -11,23 +12,15 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 use tracing::error;
 
-use crate::channels::Channels;
-use crate::config::{BroadcastConfig, SessionConfig};
+use lambda_http::RequestExt;
+
+use super::Context;
+use crate::config::BroadcastConfig;
+use crate::fanout::deadline_at;
 use crate::protocol::broadcast::{ApiError, ApiErrorCode, ConnectionCount};
-use crate::sender::ConnectionSender;
-use crate::store::Store;
 
 /// Header that carries the API key when `BROADCAST_API_KEY` is set.
 pub const API_KEY_HEADER: &str = "x-api-key";
-
-/// What the server API's routes need besides the store and the sender.
-pub struct ServerApi<'a> {
-    pub config: &'a BroadcastConfig,
-    /// The per-connection topic limit, for server-side subscribes.
-    pub session: &'a SessionConfig,
-    /// Which namespaces a backend may subscribe connections to.
-    pub channels: &'a Channels,
-}
 
 /// The routes, by path suffix (so `/prod/broadcast` on a named stage works as `/broadcast`
 /// does on `$default`), with the one method each accepts.
@@ -38,14 +31,18 @@ enum Route {
     Subscribe,
     Unsubscribe,
     Disconnect,
+    Presence,
+    Online,
 }
 
-const ROUTES: [(&str, Method, Route); 5] = [
+const ROUTES: [(&str, Method, Route); 7] = [
     ("/broadcast", Method::POST, Route::Broadcast),
     ("/connections/count", Method::GET, Route::Count),
     ("/subscribe", Method::POST, Route::Subscribe),
     ("/unsubscribe", Method::POST, Route::Unsubscribe),
     ("/disconnect", Method::POST, Route::Disconnect),
+    ("/presence", Method::GET, Route::Presence),
+    ("/online", Method::GET, Route::Online),
 ];
 
 /// Every route as API Gateway's HTTP API keys it (`POST /broadcast`): what the template
@@ -61,15 +58,21 @@ fn route_list() -> String {
     route_keys().join(", ")
 }
 
+/// Answers one request of the server API. In Lambda the invocation's deadline rides in the
+/// request and bounds every fan-out; `config` says who may call.
 pub async fn handle(
     request: &Request,
-    store: &dyn Store,
-    sender: &dyn ConnectionSender,
-    api: &ServerApi<'_>,
+    ctx: &Context<'_>,
+    config: &BroadcastConfig,
 ) -> Response<Body> {
+    let deadline = request
+        .lambda_context_ref()
+        .and_then(|context| deadline_at(context.deadline))
+        .or(ctx.deadline);
+    let ctx = &Context { deadline, ..*ctx };
     // The key is checked first, so that a caller without it learns nothing, not even
     // which routes exist.
-    if let Some(expected) = &api.config.api_key {
+    if let Some(expected) = &config.api_key {
         let presented = request
             .headers()
             .get(API_KEY_HEADER)
@@ -98,17 +101,19 @@ pub async fn handle(
         ));
     }
     match route {
-        Route::Broadcast => send::broadcast(request, store, sender, api.config).await,
-        Route::Count => match store.count_connections().await {
+        Route::Broadcast => send::broadcast(request, ctx, config).await,
+        Route::Count => match ctx.store.count_connections().await {
             Ok(count) => json_response(StatusCode::OK, &ConnectionCount { count }),
             Err(e) => {
                 error!(error = %e, "count failed");
                 error_response(internal_error())
             }
         },
-        Route::Subscribe => manage::subscribe(request, store, api).await,
-        Route::Unsubscribe => manage::unsubscribe(request, store, api).await,
-        Route::Disconnect => manage::disconnect(request, store, sender).await,
+        Route::Subscribe => manage::subscribe(request, ctx).await,
+        Route::Unsubscribe => manage::unsubscribe(request, ctx).await,
+        Route::Disconnect => manage::disconnect(request, ctx).await,
+        Route::Presence => query::presence(request, ctx).await,
+        Route::Online => query::online(request, ctx).await,
     }
 }
 

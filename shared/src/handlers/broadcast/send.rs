@@ -1,52 +1,81 @@
-//! `POST /broadcast`: one message to every connection a target names.
-
-use std::time::Duration;
+//! `POST /broadcast`: one message to every connection a target names, or a batch of them.
 
 use bytes::Bytes;
-use lambda_http::RequestExt;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use tokio::time::Instant;
 use tracing::{error, info};
 
 use super::{error_response, json_response, with_content_type_hint};
 use crate::clock::now_millis;
 use crate::config::BroadcastConfig;
-use crate::fanout::{FanoutOptions, fan_out, metrics};
-use crate::protocol::broadcast::{ApiError, ApiErrorCode, Broadcast, BroadcastResponse};
-use crate::sender::ConnectionSender;
-use crate::store::RecipientStore;
+use crate::fanout::{fan_out, metrics};
+use crate::handlers::Context;
+use crate::handlers::announce::{Change, announce};
+use crate::protocol::broadcast::{
+    ApiError, ApiErrorCode, BatchResponse, Broadcast, BroadcastBody, BroadcastResponse,
+};
 
 pub(super) async fn broadcast(
     request: &Request,
-    store: &dyn RecipientStore,
-    sender: &dyn ConnectionSender,
+    ctx: &Context<'_>,
     config: &BroadcastConfig,
 ) -> Response<Body> {
-    let broadcast = match Broadcast::parse(request.body()) {
-        Ok(broadcast) => broadcast,
+    let body = match BroadcastBody::parse(request.body()) {
+        Ok(body) => body,
         Err(mistake) => return error_response(with_content_type_hint(request, mistake)),
     };
+    match body {
+        BroadcastBody::One(broadcast) => match send_one(&broadcast, ctx, config).await {
+            Ok(report) => json_response(StatusCode::OK, &report),
+            Err(e) => error_response(e),
+        },
+        BroadcastBody::Batch(batch) => {
+            // In order, each with what is left of the invocation's time; a store failure
+            // stops the batch there and says how far it got.
+            let mut results = Vec::with_capacity(batch.len());
+            for (at, broadcast) in batch.iter().enumerate() {
+                match send_one(broadcast, ctx, config).await {
+                    Ok(report) => results.push(report),
+                    Err(mut e) => {
+                        e.details = format!(
+                            "batch[{at}]: {}; batch[0..{at}] were sent ({} reports lost with this answer)",
+                            e.details, at
+                        );
+                        return error_response(e);
+                    }
+                }
+            }
+            json_response(StatusCode::OK, &BatchResponse { results })
+        }
+    }
+}
+
+/// Sends one broadcast: its payload once, to the audience its target resolves to.
+async fn send_one(
+    broadcast: &Broadcast,
+    ctx: &Context<'_>,
+    config: &BroadcastConfig,
+) -> Result<BroadcastResponse, ApiError> {
     let id = uuid::Uuid::new_v4().to_string();
     let accepted_at = now_millis();
-    let payload = match broadcast.payload(&id, accepted_at) {
-        Ok(payload) => Bytes::from(payload),
-        Err(mistake) => return error_response(mistake),
-    };
-    let options = FanoutOptions::new(config.concurrency).with_deadline(deadline_of(request));
+    let payload = Bytes::from(broadcast.payload(&id, accepted_at)?);
+    let audience = ctx.channels.audience(&broadcast.target);
     let outcome = fan_out(
-        store,
-        sender,
-        &broadcast.target,
+        ctx.store,
+        ctx.sender,
+        &audience,
         &broadcast.exclusions,
         &payload,
-        &options,
+        &ctx.fanout_options(),
     )
     .await;
     let summary = match &outcome {
         Ok(summary) => summary,
         Err(e) => &e.summary,
     };
+    for (user, topic) in &summary.left {
+        announce(ctx, Change::Leave, user, std::slice::from_ref(topic)).await;
+    }
     if config.emit_metrics {
         // Stdout, not the logger: an EMF document must be a log line of its own.
         println!(
@@ -68,19 +97,16 @@ pub(super) async fn broadcast(
                 elapsed_ms = summary.elapsed.as_millis() as u64,
                 "broadcast"
             );
-            json_response(
-                StatusCode::OK,
-                &BroadcastResponse {
-                    id,
-                    report,
-                    retries: summary.retries,
-                    deadline_reached: summary.deadline_reached,
-                },
-            )
+            Ok(BroadcastResponse {
+                id,
+                report,
+                retries: summary.retries,
+                deadline_reached: summary.deadline_reached,
+            })
         }
         Err(e) => {
             error!(broadcast_id = %id, error = %e, "broadcast stopped");
-            error_response(ApiError::new(
+            Err(ApiError::new(
                 ApiErrorCode::InternalError,
                 format!(
                     "recipients could not be read after {} sends ({} delivered); retry later",
@@ -89,14 +115,4 @@ pub(super) async fn broadcast(
             ))
         }
     }
-}
-
-/// When the Lambda invocation ends, from its context; `None` outside Lambda, and when the
-/// runtime reports no usable deadline (emulators send 0 or a time already past: taking that
-/// at its word would stop every broadcast before its first post).
-fn deadline_of(request: &Request) -> Option<Instant> {
-    let deadline_ms = request.lambda_context_ref()?.deadline;
-    let now_ms = u64::try_from(now_millis()).ok()?;
-    let remaining = deadline_ms.checked_sub(now_ms).filter(|ms| *ms > 0)?;
-    Some(Instant::now() + Duration::from_millis(remaining))
 }

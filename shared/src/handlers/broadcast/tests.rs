@@ -7,12 +7,16 @@ use lambda_http::{Body, Request, Response};
 
 use super::*;
 use crate::auth::now_seconds;
+use crate::channels::Channels;
 use crate::clock::now_millis;
+use crate::config::SessionConfig;
 use crate::protocol::{ConnectionId, MAX_MESSAGE_BYTES};
+use crate::sender::ConnectionSender;
 use crate::sender::SendError;
+use crate::store::Store;
 use crate::store::{Connection, ConnectionStore, MemoryStore};
 use crate::test_support::{
-    RecordingSender, connection, ids, store_with, subscribe_all, subscribers,
+    RecordingSender, Settings, connection, ids, store_with, subscribe_all, subscribers,
 };
 
 const API_KEY: &str = "backend-key-0123456789";
@@ -24,20 +28,12 @@ pub(super) async fn call(
     sender: &dyn ConnectionSender,
     config: &BroadcastConfig,
 ) -> Response<Body> {
-    let (session, channels) = (SessionConfig::default(), Channels::default());
-    let api = ServerApi {
-        config,
-        session: &session,
-        channels: &channels,
-    };
-    handle(request, store, sender, &api).await
+    let settings = Settings::default();
+    handle(request, &settings.context(store, sender), config).await
 }
 
 fn open_config() -> BroadcastConfig {
-    BroadcastConfig {
-        concurrency: 4,
-        ..BroadcastConfig::default()
-    }
+    BroadcastConfig::default()
 }
 
 fn keyed_config() -> BroadcastConfig {
@@ -382,17 +378,20 @@ async fn manage(
     path: &str,
     body: Value,
 ) -> (StatusCode, Value) {
-    let session = SessionConfig {
-        max_topics_per_connection: 3,
-        ..SessionConfig::default()
+    let settings = Settings {
+        session: SessionConfig {
+            max_topics_per_connection: 3,
+            ..SessionConfig::default()
+        },
+        channels: channels.clone(),
+        ..Settings::default()
     };
-    let config = open_config();
-    let api = ServerApi {
-        config: &config,
-        session: &session,
-        channels,
-    };
-    let response = handle(&post(path, body), store, sender, &api).await;
+    let response = handle(
+        &post(path, body),
+        &settings.context(store, sender),
+        &open_config(),
+    )
+    .await;
     (response.status(), json_of(&response))
 }
 

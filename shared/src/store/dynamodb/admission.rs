@@ -19,16 +19,30 @@
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
-use super::items::{Item, RATE, connection_key, connection_of, live, n, optional_number};
+use super::items::{
+    Item, RATE, connection_key, connection_of, live, n, optional_number, topics_of,
+};
 use super::schema::{PK, TTL_ATTRIBUTE};
 use super::{DynamoDbStore, backend};
+use crate::channels::TopicPattern;
 use crate::limits::{Decision, RateLimit};
 use crate::protocol::ConnectionId;
-use crate::store::{Admission, StoreError};
+use crate::store::{Admission, Session, StoreError};
 
 /// Frames of one connection racing for the same budget: each lost race is decided afresh
 /// from the row the failed condition returned, so a few attempts always settle.
 const ADMIT_ATTEMPTS: u32 = 5;
+
+/// The connection row as a session: the connection and what it holds.
+fn session_of(row: &Item) -> Result<Session, StoreError> {
+    Ok(Session {
+        connection: connection_of(row)?,
+        subscriptions: topics_of(row)
+            .iter()
+            .filter_map(|t| TopicPattern::parse(t).ok())
+            .collect(),
+    })
+}
 
 /// Which update a decision calls for.
 #[derive(Clone, Copy)]
@@ -46,7 +60,7 @@ impl DynamoDbStore {
     ) -> Result<Admission, StoreError> {
         let Some(limit) = limit else {
             return match self.connection_row(id).await? {
-                Some(row) => Ok(Admission::Admitted(connection_of(&row)?)),
+                Some(row) => Ok(Admission::Admitted(session_of(&row)?)),
                 None => Err(StoreError::NotConnected(id.clone())),
             };
         };
@@ -56,7 +70,7 @@ impl DynamoDbStore {
         let mut bucket = Bucket::Idle;
         for _ in 0..ADMIT_ATTEMPTS {
             match self.take(id, limit, bucket, now_us, now_s).await? {
-                Ok(row) => return Ok(Admission::Admitted(connection_of(&row)?)),
+                Ok(row) => return Ok(Admission::Admitted(session_of(&row)?)),
                 Err(None) => return Err(StoreError::NotConnected(id.clone())),
                 Err(Some(old)) => {
                     if !live(&old, now_s) {

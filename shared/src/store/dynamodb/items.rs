@@ -7,6 +7,7 @@
 //! |              |                 |             | rl (frame budget), gsi_user, gsi_shard                  |
 //! | subscription | `topic#<topic>` | `conn#<id>` | connection_id, user_id, endpoint, expires_at            |
 //! | user         | `user#<id>`     | `conns`     | conns (map id → expires_at), v (version), expires_at    |
+//! | presence     | `presence#<t>`  | `user#<id>` | user_id, conns (map id → expires_at), v, expires_at     |
 
 use std::collections::HashMap;
 
@@ -32,9 +33,11 @@ pub(super) const GRANTS_PUBLISH: &str = "grants_pub";
 pub(super) const RATE: &str = "rl";
 /// A user row's connections: connection id → expires_at.
 pub(super) const USER_CONNECTIONS: &str = "conns";
-/// A user row's version, bumped by every write, so that a registration computed from a
-/// stale read cannot commit.
+/// A user row's (and a presence row's) version, bumped by every write, so that a decision
+/// computed from a stale read cannot commit.
 pub(super) const VERSION: &str = "v";
+/// A connection row's presence topics: where its user's presence records it.
+pub(super) const PRESENCE_TOPICS: &str = "ptopics";
 
 pub(super) fn connection_pk(id: &ConnectionId) -> String {
     format!("conn#{id}")
@@ -66,6 +69,17 @@ pub(super) fn subscription_key(topic: &str, id: &ConnectionId) -> Item {
     ])
 }
 
+pub(super) fn presence_key(topic: &Topic, user: &UserId) -> Item {
+    HashMap::from([
+        (PK.into(), s(format!("presence#{topic}"))),
+        (SK.into(), s(format!("user#{user}"))),
+    ])
+}
+
+pub(super) fn presence_pk(topic: &Topic) -> String {
+    format!("presence#{topic}")
+}
+
 pub(super) fn user_key(user: &UserId) -> Item {
     HashMap::from([
         (PK.into(), s(format!("user#{user}"))),
@@ -73,7 +87,7 @@ pub(super) fn user_key(user: &UserId) -> Item {
     ])
 }
 
-fn string_set(patterns: &[TopicPattern]) -> Option<AttributeValue> {
+fn pattern_set(patterns: &[TopicPattern]) -> Option<AttributeValue> {
     // DynamoDB has no empty sets: no grants, no attribute.
     (!patterns.is_empty())
         .then(|| AttributeValue::Ss(patterns.iter().map(|p| p.to_string()).collect()))
@@ -94,14 +108,14 @@ pub(super) fn connection_item(connection: &Connection, shard: u32) -> Item {
         (GRANTS_SUBSCRIBE, &connection.grants.subscribe),
         (GRANTS_PUBLISH, &connection.grants.publish),
     ] {
-        if let Some(set) = string_set(patterns) {
+        if let Some(set) = pattern_set(patterns) {
             item.insert(name.into(), set);
         }
     }
     item
 }
 
-pub(super) fn subscription_item(topic: &Topic, connection: &Connection) -> Item {
+pub(super) fn subscription_item(topic: &TopicPattern, connection: &Connection) -> Item {
     let mut item = subscription_key(topic.as_str(), &connection.id);
     item.extend([
         ("connection_id".into(), s(connection.id.as_str())),
@@ -183,8 +197,20 @@ pub(super) fn connection_of(item: &Item) -> Result<Connection, StoreError> {
 }
 
 pub(super) fn topics_of(item: &Item) -> Vec<String> {
-    match item.get(TOPICS) {
-        Some(AttributeValue::Ss(topics)) => topics.clone(),
+    string_set(item, TOPICS)
+}
+
+/// A connection row's presence topics; any that no longer parse are left out.
+pub(super) fn presence_topics_of(item: &Item) -> Vec<Topic> {
+    string_set(item, PRESENCE_TOPICS)
+        .iter()
+        .filter_map(|t| Topic::parse(t).ok())
+        .collect()
+}
+
+fn string_set(item: &Item, name: &str) -> Vec<String> {
+    match item.get(name) {
+        Some(AttributeValue::Ss(values)) => values.clone(),
         _ => Vec::new(),
     }
 }
@@ -201,7 +227,8 @@ pub(super) fn live(item: &Item, now: u64) -> bool {
     number_attr::<u64>(item, TTL_ATTRIBUTE).is_ok_and(|expires| expires > now)
 }
 
-/// A user row's connections: id → expires_at. Entries that do not parse count as expired.
+/// A user row's (or presence row's) connections: id → expires_at. Entries that do not parse
+/// count as expired.
 pub(super) fn user_connections_of(item: &Item) -> HashMap<String, u64> {
     match item.get(USER_CONNECTIONS) {
         Some(AttributeValue::M(entries)) => entries

@@ -1,12 +1,14 @@
 //! What a store costs: read capacity consumed, and DynamoDB operations called. Both opt-in,
 //! for benchmarks and the tests that pin the cost of an operation down.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
+use aws_sdk_dynamodb::operation::query::QueryInput;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 
 /// Read capacity units consumed by a store's Query and BatchGetItem calls, summed. Opt-in
@@ -32,10 +34,16 @@ impl ConsumedCapacity {
 }
 
 /// DynamoDB operations called, by name (`GetItem`, `TransactWriteItems`, …): one per call,
-/// whatever the SDK retries underneath. Opt-in (`DynamoDbStore::with_operation_counts`).
+/// whatever the SDK retries underneath; and the item writes inside transactions, which IAM
+/// authorizes one by one. Opt-in (`DynamoDbStore::with_operation_counts`).
 #[derive(Debug, Default)]
 pub struct OperationCounts {
     counts: Mutex<BTreeMap<String, u64>>,
+    /// `PutItem`, `UpdateItem`, `DeleteItem`, `ConditionCheckItem` seen inside a
+    /// `TransactWriteItems`.
+    in_transactions: Mutex<BTreeSet<String>>,
+    /// What Query calls read: `table`, or an index's name.
+    queried: Mutex<BTreeSet<String>>,
 }
 
 impl OperationCounts {
@@ -58,6 +66,45 @@ impl OperationCounts {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.in_transactions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.queried
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// What the Query calls so far read: `table` and index names, which IAM authorizes
+    /// resource by resource.
+    pub fn queried(&self) -> BTreeSet<String> {
+        self.queried
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The IAM actions the calls so far needed (`dynamodb:GetItem`, …): each operation's own,
+    /// and for a `TransactWriteItems` the actions of the items it wrote, since IAM checks a
+    /// transaction item by item.
+    pub fn iam_actions(&self) -> BTreeSet<String> {
+        let direct = self
+            .snapshot()
+            .into_keys()
+            .filter(|name| name != "TransactWriteItems");
+        direct
+            .chain(self.transaction_items())
+            .map(|name| format!("dynamodb:{name}"))
+            .collect()
+    }
+
+    /// Item actions used inside transactions (`PutItem`, …).
+    pub fn transaction_items(&self) -> BTreeSet<String> {
+        self.in_transactions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -74,7 +121,7 @@ impl Intercept for Counter {
 
     fn read_before_serialization(
         &self,
-        _: &BeforeSerializationInterceptorContextRef<'_>,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
         _: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
@@ -88,6 +135,32 @@ impl Intercept for Counter {
             .unwrap_or_else(|p| p.into_inner())
             .entry(name.to_owned())
             .or_default() += 1;
+        if let Some(input) = context.input().downcast_ref::<QueryInput>() {
+            self.0
+                .queried
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(input.index_name().unwrap_or("table").to_owned());
+        }
+        if let Some(input) = context.input().downcast_ref::<TransactWriteItemsInput>() {
+            let mut seen = self
+                .0
+                .in_transactions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for item in input.transact_items() {
+                let action = if item.put().is_some() {
+                    "PutItem"
+                } else if item.update().is_some() {
+                    "UpdateItem"
+                } else if item.delete().is_some() {
+                    "DeleteItem"
+                } else {
+                    "ConditionCheckItem"
+                };
+                seen.insert(action.to_owned());
+            }
+        }
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 mod admission;
 mod items;
 pub mod metering;
+mod presence;
 mod registry;
 pub mod schema;
 mod subscriptions;
@@ -21,12 +22,12 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use rand::Rng;
 
 use super::{
-    Admission, Connection, ConnectionStore, Failure, RecipientPages, RecipientStore, Registration,
-    Removed, StoreError,
+    Admission, Audience, Connection, ConnectionStore, Failure, PresencePage, RecipientPages,
+    RecipientStore, Registration, Removed, StoreError,
 };
+use crate::channels::TopicPattern;
 use crate::clock::Clock;
 use crate::limits::{ConnectionLimit, RateLimit};
-use crate::protocol::broadcast::Target;
 use crate::protocol::{ConnectionId, Topic, UserId};
 use items::{Item, connection_key, live, n, recipient_of, s, subscription_key, topic_pk};
 pub use metering::{ConsumedCapacity, OperationCounts};
@@ -244,11 +245,18 @@ impl DynamoDbStore {
         ids: &[ConnectionId],
         projection: &str,
     ) -> Result<Vec<Item>, StoreError> {
-        let mut rows = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(BATCH_GET_LIMIT) {
+        let keys: Vec<Item> = ids.iter().map(connection_key).collect();
+        self.rows(&keys, Some(projection)).await
+    }
+
+    /// Items by key (strongly consistent; missing ones are left out), in batches of 100,
+    /// unprocessed keys retried.
+    async fn rows(&self, keys: &[Item], projection: Option<&str>) -> Result<Vec<Item>, StoreError> {
+        let mut rows = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH_GET_LIMIT) {
             let mut keys = KeysAndAttributes::builder()
-                .set_keys(Some(chunk.iter().map(connection_key).collect()))
-                .projection_expression(projection)
+                .set_keys(Some(chunk.to_vec()))
+                .set_projection_expression(projection.map(str::to_owned))
                 .consistent_read(true)
                 .build()
                 .map_err(|e| {
@@ -383,14 +391,24 @@ impl ConnectionStore for DynamoDbStore {
     async fn subscribe(
         &self,
         id: &ConnectionId,
-        topics: &[Topic],
+        topics: &[TopicPattern],
+        presence: &[Topic],
         max_topics: usize,
-    ) -> Result<(), StoreError> {
-        self.add_subscriptions(id, topics, max_topics).await
+    ) -> Result<Vec<Topic>, StoreError> {
+        self.add_subscriptions(id, topics, presence, max_topics)
+            .await
     }
 
-    async fn unsubscribe(&self, id: &ConnectionId, topics: &[Topic]) -> Result<(), StoreError> {
+    async fn unsubscribe(
+        &self,
+        id: &ConnectionId,
+        topics: &[TopicPattern],
+    ) -> Result<Vec<Topic>, StoreError> {
         self.drop_subscriptions(id, topics).await
+    }
+
+    async fn presence(&self, topic: &Topic, page: usize) -> Result<PresencePage, StoreError> {
+        self.presence_page(topic, page).await
     }
 }
 
@@ -407,18 +425,26 @@ const SHARDS_IN_FLIGHT: usize = 4;
 
 #[async_trait]
 impl RecipientStore for DynamoDbStore {
-    fn recipients<'a>(&'a self, target: &'a Target) -> RecipientPages<'a> {
-        match target {
-            Target::Topic(topic) => self.query_pages(None, PK, topic_pk(topic.as_str())),
-            Target::User(user) => self.query_pages(Some(BY_USER_INDEX), GSI_USER, user.to_string()),
-            Target::All => Box::pin(
+    fn recipients<'a>(&'a self, audience: &'a Audience) -> RecipientPages<'a> {
+        match audience {
+            // One partition per subscription key, read one after the other: a topic and the
+            // few patterns that match it.
+            Audience::Subscribers(keys) => Box::pin(
+                stream::iter(keys)
+                    .map(|key| self.query_pages(None, PK, topic_pk(key.as_str())))
+                    .flatten(),
+            ),
+            Audience::User(user) => {
+                self.query_pages(Some(BY_USER_INDEX), GSI_USER, user.to_string())
+            }
+            Audience::All => Box::pin(
                 stream::iter(0..SHARDS)
                     .map(|shard| {
                         self.query_pages(Some(BY_SHARD_INDEX), GSI_SHARD, shard.to_string())
                     })
                     .flatten_unordered(SHARDS_IN_FLIGHT),
             ),
-            Target::Connections(ids) => Box::pin(stream::iter(ids.chunks(BATCH_GET_LIMIT)).then(
+            Audience::Connections(ids) => Box::pin(stream::iter(ids.chunks(BATCH_GET_LIMIT)).then(
                 move |chunk| async move {
                     let rows = self
                         .connection_rows(chunk, "connection_id, user_id, endpoint, expires_at")
@@ -469,23 +495,28 @@ impl RecipientStore for DynamoDbStore {
             .await
     }
 
-    async fn remove_gone(&self, ids: &[ConnectionId], via: &Target) -> Result<(), StoreError> {
+    async fn remove_gone(
+        &self,
+        ids: &[ConnectionId],
+        via: &Audience,
+    ) -> Result<Vec<Removed>, StoreError> {
         // The subscription rows the 410s came through go directly: if the connection row is
         // already gone (TTL, or an earlier removal), nothing else would find them.
-        if let Target::Topic(topic) = via {
+        if let Audience::Subscribers(topics) = via {
             let keys = ids
                 .iter()
-                .map(|id| subscription_key(topic.as_str(), id))
+                .flat_map(|id| topics.iter().map(move |t| subscription_key(t.as_str(), id)))
                 .collect();
             self.delete_keys(keys).await?;
         }
         let mut removals = stream::iter(ids.iter().cloned())
-            .map(|id| async move { self.remove_one(&id).await.map(drop) })
+            .map(|id| async move { self.remove_one(&id).await })
             .buffer_unordered(REMOVALS_IN_FLIGHT);
-        while let Some(removed) = removals.next().await {
-            removed?;
+        let mut removed = Vec::new();
+        while let Some(one) = removals.next().await {
+            removed.extend(one?);
         }
-        Ok(())
+        Ok(removed)
     }
 }
 

@@ -25,15 +25,16 @@ use rand::Rng;
 
 use super::items::{
     Item, USER_CONNECTIONS, VERSION, connection_item, connection_key, connection_of, live, n,
-    optional_number, subscription_key, topics_of, user_connections_of, user_connections_value,
-    user_key,
+    optional_number, presence_topics_of, subscription_key, topics_of, user_connections_of,
+    user_connections_value, user_key,
 };
 use super::schema::{PK, SHARDS, TTL_ATTRIBUTE};
 use super::{
     DynamoDbStore, backend, contention_pause, transaction_error, was_cancelled_by_condition,
 };
+use crate::channels::TopicPattern;
 use crate::limits::{ConnectionLimit, LimitPolicy};
-use crate::protocol::{ConnectionId, Topic, UserId};
+use crate::protocol::{ConnectionId, UserId};
 use crate::store::{Connection, Registration, Removed, StoreError};
 
 /// Registrations of one user racing each other: each round commits one of them, so this
@@ -210,11 +211,21 @@ impl DynamoDbStore {
         self.delete_keys(held.iter().map(|t| subscription_key(t, id)).collect())
             .await?;
         self.forget_in_user_row(&connection.user_id, id).await?;
+        let mut left = Vec::new();
+        for topic in presence_topics_of(&row) {
+            if self.leave_presence(&topic, &connection.user_id, id).await? {
+                left.push(topic);
+            }
+        }
         Ok(Some(Removed {
             connection,
             // Stored topics were valid when subscribed; one that no longer parses is left out
             // of the answer, never of the deletion above.
-            topics: held.iter().filter_map(|t| Topic::parse(t).ok()).collect(),
+            topics: held
+                .iter()
+                .filter_map(|t| TopicPattern::parse(t).ok())
+                .collect(),
+            left,
         }))
     }
 

@@ -11,16 +11,20 @@ use jsonwebtoken::errors::ErrorKind;
 use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
-use wsbridge::auth::{AuthError, Claims, TokenVerifier, now_seconds, token_of};
-use wsbridge::channels::Channels;
+use wsbridge::auth::{AuthError, TokenVerifier, now_seconds, token_of};
+use wsbridge::channels::{Channels, TopicPattern};
 use wsbridge::clock::now_millis;
 use wsbridge::config::{AuthConfig, BroadcastConfig, SessionConfig};
+use wsbridge::dev::Claims;
 use wsbridge::handlers::{broadcast, connect, default, disconnect};
-use wsbridge::protocol::broadcast::Target;
-use wsbridge::protocol::{ConnectionId, Topic, UserId};
+use wsbridge::protocol::{ConnectionId, UserId};
+use wsbridge::store::Audience;
 use wsbridge::store::{Connection, ConnectionStore, MemoryStore, RecipientStore};
-use wsbridge::test_support::RecordingSender;
+use wsbridge::test_support::{RecordingSender, Settings};
 use wsbridge_tests::{event, event_path};
+
+/// The samples of rooms: publish, presence, who is online.
+mod rooms;
 
 // ---- the files ----
 
@@ -43,6 +47,10 @@ const CONNECTIONS_COUNT: &str = "connections-count.json";
 const BROADCAST_SUBSCRIBE: &str = "broadcast-subscribe.json";
 const BROADCAST_UNSUBSCRIBE: &str = "broadcast-unsubscribe.json";
 const BROADCAST_DISCONNECT: &str = "broadcast-disconnect.json";
+const DEFAULT_PUBLISH: &str = "default-publish.json";
+const DEFAULT_PRESENCE: &str = "default-presence.json";
+const BROADCAST_PRESENCE: &str = "broadcast-presence.json";
+const BROADCAST_ONLINE: &str = "broadcast-online.json";
 
 /// API Gateway WebSocket API events, for the `$connect`, `$disconnect` and `$default` functions.
 const WEBSOCKET_EVENTS: &[&str] = &[
@@ -58,6 +66,8 @@ const WEBSOCKET_EVENTS: &[&str] = &[
     DEFAULT_WHOAMI,
     DEFAULT_INVALID_JSON,
     DEFAULT_UNKNOWN_ACTION,
+    DEFAULT_PUBLISH,
+    DEFAULT_PRESENCE,
 ];
 
 /// HTTP API payload format 2.0 events, for the broadcast function.
@@ -69,6 +79,8 @@ const HTTP_EVENTS: &[&str] = &[
     BROADCAST_SUBSCRIBE,
     BROADCAST_UNSUBSCRIBE,
     BROADCAST_DISCONNECT,
+    BROADCAST_PRESENCE,
+    BROADCAST_ONLINE,
 ];
 
 /// JSON files in `events/` that are not events: `sam local invoke --env-vars` input.
@@ -174,7 +186,7 @@ async fn connect_no_token_is_refused_and_registers_nothing() {
 }
 
 #[tokio::test]
-async fn sample_tokens_verify_with_the_dev_secret_and_only_with_it() {
+async fn sample_tokens_verify_with_the_sam_local_secret_and_only_with_it() {
     let verifier = verifier();
     let alice = Claims {
         sub: TOKEN_SUB.to_owned(),
@@ -184,7 +196,8 @@ async fn sample_tokens_verify_with_the_dev_secret_and_only_with_it() {
         aud: None,
     };
 
-    // The good token: signed with DEV_SECRET, alice until 2100, in both places a client puts it.
+    // The good token: signed with SAM_LOCAL_SECRET, alice until 2100, in both places a
+    // client puts it.
     let good = token_in(CONNECT);
     assert_eq!(
         verifier.verify(&good).await.unwrap().user_id,
@@ -326,7 +339,7 @@ async fn default_unknown_action_lists_the_supported_actions() {
     // GIVEN alice's connection, subscribed to nothing
     let store = connected_store().await;
 
-    // WHEN she tries to publish from the socket, which the protocol does not offer
+    // WHEN she sends an action the protocol does not offer
     let response = run_default(&store, DEFAULT_UNKNOWN_ACTION).await;
 
     // THEN the error frame names the action and the supported ones, and nothing changed
@@ -335,7 +348,7 @@ async fn default_unknown_action_lists_the_supported_actions() {
         ws_json(&response),
         json!({
             "error": "unknown_action",
-            "details": "unknown action \"publish\"; supported: subscribe, unsubscribe, ping, whoami"
+            "details": "unknown action \"shout\"; supported: subscribe, unsubscribe, publish, presence, ping, whoami"
         })
     );
     assert_eq!(topic_recipients(&store, "list:123").await, ids(&[]));
@@ -349,7 +362,10 @@ async fn disconnect_forgets_the_connection_and_its_subscriptions() {
     let store = subscribed_store().await;
 
     // WHEN the $disconnect arrives
-    let response = disconnect::handle(&ws_event(DISCONNECT), &store).await;
+    let settings = Settings::default();
+    let sender = RecordingSender::new();
+    let response =
+        disconnect::handle(&ws_event(DISCONNECT), &settings.context(&store, &sender)).await;
 
     // THEN it is acknowledged, the connection is gone, and no topic reaches it any more
     assert_eq!(response.status_code, 200);
@@ -806,23 +822,20 @@ fn http_event(name: &str) -> Request {
     lambda_http::request::from_str(&load(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// What `sam local invoke` gives the connect function with `events/env.json` (checked by
+/// `tests/tests/template.rs`): HS256 with the SAM-local secret.
 fn auth_config() -> AuthConfig {
-    AuthConfig::dev()
+    wsbridge::dev::sample_events_auth_config()
 }
 
 fn verifier() -> TokenVerifier {
-    TokenVerifier::new(&auth_config()).expect("the dev secret is a valid HS256 key")
+    TokenVerifier::new(&auth_config()).expect("the SAM-local secret is a valid HS256 key")
 }
 
 /// Runs the `$default` handler on a sample event, with the default limits.
 async fn run_default(store: &MemoryStore, name: &str) -> ApiGatewayProxyResponse {
-    default::handle(
-        &ws_event(name),
-        store,
-        &SessionConfig::default(),
-        &Channels::default(),
-    )
-    .await
+    let (settings, sender) = (Settings::default(), RecordingSender::new());
+    default::handle(&ws_event(name), &settings.context(store, &sender)).await
 }
 
 /// `$connect` with the defaults: built-in channels, the default connection limit.
@@ -830,15 +843,8 @@ async fn run_connect(
     store: &MemoryStore,
     request: &ApiGatewayWebsocketProxyRequest,
 ) -> ApiGatewayProxyResponse {
-    connect::handle(
-        request,
-        &verifier(),
-        store,
-        &RecordingSender::new(),
-        &SessionConfig::default(),
-        &Channels::default(),
-    )
-    .await
+    let (settings, sender) = (Settings::default(), RecordingSender::new());
+    connect::handle(request, &verifier(), &settings.context(store, &sender)).await
 }
 
 /// The broadcast function with the defaults.
@@ -857,20 +863,16 @@ async fn run_broadcast_with(
     request: &Request,
     channels: &Channels,
 ) -> Response<Body> {
-    let (config, session) = (broadcast_config(), SessionConfig::default());
-    let api = broadcast::ServerApi {
-        config: &config,
-        session: &session,
-        channels,
+    let settings = Settings {
+        channels: channels.clone(),
+        ..Settings::default()
     };
-    broadcast::handle(request, store, sender, &api).await
-}
-
-fn broadcast_config() -> BroadcastConfig {
-    BroadcastConfig {
-        concurrency: 4,
-        ..BroadcastConfig::default()
-    }
+    broadcast::handle(
+        request,
+        &settings.context(store, sender),
+        &BroadcastConfig::default(),
+    )
+    .await
 }
 
 /// The token a `$connect` sample carries, wherever it carries it.
@@ -922,16 +924,16 @@ fn connection(id: &str, user: &str) -> Connection {
 async fn seed(store: &MemoryStore, id: &str, user: &str, topics: &[&str]) {
     wsbridge::test_support::put(store, &connection(id, user)).await;
     if !topics.is_empty() {
-        let topics: Vec<Topic> = topics.iter().map(|t| topic(t)).collect();
+        let topics: Vec<TopicPattern> = topics.iter().map(|t| topic(t)).collect();
         store
-            .subscribe(&ConnectionId::new(id), &topics, 50)
+            .subscribe(&ConnectionId::new(id), &topics, &[], 50)
             .await
             .unwrap();
     }
 }
 
-fn topic(name: &str) -> Topic {
-    Topic::parse(name).unwrap_or_else(|e| panic!("{name}: {e}"))
+fn topic(name: &str) -> TopicPattern {
+    TopicPattern::parse(name).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn ids(names: &[&str]) -> BTreeSet<ConnectionId> {
@@ -949,7 +951,7 @@ async fn stored_connection(store: &MemoryStore, id: &str) -> Connection {
 }
 
 async fn topic_recipients(store: &MemoryStore, name: &str) -> BTreeSet<ConnectionId> {
-    let target = Target::Topic(topic(name));
+    let target = Audience::Subscribers(vec![topic(name)]);
     let pages: Vec<_> = store.recipients(&target).try_collect().await.unwrap();
     pages
         .into_iter()

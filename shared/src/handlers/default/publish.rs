@@ -1,0 +1,89 @@
+//! `publish`: a client's message to a topic's subscribers, through the same fan-out engine
+//! as `POST /broadcast`, bounded by the invocation's deadline the same way.
+
+use bytes::Bytes;
+use tracing::info;
+
+use super::{Refusal, forbidden};
+use crate::channels::PublishRefusal;
+use crate::clock::now_millis;
+use crate::fanout::fan_out;
+use crate::handlers::Context;
+use crate::handlers::announce::{Change, announce};
+use crate::protocol::broadcast::{Envelope, Exclusions, PayloadError};
+use crate::protocol::client::{ErrorCode, ErrorFrame, Publish, ServerFrame};
+use crate::store::{Audience, Session};
+
+pub(super) async fn publish(
+    admitted: &Session,
+    message: Publish,
+    ctx: &Context<'_>,
+) -> Result<ServerFrame, Refusal> {
+    let connection = &admitted.connection;
+    let topic = &message.topic;
+    ctx.channels
+        .check_publish(topic, &connection.grants, admitted.receives(topic))
+        .map_err(|refusal| match refusal {
+            PublishRefusal::Forbidden(refused) => forbidden(refused),
+            PublishRefusal::NotSubscribed(refused) => Refusal::Client(ErrorFrame::new(
+                ErrorCode::NotSubscribed,
+                refused.to_string(),
+            )),
+        })?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let envelope = Envelope {
+        topic: Some(topic),
+        topics: None,
+        event: &message.event,
+        data: &message.data,
+        id: &id,
+        timestamp: now_millis(),
+        // Set here, from the verified token: a client cannot speak for someone else.
+        from: Some(&connection.user_id),
+    };
+    let payload = envelope.to_payload().map_err(|e| {
+        let code = match e {
+            PayloadError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            PayloadError::Invalid(_) => ErrorCode::InvalidMessage,
+        };
+        Refusal::Client(ErrorFrame::new(code, e.to_string()))
+    })?;
+    let audience = Audience::Subscribers(ctx.channels.subscription_keys(topic));
+    let exclusions = Exclusions {
+        user: None,
+        // The sender has its message; it gets it back only when it asks.
+        connection: (!message.echo).then(|| connection.id.clone()),
+    };
+    let summary = fan_out(
+        ctx.store,
+        ctx.sender,
+        &audience,
+        &exclusions,
+        &Bytes::from(payload),
+        &ctx.fanout_options(),
+    )
+    .await
+    .map_err(|e| Refusal::Store(e.source))?;
+    let report = summary.report;
+    info!(
+        connection_id = %connection.id,
+        user_id = %connection.user_id,
+        %topic,
+        message_id = %id,
+        recipients = report.recipients,
+        delivered = report.delivered,
+        deadline_reached = summary.deadline_reached,
+        "published"
+    );
+    for (user, left) in summary.left {
+        announce(ctx, Change::Leave, &user, &[left]).await;
+    }
+    Ok(ServerFrame::Published {
+        topic: message.topic,
+        id,
+        recipients: report.recipients,
+        delivered: report.delivered,
+        gone: report.gone,
+        failed: report.failed,
+    })
+}
