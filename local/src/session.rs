@@ -85,7 +85,15 @@ impl Session {
         tokio::pin!(deadline);
         let mut idle_until = Instant::now() + limits.idle_timeout;
         loop {
+            // Biased, in this order: the connection's time is up before anything else; what
+            // was posted to it goes out before the next client frame is read, so a reply
+            // never overtakes a message posted before its frame arrived (clients and tests
+            // can rely on "pong came, nothing was pending"); the idle timer last, as any
+            // traffic postpones it.
             let step = tokio::select! {
+                biased;
+                () = &mut deadline => Err(self.close(socket, CloseCode::Away, "Going away").await),
+                outbound = inbox.recv() => self.on_outbound(socket, inbox, outbound).await,
                 frame = socket.next() => {
                     if matches!(frame, Some(Ok(_))) {
                         idle_until = Instant::now() + limits.idle_timeout;
@@ -93,11 +101,9 @@ impl Session {
                     }
                     self.on_frame(socket, frame).await
                 }
-                outbound = inbox.recv() => self.on_outbound(socket, inbox, outbound).await,
                 () = sleep_until(idle_until) => {
                     Err(self.close(socket, CloseCode::Away, "Going away").await)
                 }
-                () = &mut deadline => Err(self.close(socket, CloseCode::Away, "Going away").await),
             };
             if let Err(ending) = step {
                 return ending;

@@ -167,6 +167,17 @@ pub async fn post(gateway: &RunningGateway, path: &str, body: Value) -> (u16, Va
     (status, response.json().await.expect("JSON body"))
 }
 
+/// GETs a route of the server API (`/presence?topic=…`, `/online?user_id=…`); status and body.
+pub async fn get(gateway: &RunningGateway, path_and_query: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{}{path_and_query}", gateway.http_url()))
+        .send()
+        .await
+        .expect("the server API answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}
+
 /// Text frames that arrive within `quiet` of each other, until the socket is quiet.
 pub async fn drain(client: &mut Client, quiet: Duration) -> Vec<Value> {
     let mut frames = Vec::new();
