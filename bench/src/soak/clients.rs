@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-use wsbridge::auth::{Claims, DEV_SECRET, sign_hs256};
+use wsbridge::dev::{Claims, DEV_SECRET, sign_hs256};
 
 use super::broadcaster::{self, BroadcastTotals, Kind};
 use super::ledger::{Audience, Joined, Ledger, Session, Tally};

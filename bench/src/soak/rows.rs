@@ -3,10 +3,9 @@
 use aws_sdk_dynamodb::Client;
 use futures::StreamExt;
 use serde::Serialize;
-use wsbridge::protocol::broadcast::Target;
 use wsbridge::protocol::{Topic, UserId};
-use wsbridge::store::Store;
 use wsbridge::store::dynamodb::schema::{PK, SK};
+use wsbridge::store::{Audience, Store};
 
 use super::{Churn, pool_topic, user, user_topic};
 use crate::report::Result;
@@ -37,14 +36,14 @@ pub async fn in_memory(store: &dyn Store, churn: &Churn) -> Result<RowsLeft> {
         counted_by: "the store's counts: connections, every topic's subscribers, every user's connections",
         ..RowsLeft::default()
     };
-    let all = recipients(store, &Target::All).await?;
+    let all = recipients(store, &Audience::All).await?;
     left.connections = store.count_connections().await?.max(all);
     let users: Vec<String> = (0..churn.users()).map(user).collect();
     let topics = (0..churn.topics)
         .map(pool_topic)
         .chain(users.iter().map(|u| user_topic(u)));
     for topic in topics {
-        let count = recipients(store, &Target::Topic(Topic::parse(&topic)?)).await?;
+        let count = recipients(store, &Audience::topic(&Topic::parse(&topic)?)).await?;
         if count > 0 {
             left.examples.push(format!("topic {topic}: {count}"));
         }
@@ -53,7 +52,7 @@ pub async fn in_memory(store: &dyn Store, churn: &Churn) -> Result<RowsLeft> {
     for name in &users {
         let user = UserId::new(name.clone());
         let held = store.user_connections(&user).await?.len() as u64;
-        let reached = recipients(store, &Target::User(user)).await?;
+        let reached = recipients(store, &Audience::User(user)).await?;
         if held.max(reached) > 0 {
             left.users += 1;
             left.examples
@@ -64,8 +63,8 @@ pub async fn in_memory(store: &dyn Store, churn: &Churn) -> Result<RowsLeft> {
     Ok(left)
 }
 
-async fn recipients(store: &dyn Store, target: &Target) -> Result<u64> {
-    let mut pages = store.recipients(target);
+async fn recipients(store: &dyn Store, audience: &Audience) -> Result<u64> {
+    let mut pages = store.recipients(audience);
     let mut count = 0;
     while let Some(page) = pages.next().await {
         count += page?.len() as u64;

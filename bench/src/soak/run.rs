@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{ChildStdout, Command};
 use tokio::sync::oneshot;
-use wsbridge::config::BroadcastConfig;
+use wsbridge::config::FanoutConfig;
 use wsbridge_local::{GatewayConfig, RunningGateway, Storage, local_sdk_config};
 
 use super::rows::{self, RowsLeft};
@@ -68,9 +68,8 @@ pub async fn run(options: &SoakOptions) -> Result<Value> {
         None => Storage::Memory,
     };
     let gateway = wsbridge_local::start(GatewayConfig {
-        broadcast: BroadcastConfig {
+        fanout: FanoutConfig {
             concurrency: options.concurrency,
-            ..BroadcastConfig::default()
         },
         storage,
         ..GatewayConfig::loopback()
