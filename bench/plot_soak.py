@@ -49,7 +49,10 @@ def main(results_path: str, png_path: str) -> None:
             fontsize=9,
             loc="left",
         )
-    axes[-1].set_xlabel("minutes since the clients started (dashed: churn ends, everyone leaves)")
+    axes[-1].set_xlabel(
+        "minutes since the clients started\n(dashed: churn ends, everyone leaves; "
+        "shaded: the RSS windows compared, 40-60 % and the last 10 %)"
+    )
 
     tally = results["clients"]["clients"]["tally"]
     storage = "in-memory store" if options["storage"] == "memory" else "DynamoDB Local"
