@@ -48,6 +48,9 @@ struct Progress {
 /// How long the gateway may take to run every `$disconnect` once the clients are gone.
 const DRAIN: Duration = Duration::from_secs(120);
 
+/// How long after the last connection is gone the gateway's memory is sampled once more.
+const SETTLE: Duration = Duration::from_secs(10);
+
 pub async fn run(options: &SoakOptions) -> Result<Value> {
     let churn = &options.churn;
     churn.check()?;
@@ -228,6 +231,16 @@ async fn drain(
         let stored = gateway.store().count_connections().await?;
         if open == 0 && stored == 0 {
             samples.push(sample(gateway, started, &after, &after));
+            // Once more when the sessions' tasks have surely ended: what the gateway holds
+            // with nothing open, against its start (the sample just taken is too early).
+            tokio::time::sleep(SETTLE).await;
+            let settled = sample(gateway, started, &after, &after);
+            println!(
+                "{SETTLE:?} after everyone left: RSS {:.1} MiB, heap in use {:.1} MiB",
+                crate::report::mib(settled.rss_kib),
+                crate::report::mib(settled.heap_kib.unwrap_or_default()),
+            );
+            samples.push(settled);
             return Ok(true);
         }
         if waiting.elapsed() > DRAIN {
