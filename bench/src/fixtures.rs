@@ -44,7 +44,7 @@ pub fn payload() -> Result<Bytes> {
     let id = uuid::Uuid::new_v4().to_string();
     let now_ms = i64::try_from(now_seconds() * 1_000)?;
     let bytes = broadcast
-        .payload(&id, now_ms)
+        .payload(&id, now_ms, None)
         .map_err(|e| format!("fixture payload refused: {e:?}"))?;
     Ok(Bytes::from(bytes))
 }

@@ -225,7 +225,7 @@ async fn the_chat_example_runs_with_channels_and_its_rules_apply() {
     // THEN the banner names the namespaces
     let channels = line_with(&banner, "channels");
     assert!(
-        channels.contains("list: room: user:") && channels.contains("other topics refused"),
+        channels.contains("list: room: typing: user:") && channels.contains("other topics refused"),
         "{channels}"
     );
 

@@ -352,6 +352,39 @@ impl RecipientStore for FailingStore {
     }
 }
 
+#[async_trait]
+impl crate::store::HistoryStore for FailingStore {
+    async fn append(
+        &self,
+        _: &Topic,
+        _: &crate::channels::History,
+        _: &(dyn for<'p> Fn(&'p crate::store::history::Position) -> String + Send + Sync),
+    ) -> Result<(crate::store::history::Position, String), StoreError> {
+        Err(backend_error("TransactWriteItems"))
+    }
+
+    async fn read(
+        &self,
+        _: &Topic,
+        _: Option<u64>,
+        _: crate::store::history::ReadLimits,
+    ) -> Result<crate::store::history::HistoryPage, StoreError> {
+        Err(backend_error("Query"))
+    }
+
+    async fn claim(&self, _: &str, _: u64) -> Result<crate::store::history::Claim, StoreError> {
+        Err(backend_error("PutItem"))
+    }
+
+    async fn finish(&self, _: &str, _: &str, _: u64) -> Result<(), StoreError> {
+        Err(backend_error("PutItem"))
+    }
+
+    async fn release(&self, _: &str) -> Result<(), StoreError> {
+        Err(backend_error("DeleteItem"))
+    }
+}
+
 /// The settings handlers run with in unit tests: the defaults unless a test changes them.
 #[derive(Default)]
 pub struct Settings {

@@ -97,7 +97,8 @@ fn rooms() -> Channels {
     Channels::parse(
         &json!({
             "namespaces": {
-                "room": {"subscribe": "authenticated", "publish": "subscribers", "presence": true, "join_leave": true},
+                "room": {"subscribe": "authenticated", "publish": "subscribers", "presence": true, "join_leave": true,
+                         "history": {"size": 2, "ttl_seconds": 600}},
                 "list": {"subscribe": "authenticated", "wildcards": true}
             },
             "default": {"subscribe": "authenticated"}
@@ -213,6 +214,20 @@ async fn exercise_default(
             &unlimited,
             json!({"action": "publish", "topic": "room:1", "event": "e"}),
         ),
+        // two more: the window of two trims one
+        (
+            &unlimited,
+            json!({"action": "publish", "topic": "room:1", "event": "e"}),
+        ),
+        (
+            &unlimited,
+            json!({"action": "publish", "topic": "room:1", "event": "e"}),
+        ),
+        (&unlimited, json!({"action": "history", "topic": "room:1"})),
+        (
+            &unlimited,
+            json!({"action": "subscribe", "topic": "room:1", "since": {"offset": 1, "epoch": "e"}}),
+        ),
         (&unlimited, json!({"action": "presence", "topic": "room:1"})),
         (
             &unlimited,
@@ -249,7 +264,7 @@ async fn exercise_broadcast(
     let config = BroadcastConfig::default();
     let settings = settings(SessionConfig::default());
     let ctx = settings.context(store, sender);
-    let calls: [(Method, &str, Value); 14] = [
+    let calls: [(Method, &str, Value); 17] = [
         (
             Method::POST,
             "/broadcast",
@@ -280,6 +295,16 @@ async fn exercise_broadcast(
             "/broadcast",
             json!({"batch": [{"topic": "a:1", "event": "e"}]}),
         ),
+        (
+            Method::POST,
+            "/broadcast",
+            json!({"topic": "room:1", "event": "e", "id": "once"}),
+        ),
+        (
+            Method::POST,
+            "/broadcast",
+            json!({"topic": "room:1", "event": "e", "id": "once"}),
+        ),
         (Method::GET, "/connections/count", Value::Null),
         (
             Method::POST,
@@ -304,6 +329,7 @@ async fn exercise_broadcast(
         (Method::POST, "/disconnect", json!({"user_id": "alice"})),
         (Method::GET, "/presence?topic=room:1", Value::Null),
         (Method::GET, "/online?user_id=alice", Value::Null),
+        (Method::GET, "/history?topic=room:1", Value::Null),
     ];
     for (method, path, body) in calls {
         let body = if body.is_null() {

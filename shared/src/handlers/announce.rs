@@ -86,6 +86,9 @@ async fn tell(
         id: &id,
         timestamp: now_millis(),
         from: None,
+        // Presence changes are not kept: a recovering client asks for presence instead.
+        offset: None,
+        epoch: None,
     };
     let payload = match envelope.to_payload() {
         Ok(payload) => Bytes::from(payload),

@@ -6,6 +6,7 @@ pub mod broadcast;
 pub mod connect;
 pub mod default;
 pub mod disconnect;
+pub mod history;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;

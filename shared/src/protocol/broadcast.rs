@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{ConnectionId, MAX_MESSAGE_BYTES, Topic, UserId};
+use super::{ConnectionId, MAX_MESSAGE_BYTES, Topic, UserId, is_topic_char};
+use crate::store::history::Position;
 
 /// Most connection ids one broadcast may name; larger lists belong in a topic.
 pub const MAX_CONNECTION_IDS: usize = 1000;
@@ -32,7 +33,13 @@ pub struct BroadcastRequest {
     pub message: Option<Value>,
     pub exclude_user: Option<String>,
     pub exclude_connection: Option<String>,
+    /// The backend's own message id, delivered in the envelope and kept as an idempotency
+    /// key: the same id again within the window is not sent twice.
+    pub id: Option<String>,
 }
+
+/// Longest message id a backend may give, in bytes.
+pub const MAX_MESSAGE_ID_BYTES: usize = 128;
 
 /// Who a broadcast is for: exactly one of these.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +79,8 @@ pub struct Broadcast {
     pub target: Target,
     pub message: Message,
     pub exclusions: Exclusions,
+    /// The backend's message id (and idempotency key), when it gave one.
+    pub id: Option<String>,
 }
 
 /// The envelope clients receive for `event` + `data` messages: backend broadcasts, client
@@ -94,6 +103,12 @@ pub struct Envelope<'a> {
     /// connection's verified token, never taken from the client.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<&'a UserId>,
+    /// Its place in the topic's stream, in namespaces with `history`: clients resume from
+    /// it (`since`) after a reconnect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<&'a str>,
 }
 
 impl Envelope<'_> {
@@ -209,7 +224,13 @@ impl Broadcast {
 
     /// The bytes every recipient gets, serialized once per broadcast. Refused when over
     /// API Gateway's 128 KB message limit, since every PostToConnection would fail.
-    pub fn payload(&self, id: &str, timestamp: i64) -> Result<Vec<u8>, ApiError> {
+    /// The message as delivered; `position` is its place in the topic's stream, when kept.
+    pub fn payload(
+        &self,
+        id: &str,
+        timestamp: i64,
+        position: Option<&Position>,
+    ) -> Result<Vec<u8>, ApiError> {
         let bytes = match &self.message {
             Message::Event { event, data } => Envelope {
                 topic: match &self.target {
@@ -225,6 +246,8 @@ impl Broadcast {
                 id,
                 timestamp,
                 from: None,
+                offset: position.map(|p| p.offset),
+                epoch: position.map(|p| p.epoch.as_str()),
             }
             .to_payload()?,
             Message::Raw(value) => serde_json::to_vec(value)
@@ -289,6 +312,7 @@ impl BroadcastRequest {
                 ));
             }
         };
+        let id = self.id.map(message_id).transpose()?;
         let message = match (self.event, self.data, self.message) {
             (Some(event), data, None) => Message::Event {
                 event,
@@ -327,8 +351,23 @@ impl BroadcastRequest {
                     .map(|id| connection_id("exclude_connection", &id))
                     .transpose()?,
             },
+            id,
         })
     }
+}
+
+/// A backend's message id: 1 to [`MAX_MESSAGE_ID_BYTES`] of the topic characters (a UUID,
+/// an order number, `invoice-42:paid`), so it is safe in a key and a log line.
+fn message_id(id: String) -> Result<String, ApiError> {
+    if id.is_empty() || id.len() > MAX_MESSAGE_ID_BYTES || !id.chars().all(is_topic_char) {
+        return Err(ApiError::new(
+            ApiErrorCode::InvalidRequest,
+            format!(
+                "id must be 1 to {MAX_MESSAGE_ID_BYTES} bytes of A-Z a-z 0-9 _ - . : / @ | + =, e.g. a UUID"
+            ),
+        ));
+    }
+    Ok(id)
 }
 
 /// A user id a caller sent, bounded (see [`super::MAX_ID_BYTES`]).
@@ -397,6 +436,17 @@ pub struct BroadcastResponse {
     /// The invocation's deadline stopped the fan-out: recipients not yet reached are not in
     /// `recipients`, and those read but not sent to are in `failed`.
     pub deadline_reached: bool,
+    /// The store failed while recipients were being read: those not yet read are in no
+    /// count (the ones counted were handled). A retry with the same `id` answers this report.
+    pub store_failed: bool,
+    /// Its place in the topic's stream, for a topic with history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// This answers a repeat of an `id` already sent: nothing was sent this time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 /// The 200 body of a batch: one report per message, in the batch's order.
@@ -427,6 +477,8 @@ pub enum ApiErrorCode {
     Forbidden,
     NotFound,
     MethodNotAllowed,
+    /// A broadcast with this `id` is being sent by another request right now.
+    Conflict,
     InternalError,
 }
 
@@ -452,6 +504,7 @@ impl ApiError {
             ApiErrorCode::Forbidden => 403,
             ApiErrorCode::NotFound => 404,
             ApiErrorCode::MethodNotAllowed => 405,
+            ApiErrorCode::Conflict => 409,
             ApiErrorCode::InternalError => 500,
             _ => 400,
         }
@@ -545,21 +598,24 @@ mod tests {
     #[test]
     fn envelope_carries_topic_event_data_id_and_timestamp() {
         let broadcast = parse(json!({"topic": "t", "event": "e", "data": {"k": 1}})).unwrap();
-        let bytes = broadcast.payload("id-1", 42).unwrap();
+        let bytes = broadcast.payload("id-1", 42, None).unwrap();
         let sent: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(
             sent,
             json!({"topic": "t", "event": "e", "data": {"k": 1}, "id": "id-1", "timestamp": 42})
         );
         let raw = parse(json!({"all": true, "message": {"x": [1, 2]}})).unwrap();
-        assert_eq!(raw.payload("id", 1).unwrap(), br#"{"x":[1,2]}"#.to_vec());
+        assert_eq!(
+            raw.payload("id", 1, None).unwrap(),
+            br#"{"x":[1,2]}"#.to_vec()
+        );
     }
 
     #[test]
     fn payload_over_the_api_gateway_limit_is_refused() {
         let big = "x".repeat(MAX_MESSAGE_BYTES);
         let broadcast = parse(json!({"all": true, "message": big})).unwrap();
-        let error = broadcast.payload("id", 1).unwrap_err();
+        let error = broadcast.payload("id", 1, None).unwrap_err();
         assert_eq!(error.error, ApiErrorCode::PayloadTooLarge);
         assert_eq!(error.status(), 400);
     }

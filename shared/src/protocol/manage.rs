@@ -159,6 +159,25 @@ pub struct PresenceQuery {
     pub topic: String,
 }
 
+/// The query of `GET /history`: `?topic=room:1&limit=20`, or the messages after a position:
+/// `&since_offset=41&since_epoch=…`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    pub topic: String,
+    pub limit: Option<usize>,
+    pub since_offset: Option<u64>,
+    pub since_epoch: Option<String>,
+}
+
+/// The 200 body of `GET /history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryReport {
+    pub topic: crate::protocol::Topic,
+    #[serde(flatten)]
+    pub stream: crate::protocol::client::StreamReply,
+}
+
 /// The query of `GET /online`: `?user_id=alice`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,6 +3,7 @@
 //! conformance suite (`tests/tests/store_conformance.rs`).
 
 pub mod dynamodb;
+pub mod history;
 pub mod memory;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use crate::limits::{ConnectionLimit, RateLimit};
 use crate::protocol::{ConnectionId, Topic, UserId};
 
 pub use dynamodb::DynamoDbStore;
+pub use history::HistoryStore;
 pub use memory::MemoryStore;
 
 /// A live WebSocket connection, as `$connect` registers it.
@@ -297,7 +299,8 @@ pub trait RecipientStore: Send + Sync {
     ) -> Result<Vec<Removed>, StoreError>;
 }
 
-/// Both halves, for code that runs every route in one process (the local gateway, tests).
-pub trait Store: ConnectionStore + RecipientStore {}
+/// Every part, for code that runs every route in one process (the local gateway, tests)
+/// and for the handlers' context.
+pub trait Store: ConnectionStore + RecipientStore + HistoryStore {}
 
-impl<T: ConnectionStore + RecipientStore> Store for T {}
+impl<T: ConnectionStore + RecipientStore + HistoryStore> Store for T {}

@@ -26,6 +26,10 @@ use wsbridge_tests::{event, event_path};
 /// The samples of rooms: publish, presence, who is online.
 mod rooms;
 
+/// The samples of history: a history read on the socket and from a backend, a recovering
+/// subscribe.
+mod history;
+
 // ---- the files ----
 
 const CONNECT: &str = "connect.json";
@@ -51,6 +55,9 @@ const DEFAULT_PUBLISH: &str = "default-publish.json";
 const DEFAULT_PRESENCE: &str = "default-presence.json";
 const BROADCAST_PRESENCE: &str = "broadcast-presence.json";
 const BROADCAST_ONLINE: &str = "broadcast-online.json";
+const DEFAULT_HISTORY: &str = "default-history.json";
+const DEFAULT_SUBSCRIBE_SINCE: &str = "default-subscribe-since.json";
+const BROADCAST_HISTORY: &str = "broadcast-history.json";
 
 /// API Gateway WebSocket API events, for the `$connect`, `$disconnect` and `$default` functions.
 const WEBSOCKET_EVENTS: &[&str] = &[
@@ -68,6 +75,8 @@ const WEBSOCKET_EVENTS: &[&str] = &[
     DEFAULT_UNKNOWN_ACTION,
     DEFAULT_PUBLISH,
     DEFAULT_PRESENCE,
+    DEFAULT_HISTORY,
+    DEFAULT_SUBSCRIBE_SINCE,
 ];
 
 /// HTTP API payload format 2.0 events, for the broadcast function.
@@ -81,6 +90,7 @@ const HTTP_EVENTS: &[&str] = &[
     BROADCAST_DISCONNECT,
     BROADCAST_PRESENCE,
     BROADCAST_ONLINE,
+    BROADCAST_HISTORY,
 ];
 
 /// JSON files in `events/` that are not events: `sam local invoke --env-vars` input.
@@ -348,7 +358,7 @@ async fn default_unknown_action_lists_the_supported_actions() {
         ws_json(&response),
         json!({
             "error": "unknown_action",
-            "details": "unknown action \"shout\"; supported: subscribe, unsubscribe, publish, presence, ping, whoami"
+            "details": "unknown action \"shout\"; supported: subscribe, unsubscribe, publish, presence, history, ping, whoami"
         })
     );
     assert_eq!(topic_recipients(&store, "list:123").await, ids(&[]));
@@ -413,7 +423,7 @@ async fn broadcast_topic_reaches_the_subscribers_except_the_excluded_connection(
     assert!(!id.is_empty());
     assert_eq!(
         report,
-        json!({"id": id, "recipients": 1, "delivered": 1, "gone": 0, "failed": 0, "retries": 0, "deadline_reached": false})
+        json!({"id": id, "recipients": 1, "delivered": 1, "gone": 0, "failed": 0, "retries": 0, "deadline_reached": false, "store_failed": false})
     );
     let sent: Vec<(ConnectionId, Vec<u8>)> = sender
         .posts()
@@ -468,7 +478,7 @@ async fn broadcast_user_reaches_every_connection_of_alice_and_none_of_bob() {
         .to_owned();
     assert_eq!(
         report,
-        json!({"id": id, "recipients": 2, "delivered": 2, "gone": 0, "failed": 0, "retries": 0, "deadline_reached": false})
+        json!({"id": id, "recipients": 2, "delivered": 2, "gone": 0, "failed": 0, "retries": 0, "deadline_reached": false, "store_failed": false})
     );
     let sent: Vec<(ConnectionId, Vec<u8>)> = sender
         .posts()

@@ -4,13 +4,13 @@
 use super::*;
 
 /// The chat app's channels: `room` with client publish, presence and join/leave.
-fn chat() -> Channels {
+pub(super) fn chat() -> Channels {
     let path = event_path("../examples/channels/chat.json");
     Channels::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// Runs the `$default` handler on a sample event under the chat channels.
-async fn run_chat_default(
+pub(super) async fn run_chat_default(
     store: &MemoryStore,
     sender: &RecordingSender,
     name: &str,
@@ -23,7 +23,7 @@ async fn run_chat_default(
 }
 
 /// A connection in room:1, counted in its presence (as a subscribe under chat.json does).
-async fn enter_room(store: &MemoryStore, id: &str) {
+pub(super) async fn enter_room(store: &MemoryStore, id: &str) {
     let room = TopicPattern::parse("room:1").unwrap();
     let presence = chat().presence_topics(std::slice::from_ref(&room));
     store

@@ -1,6 +1,7 @@
 //! The server HTTP API, one Lambda for all its routes: `POST /broadcast`,
 //! `GET /connections/count`, connection management (`POST /subscribe`,
-//! `POST /unsubscribe`, `POST /disconnect`) and who is there (`GET /presence`, `GET /online`).
+//! `POST /unsubscribe`, `POST /disconnect`), who is there (`GET /presence`, `GET /online`)
+//! and what was said (`GET /history`).
 
 mod manage;
 mod query;
@@ -33,9 +34,10 @@ enum Route {
     Disconnect,
     Presence,
     Online,
+    History,
 }
 
-const ROUTES: [(&str, Method, Route); 7] = [
+const ROUTES: [(&str, Method, Route); 8] = [
     ("/broadcast", Method::POST, Route::Broadcast),
     ("/connections/count", Method::GET, Route::Count),
     ("/subscribe", Method::POST, Route::Subscribe),
@@ -43,6 +45,7 @@ const ROUTES: [(&str, Method, Route); 7] = [
     ("/disconnect", Method::POST, Route::Disconnect),
     ("/presence", Method::GET, Route::Presence),
     ("/online", Method::GET, Route::Online),
+    ("/history", Method::GET, Route::History),
 ];
 
 /// Every route as API Gateway's HTTP API keys it (`POST /broadcast`): what the template
@@ -114,6 +117,7 @@ pub async fn handle(
         Route::Disconnect => manage::disconnect(request, ctx).await,
         Route::Presence => query::presence(request, ctx).await,
         Route::Online => query::online(request, ctx).await,
+        Route::History => query::history(request, ctx).await,
     }
 }
 

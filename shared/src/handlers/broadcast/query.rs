@@ -1,6 +1,7 @@
-//! What backends ask of the bridge: `GET /presence?topic=room:1` (who is in a room) and
-//! `GET /online?user_id=alice` (is she connected, on which devices). Both are reads of one
-//! partition each: no Scan, whatever the table's size.
+//! What backends ask of the bridge: `GET /presence?topic=room:1` (who is in a room),
+//! `GET /online?user_id=alice` (is she connected, on which devices) and
+//! `GET /history?topic=room:1` (its last messages). Each reads one partition or two: no Scan,
+//! whatever the table's size.
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -10,9 +11,14 @@ use tracing::error;
 use super::{error_response, internal_error, json_response};
 use crate::handlers::Context;
 use crate::handlers::default::{PRESENCE_PAGE, presence_reply};
+use crate::handlers::history::{REPLY_BYTES, Read, history_of, stream};
 use crate::protocol::broadcast::{ApiError, ApiErrorCode};
-use crate::protocol::manage::{OnlineConnection, OnlineQuery, OnlineReport, PresenceQuery};
+use crate::protocol::client::MAX_HISTORY_LIMIT;
+use crate::protocol::manage::{
+    HistoryQuery, HistoryReport, OnlineConnection, OnlineQuery, OnlineReport, PresenceQuery,
+};
 use crate::protocol::{Topic, UserId};
+use crate::store::history::Position;
 
 /// The request's query string as `T`; a missing, unknown or repeated parameter is the
 /// caller's mistake, said with the route's usage.
@@ -42,6 +48,56 @@ pub async fn presence(request: &Request, ctx: &Context<'_>) -> Response<Body> {
         Ok(page) => json_response(StatusCode::OK, &presence_reply(topic, page)),
         Err(e) => {
             error!(error = %e, %topic, "presence read failed");
+            error_response(internal_error())
+        }
+    }
+}
+
+/// `GET /history?topic=…`: a topic's last messages (`limit`, default and at most 100), or
+/// those after a position (`since_offset` and `since_epoch`), as a client's `history` frame
+/// gets them.
+pub async fn history(request: &Request, ctx: &Context<'_>) -> Response<Body> {
+    const USAGE: &str = "GET /history?topic=room:1&limit=20 (or &since_offset=41&since_epoch=…)";
+    let asked = query::<HistoryQuery>(request, USAGE).and_then(|q| {
+        let topic = Topic::parse(&q.topic)
+            .map_err(|e| ApiError::new(ApiErrorCode::InvalidTarget, format!("topic: {e}")))?;
+        let limit = q.limit.unwrap_or(MAX_HISTORY_LIMIT);
+        if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
+            return Err(ApiError::new(
+                ApiErrorCode::InvalidRequest,
+                format!("limit must be 1 to {MAX_HISTORY_LIMIT}"),
+            ));
+        }
+        let since = match (q.since_offset, q.since_epoch) {
+            (Some(offset), Some(epoch)) => Some(Position { offset, epoch }),
+            (None, None) => None,
+            _ => {
+                return Err(ApiError::new(
+                    ApiErrorCode::InvalidRequest,
+                    format!("since_offset and since_epoch go together; use {USAGE}"),
+                ));
+            }
+        };
+        Ok((topic, limit, since))
+    });
+    let (topic, limit, since) = match asked {
+        Ok(asked) => asked,
+        Err(mistake) => return error_response(mistake),
+    };
+    let Some(history) = history_of(ctx, &topic) else {
+        return error_response(ApiError::new(
+            ApiErrorCode::Forbidden,
+            format!("topic {:?}: its namespace keeps no history", topic.as_str()),
+        ));
+    };
+    let read = match &since {
+        Some(since) => Read::Since(since, limit),
+        None => Read::Last(limit),
+    };
+    match stream(ctx, &topic, &history, read, REPLY_BYTES).await {
+        Ok(stream) => json_response(StatusCode::OK, &HistoryReport { topic, stream }),
+        Err(e) => {
+            error!(error = %e, %topic, "history read failed");
             error_response(internal_error())
         }
     }

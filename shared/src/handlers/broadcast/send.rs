@@ -5,15 +5,19 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use tracing::{error, info};
 
-use super::{error_response, json_response, with_content_type_hint};
+use super::{error_response, internal_error, json_response, with_content_type_hint};
 use crate::clock::now_millis;
 use crate::config::BroadcastConfig;
 use crate::fanout::{fan_out, metrics};
 use crate::handlers::Context;
 use crate::handlers::announce::{Change, announce};
+use crate::handlers::history::{StampError, history_of, stamp};
+use crate::protocol::Topic;
 use crate::protocol::broadcast::{
-    ApiError, ApiErrorCode, BatchResponse, Broadcast, BroadcastBody, BroadcastResponse,
+    ApiError, ApiErrorCode, BatchResponse, Broadcast, BroadcastBody, BroadcastResponse, Message,
+    Target,
 };
+use crate::store::history::Claim;
 
 pub(super) async fn broadcast(
     request: &Request,
@@ -50,28 +54,136 @@ pub(super) async fn broadcast(
     }
 }
 
-/// Sends one broadcast: its payload once, to the audience its target resolves to.
+/// How long a sent `id` is remembered: a repeat within it answers the first report.
+pub const IDEMPOTENCY_WINDOW_SECONDS: u64 = 24 * 3_600;
+
+/// How long a request holds an `id` it is sending: longer than any invocation (29 s), so a
+/// claim left by one that died is taken over by the next retry after it.
+const CLAIM_LEASE_SECONDS: u64 = 60;
+
+/// Sends one broadcast, once per `id`: a repeat of an id already sent answers the stored
+/// report and sends nothing.
 async fn send_one(
     broadcast: &Broadcast,
     ctx: &Context<'_>,
     config: &BroadcastConfig,
 ) -> Result<BroadcastResponse, ApiError> {
-    let id = uuid::Uuid::new_v4().to_string();
+    let Some(key) = &broadcast.id else {
+        return deliver(broadcast, ctx, config).await;
+    };
+    match ctx.store.claim(key, CLAIM_LEASE_SECONDS).await {
+        Ok(Claim::Claimed) => {}
+        Ok(Claim::Done(answer)) => {
+            info!(broadcast_id = %key, "repeat of a sent id: answered from the first report");
+            let mut report: BroadcastResponse = serde_json::from_str(&answer).map_err(|e| {
+                error!(broadcast_id = %key, error = %e, "stored report unreadable");
+                internal_error()
+            })?;
+            report.replayed = true;
+            return Ok(report);
+        }
+        Ok(Claim::InProgress) => {
+            return Err(ApiError::new(
+                ApiErrorCode::Conflict,
+                format!(
+                    "a broadcast with id {key:?} is being sent; retry in a few seconds for its report"
+                ),
+            ));
+        }
+        Err(e) => {
+            error!(broadcast_id = %key, error = %e, "idempotency claim failed");
+            return Err(internal_error());
+        }
+    }
+    let outcome = deliver(broadcast, ctx, config).await;
+    let kept = match &outcome {
+        Ok(report) => match serde_json::to_string(report) {
+            Ok(answer) => {
+                ctx.store
+                    .finish(key, &answer, IDEMPOTENCY_WINDOW_SECONDS)
+                    .await
+            }
+            Err(e) => {
+                error!(broadcast_id = %key, error = %e, "report not serializable");
+                Ok(())
+            }
+        },
+        // Nothing was sent or kept: the id is free for the retry.
+        Err(_) => ctx.store.release(key).await,
+    };
+    if let Err(e) = kept {
+        // The broadcast itself is done; a repeat within the claim's lease answers 409, later
+        // it would be sent again.
+        error!(broadcast_id = %key, error = %e, "idempotency record not written");
+    }
+    outcome
+}
+
+/// Refuses what cannot carry its place in a topic's stream: a raw message, or a message to
+/// several topics, where one of them keeps history.
+fn check_history(broadcast: &Broadcast, ctx: &Context<'_>) -> Result<(), ApiError> {
+    let kept = |topic: &Topic| history_of(ctx, topic).is_some();
+    match (&broadcast.target, &broadcast.message) {
+        (Target::Topic(topic), Message::Raw(_)) if kept(topic) => Err(ApiError::new(
+            ApiErrorCode::InvalidRequest,
+            format!(
+                "{topic} keeps history, and a raw message cannot carry its offset: send event and data"
+            ),
+        )),
+        (Target::Topics(topics), _) => match topics.iter().find(|t| kept(t)) {
+            Some(topic) => Err(ApiError::new(
+                ApiErrorCode::InvalidTarget,
+                format!(
+                    "{topic} keeps history: broadcast to it on its own (or in a batch) so its message gets its offset"
+                ),
+            )),
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Sends one broadcast: kept in its topic's stream first when the topic has history, then
+/// its payload once to the audience its target resolves to.
+async fn deliver(
+    broadcast: &Broadcast,
+    ctx: &Context<'_>,
+    config: &BroadcastConfig,
+) -> Result<BroadcastResponse, ApiError> {
+    check_history(broadcast, ctx)?;
+    let id = broadcast
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let accepted_at = now_millis();
-    let payload = Bytes::from(broadcast.payload(&id, accepted_at)?);
+    let topic = match &broadcast.target {
+        Target::Topic(topic) => Some(topic),
+        _ => None,
+    };
+    let (payload, position) = stamp(ctx, topic, |position| {
+        broadcast.payload(&id, accepted_at, position)
+    })
+    .await
+    .map_err(|e| match e {
+        StampError::Payload(mistake) => mistake,
+        StampError::Store(e) => {
+            error!(broadcast_id = %id, error = %e, "history append failed");
+            internal_error()
+        }
+    })?;
     let audience = ctx.channels.audience(&broadcast.target);
     let outcome = fan_out(
         ctx.store,
         ctx.sender,
         &audience,
         &broadcast.exclusions,
-        &payload,
+        &Bytes::from(payload),
         &ctx.fanout_options(),
     )
     .await;
-    let summary = match &outcome {
-        Ok(summary) => summary,
-        Err(e) => &e.summary,
+    let (summary, failure) = match &outcome {
+        Ok(summary) => (summary, None),
+        Err(e) => (&e.summary, Some(e)),
     };
     for (user, topic) in &summary.left {
         announce(ctx, Change::Leave, user, std::slice::from_ref(topic)).await;
@@ -83,36 +195,35 @@ async fn send_one(
             metrics::emf(summary, &broadcast.target, &id, accepted_at)
         );
     }
-    match outcome {
-        Ok(summary) => {
-            let report = summary.report;
-            info!(
-                broadcast_id = %id,
-                target = ?broadcast.target,
-                recipients = report.recipients,
-                delivered = report.delivered,
-                gone = report.gone,
-                failed = report.failed,
-                retries = summary.retries,
-                elapsed_ms = summary.elapsed.as_millis() as u64,
-                "broadcast"
-            );
-            Ok(BroadcastResponse {
-                id,
-                report,
-                retries: summary.retries,
-                deadline_reached: summary.deadline_reached,
-            })
-        }
-        Err(e) => {
-            error!(broadcast_id = %id, error = %e, "broadcast stopped");
-            Err(ApiError::new(
-                ApiErrorCode::InternalError,
-                format!(
-                    "recipients could not be read after {} sends ({} delivered); retry later",
-                    e.summary.report.recipients, e.summary.report.delivered
-                ),
-            ))
+    let report = summary.report;
+    if let Some(e) = failure {
+        error!(broadcast_id = %id, error = %e, "broadcast stopped: recipients could not be read");
+        // Nothing reached anyone and nothing was kept: a plain failure, safe to retry.
+        if report.recipients == 0 && position.is_none() {
+            return Err(internal_error());
         }
     }
+    info!(
+        broadcast_id = %id,
+        target = ?broadcast.target,
+        recipients = report.recipients,
+        delivered = report.delivered,
+        gone = report.gone,
+        failed = report.failed,
+        retries = summary.retries,
+        offset = position.as_ref().map(|p| p.offset),
+        store_failed = failure.is_some(),
+        elapsed_ms = summary.elapsed.as_millis() as u64,
+        "broadcast"
+    );
+    Ok(BroadcastResponse {
+        id,
+        report,
+        retries: summary.retries,
+        deadline_reached: summary.deadline_reached,
+        store_failed: failure.is_some(),
+        offset: position.as_ref().map(|p| p.offset),
+        epoch: position.map(|p| p.epoch),
+        replayed: false,
+    })
 }

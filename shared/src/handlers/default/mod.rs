@@ -7,6 +7,7 @@
 //! budget.
 
 mod publish;
+mod recover;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use serde::Serialize;
@@ -118,26 +119,28 @@ async fn run(
     let connection = &admitted.connection;
     let id = &connection.id;
     match action {
-        ClientAction::Subscribe(topics) => {
+        ClientAction::Subscribe(request) => {
+            let topics = &request.topics;
             // All or nothing: one refused topic refuses the whole request.
-            for topic in &topics {
+            for topic in topics {
                 ctx.channels
                     .check_subscribe(topic, &connection.user_id, &connection.grants)
                     .map_err(forbidden)?;
             }
-            let presence = ctx.channels.presence_topics(&topics);
+            recover::check_since(&request, ctx)?;
+            let presence = ctx.channels.presence_topics(topics);
             let joined = ctx
                 .store
-                .subscribe(
-                    id,
-                    &topics,
-                    &presence,
-                    ctx.session.max_topics_per_connection,
-                )
+                .subscribe(id, topics, &presence, ctx.session.max_topics_per_connection)
                 .await?;
             info!(connection_id = %id, topics = ?topics, joined = ?joined, "subscribed");
             announce(ctx, Change::Join, &connection.user_id, &joined).await;
-            Ok(ServerFrame::Subscribed { topics })
+            // After the subscription: see `handlers::history` for why nothing is lost.
+            let history = recover::streams(&request, ctx).await?;
+            Ok(ServerFrame::Subscribed {
+                topics: request.topics,
+                history,
+            })
         }
         ClientAction::Unsubscribe(topics) => {
             // Leaving is always allowed: a topic not held is simply not held.
@@ -148,6 +151,7 @@ async fn run(
         }
         ClientAction::Publish(message) => publish::publish(admitted, message, ctx).await,
         ClientAction::Presence(topic) => presence(admitted, topic, ctx).await,
+        ClientAction::History(request) => recover::history(admitted, request, ctx).await,
         ClientAction::Ping => Ok(ServerFrame::Pong),
         ClientAction::Whoami => Ok(ServerFrame::Whoami {
             connection_id: connection.id.clone(),

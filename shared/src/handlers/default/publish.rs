@@ -10,8 +10,10 @@ use crate::clock::now_millis;
 use crate::fanout::fan_out;
 use crate::handlers::Context;
 use crate::handlers::announce::{Change, announce};
+use crate::handlers::history::{StampError, stamp};
 use crate::protocol::broadcast::{Envelope, Exclusions, PayloadError};
 use crate::protocol::client::{ErrorCode, ErrorFrame, Publish, ServerFrame};
+use crate::store::history::Position;
 use crate::store::{Audience, Session};
 
 pub(super) async fn publish(
@@ -31,22 +33,31 @@ pub(super) async fn publish(
             )),
         })?;
     let id = uuid::Uuid::new_v4().to_string();
-    let envelope = Envelope {
-        topic: Some(topic),
-        topics: None,
-        event: &message.event,
-        data: &message.data,
-        id: &id,
-        timestamp: now_millis(),
-        // Set here, from the verified token: a client cannot speak for someone else.
-        from: Some(&connection.user_id),
+    let timestamp = now_millis();
+    let build = |position: Option<&Position>| {
+        Envelope {
+            topic: Some(topic),
+            topics: None,
+            event: &message.event,
+            data: &message.data,
+            id: &id,
+            timestamp,
+            // Set here, from the verified token: a client cannot speak for someone else.
+            from: Some(&connection.user_id),
+            offset: position.map(|p| p.offset),
+            epoch: position.map(|p| p.epoch.as_str()),
+        }
+        .to_payload()
     };
-    let payload = envelope.to_payload().map_err(|e| {
-        let code = match e {
-            PayloadError::TooLarge(_) => ErrorCode::PayloadTooLarge,
-            PayloadError::Invalid(_) => ErrorCode::InvalidMessage,
-        };
-        Refusal::Client(ErrorFrame::new(code, e.to_string()))
+    let (payload, position) = stamp(ctx, Some(topic), build).await.map_err(|e| match e {
+        StampError::Payload(e) => {
+            let code = match e {
+                PayloadError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+                PayloadError::Invalid(_) => ErrorCode::InvalidMessage,
+            };
+            Refusal::Client(ErrorFrame::new(code, e.to_string()))
+        }
+        StampError::Store(e) => Refusal::Store(e),
     })?;
     let audience = Audience::Subscribers(ctx.channels.subscription_keys(topic));
     let exclusions = Exclusions {
@@ -81,6 +92,8 @@ pub(super) async fn publish(
     Ok(ServerFrame::Published {
         topic: message.topic,
         id,
+        offset: position.as_ref().map(|p| p.offset),
+        epoch: position.map(|p| p.epoch),
         recipients: report.recipients,
         delivered: report.delivered,
         gone: report.gone,

@@ -1,6 +1,9 @@
 //! What the server sends back: reply frames, error frames and their codes.
 
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::channels::TopicPattern;
 use crate::protocol::{ConnectionId, Topic, UserId};
@@ -11,6 +14,10 @@ use crate::protocol::{ConnectionId, Topic, UserId};
 pub enum ServerFrame {
     Subscribed {
         topics: Vec<TopicPattern>,
+        /// Where each subscribed topic with history stands, and, for those asked for with
+        /// `since`, what the connection missed.
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        history: BTreeMap<Topic, StreamReply>,
     },
     Unsubscribed {
         topics: Vec<TopicPattern>,
@@ -20,6 +27,11 @@ pub enum ServerFrame {
     Published {
         topic: Topic,
         id: String,
+        /// Its place in the topic's stream, for a topic with history.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
         recipients: u64,
         delivered: u64,
         gone: u64,
@@ -27,6 +39,12 @@ pub enum ServerFrame {
     },
     /// Who is subscribed to a topic now.
     Presence(PresenceReply),
+    /// A topic's kept messages.
+    History {
+        topic: Topic,
+        #[serde(flatten)]
+        stream: StreamReply,
+    },
     Pong,
     Whoami {
         connection_id: ConnectionId,
@@ -45,6 +63,25 @@ pub struct PresenceReply {
     /// False when the topic has more users than one answer reads: `users` is the first
     /// page and the totals count what was read (lower bounds).
     pub complete: bool,
+}
+
+/// A topic's stream as a reply shows it: where it stands and kept messages, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamReply {
+    /// The stream's epoch; `null` while the topic has kept nothing.
+    pub epoch: Option<String>,
+    /// The offset of its last message (0 when it has none).
+    pub offset: u64,
+    /// After a `since`: whether `messages` continue from it without a gap. `false`: the
+    /// gap cannot be filled (trimmed, expired, or another epoch); refetch state and resume
+    /// from `epoch`/`offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    /// The messages, as they were delivered.
+    pub messages: Vec<Value>,
+    /// More follow the last one: the reply was full (128 KB) or the limit was reached; ask
+    /// again with `since` the last offset received.
+    pub more: bool,
 }
 
 /// One user present in a topic.
@@ -74,6 +111,9 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// Over the connection's frame rate; `retry_after_ms` says when to try again.
     RateLimited,
+    /// A `since` that is not `{"offset": n, "epoch": "…"}` for a subscribed topic, or a
+    /// history `limit` out of range.
+    InvalidSince,
     NotConnected,
     InternalError,
 }

@@ -7,11 +7,13 @@
 //! meets silence.
 
 mod frames;
+mod history;
 mod topics;
 
 use serde_json::{Map, Value};
 
-pub use frames::{ErrorCode, ErrorFrame, PresenceReply, PresentUser, ServerFrame};
+pub use frames::{ErrorCode, ErrorFrame, PresenceReply, PresentUser, ServerFrame, StreamReply};
+pub use history::{HistoryRequest, MAX_HISTORY_LIMIT, Subscribe};
 pub(crate) use topics::parse_topic_list;
 
 use super::Topic;
@@ -19,11 +21,12 @@ use crate::channels::TopicPattern;
 use topics::{parse_topics, short, short_str};
 
 /// The actions a client may send, listed in error details.
-pub const SUPPORTED_ACTIONS: [&str; 6] = [
+pub const SUPPORTED_ACTIONS: [&str; 7] = [
     "subscribe",
     "unsubscribe",
     "publish",
     "presence",
+    "history",
     "ping",
     "whoami",
 ];
@@ -34,10 +37,11 @@ pub const MAX_EVENT_BYTES: usize = 128;
 /// One parsed client frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientAction {
-    Subscribe(Vec<TopicPattern>),
+    Subscribe(Subscribe),
     Unsubscribe(Vec<TopicPattern>),
     Publish(Publish),
     Presence(Topic),
+    History(HistoryRequest),
     Ping,
     Whoami,
 }
@@ -82,10 +86,13 @@ impl ClientAction {
             }
         };
         match action {
-            "subscribe" => parse_topics(&fields, max_topics).map(ClientAction::Subscribe),
+            "subscribe" => {
+                history::parse_subscribe(&fields, max_topics).map(ClientAction::Subscribe)
+            }
             "unsubscribe" => parse_topics(&fields, max_topics).map(ClientAction::Unsubscribe),
             "publish" => parse_publish(fields).map(ClientAction::Publish),
             "presence" => one_topic(&fields).map(ClientAction::Presence),
+            "history" => history::parse_history(&fields).map(ClientAction::History),
             "ping" => Ok(ClientAction::Ping),
             "whoami" => Ok(ClientAction::Whoami),
             other => Err(ErrorFrame::new(

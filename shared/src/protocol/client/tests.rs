@@ -9,6 +9,13 @@ fn topics(names: &[&str]) -> Vec<TopicPattern> {
         .collect()
 }
 
+fn subscribe(names: &[&str]) -> Subscribe {
+    Subscribe {
+        topics: topics(names),
+        since: Default::default(),
+    }
+}
+
 fn error_of(body: &str) -> ErrorFrame {
     ClientAction::parse(Some(body), 10).unwrap_err()
 }
@@ -18,7 +25,7 @@ fn parses_every_supported_action() {
     let parse = |body: &str| ClientAction::parse(Some(body), 10);
     assert_eq!(
         parse(r#"{"action":"subscribe","topic":"list:1"}"#),
-        Ok(ClientAction::Subscribe(topics(&["list:1"])))
+        Ok(ClientAction::Subscribe(subscribe(&["list:1"])))
     );
     assert_eq!(
         parse(r#"{"action":"unsubscribe","topics":["a","b","a"]}"#),
@@ -75,7 +82,7 @@ fn too_many_topics_in_one_request_is_refused() {
     let body = r#"{"action":"subscribe","topics":["a","b","a","b","a"]}"#;
     assert_eq!(
         ClientAction::parse(Some(body), 2),
-        Ok(ClientAction::Subscribe(topics(&["a", "b"])))
+        Ok(ClientAction::Subscribe(subscribe(&["a", "b"])))
     );
 }
 
@@ -127,7 +134,7 @@ fn a_frame_of_16_000_distinct_topics_is_refused_after_the_limit_not_after_all_of
 fn a_frame_of_one_topic_repeated_16_000_times_validates_it_once() {
     let body = json!({"action": "subscribe", "topics": vec!["list:1"; 16_000]}).to_string();
     let (parsed, validations) = topic_parses_during(&body, 50);
-    assert_eq!(parsed, Ok(ClientAction::Subscribe(topics(&["list:1"]))));
+    assert_eq!(parsed, Ok(ClientAction::Subscribe(subscribe(&["list:1"]))));
     assert_eq!(validations, 1);
 }
 
@@ -144,6 +151,7 @@ fn error_frames_echo_at_most_a_short_prefix_of_what_was_sent() {
 fn frames_serialize_as_documented() {
     let reply = ServerFrame::Subscribed {
         topics: topics(&["a"]),
+        history: Default::default(),
     };
     assert_eq!(
         serde_json::to_value(&reply).unwrap(),
@@ -157,5 +165,58 @@ fn frames_serialize_as_documented() {
     assert_eq!(
         serde_json::to_value(&error).unwrap(),
         serde_json::json!({"error": "invalid_json", "details": "x"})
+    );
+}
+
+#[test]
+fn since_names_positions_per_topic_and_is_checked() {
+    let parse = |body: Value| ClientAction::parse(Some(&body.to_string()), 10);
+    let at = |offset: u64| crate::store::history::Position {
+        offset,
+        epoch: "e1".into(),
+    };
+    // one topic: since is its position
+    let one = parse(json!({"action": "subscribe", "topic": "room:1",
+                           "since": {"offset": 41, "epoch": "e1"}}));
+    let Ok(ClientAction::Subscribe(one)) = one else {
+        panic!("{one:?}")
+    };
+    assert_eq!(
+        one.since.into_iter().collect::<Vec<_>>(),
+        vec![(Topic::parse("room:1").unwrap(), at(41))]
+    );
+    // several: a map, for any of them
+    let many = parse(
+        json!({"action": "subscribe", "topics": ["room:1", "room:2"],
+                            "since": {"room:2": {"offset": 7, "epoch": "e1"}}}),
+    );
+    let Ok(ClientAction::Subscribe(many)) = many else {
+        panic!("{many:?}")
+    };
+    assert_eq!(many.since.len(), 1);
+    assert_eq!(many.since[&Topic::parse("room:2").unwrap()], at(7));
+    // refused: a topic not subscribed, a malformed position, a wildcard
+    for bad in [
+        json!({"action": "subscribe", "topics": ["room:1"], "since": {"room:9": {"offset": 1, "epoch": "e"}}}),
+        json!({"action": "subscribe", "topic": "room:1", "since": {"offset": -1, "epoch": "e"}}),
+        json!({"action": "subscribe", "topic": "room:1", "since": {"offset": 1}}),
+        json!({"action": "subscribe", "topic": "room:1", "since": 41}),
+        json!({"action": "subscribe", "topic": "room:*", "since": {"offset": 1, "epoch": "e"}}),
+        json!({"action": "history", "topic": "room:1", "limit": 0}),
+        json!({"action": "history", "topic": "room:1", "limit": 101}),
+    ] {
+        assert_eq!(
+            parse(bad.clone()).map_err(|e| e.error),
+            Err(ErrorCode::InvalidSince),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        parse(json!({"action": "history", "topic": "room:1", "limit": 5})),
+        Ok(ClientAction::History(HistoryRequest {
+            topic: Topic::parse("room:1").unwrap(),
+            limit: 5,
+            since: None
+        }))
     );
 }

@@ -164,3 +164,149 @@ impl Intercept for Counter {
         Ok(())
     }
 }
+
+/// Capacity units consumed, by operation name, as DynamoDB reports them: every call asks
+/// for `ReturnConsumedCapacity::Total` and adds what it cost. Read units for reads
+/// (GetItem, BatchGetItem, Query), write units for the rest. Opt-in
+/// (`DynamoDbStore::with_capacity_meter`), for the cost tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct CapacityMeter {
+    units: Mutex<BTreeMap<String, f64>>,
+}
+
+impl CapacityMeter {
+    /// Units so far, by operation name.
+    pub fn snapshot(&self) -> BTreeMap<String, f64> {
+        self.units.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Read units so far: GetItem, BatchGetItem and Query.
+    pub fn read_units(&self) -> f64 {
+        self.sum(true)
+    }
+
+    /// Write units so far: everything else.
+    pub fn write_units(&self) -> f64 {
+        self.sum(false)
+    }
+
+    fn sum(&self, reads: bool) -> f64 {
+        self.snapshot()
+            .into_iter()
+            .filter(|(name, _)| READS.contains(&name.as_str()) == reads)
+            .map(|(_, units)| units)
+            .sum()
+    }
+
+    pub fn reset(&self) {
+        self.units.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    fn add(&self, operation: &str, units: f64) {
+        *self
+            .units
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(operation.to_owned())
+            .or_default() += units;
+    }
+}
+
+const READS: [&str; 3] = ["GetItem", "BatchGetItem", "Query"];
+
+/// Sets `return_consumed_capacity` on every input type listed, and sums the capacity of
+/// every output type listed: the SDK's inputs and outputs are distinct types with the same
+/// field, so one macro covers them.
+macro_rules! each_metered_operation {
+    ($apply:ident) => {
+        $apply!(get_item, GetItemInput, GetItemOutput, one);
+        $apply!(put_item, PutItemInput, PutItemOutput, one);
+        $apply!(update_item, UpdateItemInput, UpdateItemOutput, one);
+        $apply!(delete_item, DeleteItemInput, DeleteItemOutput, one);
+        $apply!(query, QueryInput, QueryOutput, one);
+        $apply!(batch_get_item, BatchGetItemInput, BatchGetItemOutput, many);
+        $apply!(
+            batch_write_item,
+            BatchWriteItemInput,
+            BatchWriteItemOutput,
+            many
+        );
+        $apply!(
+            transact_write_items,
+            TransactWriteItemsInput,
+            TransactWriteItemsOutput,
+            many
+        );
+    };
+}
+
+fn units_of(consumed: &aws_sdk_dynamodb::types::ConsumedCapacity) -> f64 {
+    consumed.capacity_units().unwrap_or_default()
+}
+
+/// The interceptor behind `CapacityMeter`.
+#[derive(Debug)]
+pub(super) struct Meter(pub(super) Arc<CapacityMeter>);
+
+impl Intercept for Meter {
+    fn name(&self) -> &'static str {
+        "wsbridge::CapacityMeter"
+    }
+
+    fn modify_before_serialization(
+        &self,
+        context: &mut aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
+        macro_rules! ask {
+            ($module:ident, $input:ident, $output:ident, $shape:ident) => {
+                if let Some(input) = context
+                    .input_mut()
+                    .downcast_mut::<aws_sdk_dynamodb::operation::$module::$input>()
+                {
+                    input.return_consumed_capacity = Some(ReturnConsumedCapacity::Total);
+                }
+            };
+        }
+        each_metered_operation!(ask);
+        Ok(())
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::AfterDeserializationInterceptorContextRef<
+            '_,
+        >,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Ok(output) = context.output_or_error() else {
+            return Ok(());
+        };
+        let name = cfg
+            .load::<Metadata>()
+            .map_or("unknown", |metadata| metadata.name());
+        macro_rules! sum {
+            ($module:ident, $input:ident, $output:ident, one) => {
+                if let Some(out) =
+                    output.downcast_ref::<aws_sdk_dynamodb::operation::$module::$output>()
+                {
+                    self.0
+                        .add(name, out.consumed_capacity().map_or(0.0, units_of));
+                }
+            };
+            ($module:ident, $input:ident, $output:ident, many) => {
+                if let Some(out) =
+                    output.downcast_ref::<aws_sdk_dynamodb::operation::$module::$output>()
+                {
+                    self.0
+                        .add(name, out.consumed_capacity().iter().map(units_of).sum());
+                }
+            };
+        }
+        each_metered_operation!(sum);
+        Ok(())
+    }
+}

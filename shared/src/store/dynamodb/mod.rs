@@ -2,6 +2,7 @@
 //! Design: see `schema`, `items` (and the README's "Table design").
 
 mod admission;
+mod history;
 mod items;
 pub mod metering;
 mod presence;
@@ -30,7 +31,7 @@ use crate::clock::Clock;
 use crate::limits::{ConnectionLimit, RateLimit};
 use crate::protocol::{ConnectionId, Topic, UserId};
 use items::{Item, connection_key, live, n, recipient_of, s, subscription_key, topic_pk};
-pub use metering::{ConsumedCapacity, OperationCounts};
+pub use metering::{CapacityMeter, ConsumedCapacity, OperationCounts};
 use schema::{BY_SHARD_INDEX, BY_USER_INDEX, GSI_SHARD, GSI_USER, PK, SHARDS, TTL_ATTRIBUTE};
 
 /// BatchGetItem's and BatchWriteItem's per-call limits.
@@ -158,6 +159,19 @@ impl DynamoDbStore {
         self
     }
 
+    /// Adds the capacity every DynamoDB call of this store consumes, reads and writes, by
+    /// operation, to `meter`.
+    pub fn with_capacity_meter(mut self, meter: Arc<CapacityMeter>) -> Self {
+        let config = self
+            .client
+            .config()
+            .to_builder()
+            .interceptor(metering::Meter(meter))
+            .build();
+        self.client = Client::from_conf(config);
+        self
+    }
+
     /// Counts every DynamoDB operation this store calls, by name, into `counts`.
     pub fn with_operation_counts(mut self, counts: Arc<OperationCounts>) -> Self {
         let config = self
@@ -213,6 +227,10 @@ impl DynamoDbStore {
             .query()
             .table_name(&self.table)
             .set_index_name(index.map(str::to_owned))
+            // A topic's subscribers, on the table, strongly consistent: a connection told
+            // "subscribed" gets every message sent after, and a recovering subscribe misses
+            // nothing between its history read and live delivery. Indexes cannot be.
+            .consistent_read(index.is_none())
             .key_condition_expression("#k = :k")
             .filter_expression("#ttl > :now")
             .projection_expression(RECIPIENT_PROJECTION)

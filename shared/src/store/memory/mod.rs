@@ -16,6 +16,8 @@ use crate::clock::Clock;
 use crate::limits::{ConnectionLimit, Decision, LimitPolicy, RateLimit};
 use crate::protocol::{ConnectionId, Topic, UserId};
 
+mod history;
+
 #[derive(Default)]
 struct State {
     connections: BTreeMap<ConnectionId, Entry>,
@@ -129,6 +131,9 @@ impl State {
 /// `.await`: every method does its work synchronously and returns owned data.
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// Topic streams and idempotency keys: apart from the connections, as in DynamoDB,
+    /// where they are rows no connection operation touches.
+    history: Mutex<history::Streams>,
     page_size: usize,
     clock: Clock,
 }
@@ -143,6 +148,7 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self {
             state: Mutex::default(),
+            history: Mutex::default(),
             page_size: 100,
             clock: Clock::wall(),
         }
