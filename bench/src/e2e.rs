@@ -39,7 +39,7 @@ fn unix_nanos() -> u64 {
 }
 
 /// Raises this process's open-files limit to its hard limit; fails if `needed` won't fit.
-fn raise_open_files(needed: u64) -> Result<u64> {
+pub(crate) fn raise_open_files(needed: u64) -> Result<u64> {
     let limit = rlimit::increase_nofile_limit(u64::MAX)?;
     if limit < needed {
         return Err(format!(

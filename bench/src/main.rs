@@ -14,6 +14,7 @@ mod load;
 mod memory;
 mod report;
 mod sink;
+mod soak;
 mod store;
 
 use std::path::PathBuf;
@@ -112,6 +113,36 @@ enum Scenario {
         #[arg(long)]
         no_page_sizes: bool,
     },
+    /// The local gateway under churn for a set time: thousands of clients connecting,
+    /// subscribing and leaving (clean close, TCP drop, server close) while broadcasts run;
+    /// no message owed lost or doubled, no row left, RSS flat. Plots bench/results/soak.png.
+    Soak {
+        #[command(flatten)]
+        churn: soak::Churn,
+        #[arg(long, value_enum, default_value = "memory")]
+        storage: soak::StorageKind,
+        /// A running DynamoDB Local for `--storage dynamodb`; default: start one.
+        #[arg(long)]
+        dynamodb_endpoint: Option<String>,
+        /// Seconds between two samples of RSS, deliveries and open connections.
+        #[arg(long, default_value_t = 5.0)]
+        sample_seconds: f64,
+        /// The gateway's FANOUT_CONCURRENCY.
+        #[arg(long, default_value_t = DEFAULT_FANOUT_CONCURRENCY)]
+        concurrency: usize,
+    },
+    /// (internal) Clients and broadcaster of the soak scenario, run as a child process.
+    #[command(hide = true)]
+    SoakClients {
+        #[arg(long)]
+        ws_url: String,
+        #[arg(long)]
+        http_url: String,
+        #[arg(long)]
+        management_url: String,
+        #[command(flatten)]
+        churn: soak::Churn,
+    },
     /// (internal) The broadcast function's wiring with a Query page cap, run by `memory`.
     #[command(hide = true)]
     BroadcastFunction {
@@ -144,6 +175,8 @@ impl Scenario {
             Scenario::E2e { .. } => "e2e",
             Scenario::ColdStart { .. } => "cold-start",
             Scenario::Memory { .. } => "memory",
+            Scenario::Soak { .. } => "soak",
+            Scenario::SoakClients { .. } => "soak-clients",
             Scenario::Sink { .. } => "sink",
             Scenario::BroadcastFunction { .. } => "broadcast-function",
             Scenario::E2eClients { .. } => "e2e-clients",
@@ -189,6 +222,19 @@ async fn main() -> Result<()> {
             clients,
             topic,
         } => return e2e::clients(&url, clients, &topic).await,
+        Scenario::SoakClients {
+            ws_url,
+            http_url,
+            management_url,
+            churn,
+        } => {
+            let endpoints = soak::Endpoints {
+                ws_url,
+                http_url,
+                management_url,
+            };
+            return soak::clients(endpoints, churn).await;
+        }
         Scenario::Engine {
             sizes,
             latencies,
@@ -223,6 +269,22 @@ async fn main() -> Result<()> {
             clients,
             concurrency,
         } => e2e::run(&clients, concurrency).await?,
+        Scenario::Soak {
+            churn,
+            storage,
+            dynamodb_endpoint,
+            sample_seconds,
+            concurrency,
+        } => {
+            soak::run(&soak::SoakOptions {
+                churn,
+                storage,
+                dynamodb_endpoint,
+                sample_every: Duration::from_secs_f64(sample_seconds.max(0.5)),
+                concurrency,
+            })
+            .await?
+        }
         Scenario::ColdStart { runs, bin_dir } => {
             cold_start::run(&release_dir(bin_dir), runs).await?
         }
@@ -259,5 +321,9 @@ async fn main() -> Result<()> {
     let path = cli.json.unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("results/{name}.json"))
     });
-    write_json(&path, &results)
+    write_json(&path, &results)?;
+    if name == "soak" {
+        soak::plot(&path)?;
+    }
+    Ok(())
 }

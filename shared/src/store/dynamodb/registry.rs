@@ -7,7 +7,10 @@
 //! connection row and the new map in one transaction conditioned on the version it read: of
 //! simultaneous registrations of one user exactly one commits per version, the others read
 //! again and decide again, so the limit holds exactly. Removal bumps the version too, so a
-//! registration computed before it cannot write the removed id back.
+//! registration computed before it cannot write the removed id back. Removing a user's last
+//! connection deletes the row (a user who left holds no row); a row is created with a random
+//! version, so one created again after a deletion never repeats a version a registration may
+//! still hold from before it.
 //!
 //! Removal deletes the connection row first and takes the deleted image: its `topics` name
 //! every subscription row to delete, and a subscribe cannot commit afterwards (its
@@ -15,6 +18,7 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update};
 use rand::Rng;
@@ -127,7 +131,8 @@ impl DynamoDbStore {
     }
 
     /// The user row's new map, written only if the row is still at the `version` read
-    /// (`None`: the row must still not exist). The row expires with its last connection.
+    /// (`None`: the row must still not exist, and is created with a random version). The
+    /// row expires with its last connection.
     fn user_row_update(
         &self,
         user: &UserId,
@@ -138,18 +143,22 @@ impl DynamoDbStore {
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(user_key(user)))
-            .update_expression("SET #conns = :conns, #ttl = :ttl ADD #v :one")
             .expression_attribute_names("#conns", USER_CONNECTIONS)
             .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
             .expression_attribute_names("#v", VERSION)
             .expression_attribute_values(":conns", user_connections_value(entries))
-            .expression_attribute_values(":ttl", n(expires_at))
-            .expression_attribute_values(":one", n(1));
+            .expression_attribute_values(":ttl", n(expires_at));
         let update = match version {
             Some(version) => update
+                .update_expression("SET #conns = :conns, #ttl = :ttl ADD #v :one")
+                .expression_attribute_values(":one", n(1))
                 .condition_expression("#v = :v")
                 .expression_attribute_values(":v", n(version)),
+            // Not 1: the row may have been deleted since a registration read it at version
+            // 1, and that registration must not find "its" version here again.
             None => update
+                .update_expression("SET #conns = :conns, #ttl = :ttl, #v = :fresh")
+                .expression_attribute_values(":fresh", n(rand::rng().random_range(1..1u64 << 53)))
                 .condition_expression("attribute_not_exists(#pk)")
                 .expression_attribute_names("#pk", PK),
         }
@@ -230,7 +239,8 @@ impl DynamoDbStore {
     }
 
     /// Drops the connection from its user's map and bumps the version, so a registration
-    /// computed from an older read cannot write it back. No user row: nothing to do.
+    /// computed from an older read cannot write it back; deletes the row once its map is
+    /// empty. No user row: nothing to do.
     async fn forget_in_user_row(&self, user: &UserId, id: &ConnectionId) -> Result<(), StoreError> {
         let updated = self
             .client
@@ -244,19 +254,53 @@ impl DynamoDbStore {
             .expression_attribute_names("#id", id.as_str())
             .expression_attribute_names("#v", VERSION)
             .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match updated {
-            Ok(_) => Ok(()),
+        let row = match updated {
+            Ok(output) => output.attributes.unwrap_or_default(),
             Err(e)
                 if matches!(
                     e.as_service_error(),
                     Some(UpdateItemError::ConditionalCheckFailedException(_))
                 ) =>
             {
+                return Ok(());
+            }
+            Err(e) => return Err(backend("UpdateItem", e)),
+        };
+        match optional_number::<u64>(&row, VERSION)? {
+            Some(version) if user_connections_of(&row).is_empty() => {
+                self.delete_empty_user_row(user, version).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Deletes the user row if it is still at `version`, the one that emptied its map: a
+    /// registration that committed since bumped it, and its row stays.
+    async fn delete_empty_user_row(&self, user: &UserId, version: u64) -> Result<(), StoreError> {
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(user_key(user)))
+            .condition_expression("#v = :v")
+            .expression_attribute_names("#v", VERSION)
+            .expression_attribute_values(":v", n(version))
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(DeleteItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
                 Ok(())
             }
-            Err(e) => Err(backend("UpdateItem", e)),
+            Err(e) => Err(backend("DeleteItem", e)),
         }
     }
 }
