@@ -613,7 +613,8 @@ mod tests {
 
     /// The numbers a client reads from a payload: the `data` of an envelope, or the message.
     fn numbers_received(broadcast: &Broadcast) -> Value {
-        let sent: Value = serde_json::from_slice(&broadcast.payload("id", 1, None).unwrap()).unwrap();
+        let sent: Value =
+            serde_json::from_slice(&broadcast.payload("id", 1, None).unwrap()).unwrap();
         match broadcast.message {
             Message::Raw(_) => sent,
             Message::Event { .. } => sent["data"].clone(),
