@@ -1,6 +1,8 @@
 //! The server API's request bodies, as a backend sends them: `POST /broadcast` (one message
 //! or a batch, each parsed, then serialized into the payload every recipient gets),
-//! `POST /subscribe` / `POST /unsubscribe` and `POST /disconnect`.
+//! `POST /subscribe` / `POST /unsubscribe` and `POST /disconnect`. A message is serialized
+//! without a position and with one (its place in a topic's stream, when the topic keeps
+//! history), the widest included.
 //!
 //! Input: one body, any bytes.
 
@@ -10,16 +12,19 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use wsbridge::protocol::broadcast::{
     ApiError, ApiErrorCode, Broadcast, BroadcastBody, MAX_BATCH, MAX_BROADCAST_TOPICS,
-    MAX_CONNECTION_IDS, Message, Target,
+    MAX_CONNECTION_IDS, MAX_MESSAGE_ID_BYTES, Message, Target,
 };
 use wsbridge::protocol::manage::{Connections, Disconnect, SubscriptionChange};
 use wsbridge::protocol::{MAX_ID_BYTES, MAX_MESSAGE_BYTES, Topic};
+use wsbridge::store::history::Position;
 use wsbridge_fuzz::{assert_connection_ids, assert_pattern_list, assert_topic_list};
 
-/// A broadcast id as the handler makes them (a UUID).
+/// A broadcast id as the handler makes them (a UUID), for a broadcast without its own.
 const ID: &str = "3f1c9a4e-8b2d-4c6f-9e1a-7d5b3c2a1f0e";
 /// The longest timestamp in decimal: the size check must hold for any.
 const TIMESTAMP: i64 = i64::MIN;
+/// An epoch as a stream gets one (`store::history::new_epoch`: 12 characters).
+const EPOCH: &str = "9f2c41d07ab3";
 
 fuzz_target!(|body: &[u8]| {
     check_broadcast_body(body);
@@ -91,17 +96,52 @@ fn check_broadcast(broadcast: &Broadcast) {
     if let Some(id) = &broadcast.exclusions.connection {
         assert!((1..=MAX_ID_BYTES).contains(&id.as_str().len()));
     }
-    match broadcast.payload(ID, TIMESTAMP) {
-        Ok(payload) => check_payload(broadcast, &payload),
-        Err(refused) => {
-            assert_eq!(refused.error, ApiErrorCode::PayloadTooLarge, "{refused:?}");
-            assert_eq!(refused.status(), 400);
+    // The backend's message id, safe in a key and a log line.
+    if let Some(id) = &broadcast.id {
+        assert!(
+            (1..=MAX_MESSAGE_ID_BYTES).contains(&id.len()) && id.chars().all(is_topic_char),
+            "message id {id:?}"
+        );
+    }
+    // The envelope's id: the backend's when it gave one, else the handler's own.
+    let id = broadcast.id.as_deref().unwrap_or(ID);
+    // The handler checks the size with the widest position before keeping the message, so
+    // a payload that fits with it must fit with any narrower one, and without.
+    let widest = Position {
+        offset: u64::MAX,
+        epoch: "x".repeat(EPOCH.len()),
+    };
+    let first = Position {
+        offset: 1,
+        epoch: EPOCH.to_owned(),
+    };
+    let mut fitted = None;
+    for position in [Some(&widest), Some(&first), None] {
+        match broadcast.payload(id, TIMESTAMP, position) {
+            Ok(payload) => {
+                check_payload(broadcast, id, position, &payload);
+                fitted.get_or_insert(position);
+            }
+            Err(refused) => {
+                assert_eq!(
+                    fitted, None,
+                    "fits with a wider position, refused with {position:?}"
+                );
+                assert_eq!(refused.error, ApiErrorCode::PayloadTooLarge, "{refused:?}");
+                assert_eq!(refused.status(), 400);
+            }
         }
     }
 }
 
-/// What recipients get: at most 128 KB of JSON carrying exactly what was sent.
-fn check_payload(broadcast: &Broadcast, payload: &[u8]) {
+/// The characters of topics, which message ids are made of (`protocol::is_topic_char`).
+fn is_topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_-.:/@|+=".contains(c)
+}
+
+/// What recipients get: at most 128 KB of JSON carrying exactly what was sent, and the
+/// position (`offset`, `epoch`) exactly when there is one.
+fn check_payload(broadcast: &Broadcast, id: &str, position: Option<&Position>, payload: &[u8]) {
     assert!(
         payload.len() <= MAX_MESSAGE_BYTES,
         "{} bytes",
@@ -109,6 +149,8 @@ fn check_payload(broadcast: &Broadcast, payload: &[u8]) {
     );
     let sent: Value = serde_json::from_slice(payload).expect("a payload is JSON");
     match &broadcast.message {
+        // A raw message is the backend's own JSON: nothing is added, a position neither (the
+        // handler refuses a raw message to a topic with history).
         Message::Raw(raw) => assert_eq!(&sent, raw),
         Message::Event { event, data } => {
             let Value::Object(envelope) = &sent else {
@@ -116,7 +158,7 @@ fn check_payload(broadcast: &Broadcast, payload: &[u8]) {
             };
             assert_eq!(envelope["event"].as_str(), Some(event.as_str()));
             assert_eq!(&envelope["data"], data);
-            assert_eq!(envelope["id"].as_str(), Some(ID));
+            assert_eq!(envelope["id"].as_str(), Some(id));
             assert_eq!(envelope["timestamp"].as_i64(), Some(TIMESTAMP));
             let topic = envelope
                 .get("topic")
@@ -132,8 +174,21 @@ fn check_payload(broadcast: &Broadcast, payload: &[u8]) {
                 Target::Topics(targets) => assert_eq!(topics.as_ref(), Some(targets)),
                 _ => assert_eq!(topics, None),
             }
+            match position {
+                Some(position) => {
+                    assert_eq!(envelope["offset"].as_u64(), Some(position.offset));
+                    assert_eq!(envelope["epoch"].as_str(), Some(position.epoch.as_str()));
+                }
+                None => assert!(
+                    !envelope.contains_key("offset") && !envelope.contains_key("epoch"),
+                    "{sent}"
+                ),
+            }
             // A backend's message never names a sender: `from` is the bridge's, for clients.
-            let fields = 4 + usize::from(topic.is_some()) + usize::from(topics.is_some());
+            let fields = 4
+                + usize::from(topic.is_some())
+                + usize::from(topics.is_some())
+                + 2 * usize::from(position.is_some());
             assert_eq!(envelope.len(), fields, "{sent}");
         }
     }
