@@ -1,39 +1,47 @@
 //! A client's WebSocket frames: the client protocol's parser on its own, then `$default` end
 //! to end on a memory store with one registered connection, under the built-in channel policy
-//! and both worked examples (rooms with publish, presence and join/leave; wildcard lists;
-//! claim-granted teams).
+//! and both worked examples (rooms with publish, presence, join/leave and history; wildcard
+//! lists; claim-granted teams).
 //!
 //! Input: one or more frames (UTF-8) separated by NUL bytes. Every reply is checked against
 //! what the parser and the channel rules say it must be, every message the bridge posts
-//! against the publishes that asked for it, and the subscriptions and presence the store holds
-//! at the end against a model of the replies.
+//! against the publishes that asked for it, and the subscriptions, presence and history
+//! streams the store holds at the end against a model of the replies.
+//!
+//! An epoch is random, so no input could name one: `$room:1` in a frame stands for the epoch
+//! of `room:1`'s stream once the session has published to it (as a client echoes the epoch
+//! it received).
 
 #![no_main]
 
-use std::collections::BTreeSet;
+#[path = "client_frame/parse.rs"]
+mod parse;
+#[path = "client_frame/streams.rs"]
+mod streams;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
+use streams::{EPOCH_BYTES, Read, Streams, strip_timestamps};
 use wsbridge::auth::now_seconds;
-use wsbridge::channels::{Channels, Grants, PublishRefusal, TopicPattern};
+use wsbridge::channels::{Channels, Grants, History, PublishRefusal, TopicPattern};
 use wsbridge::config::{FanoutConfig, SessionConfig};
+use wsbridge::handlers::history::REPLY_BYTES;
 use wsbridge::handlers::{Context, default};
 use wsbridge::limits::{ConnectionLimit, LimitPolicy};
 use wsbridge::protocol::broadcast::Envelope;
-use wsbridge::protocol::client::{ClientAction, ErrorCode, MAX_EVENT_BYTES};
+use wsbridge::protocol::client::{ClientAction, ErrorCode, HistoryRequest, Publish, Subscribe};
 use wsbridge::protocol::{ConnectionId, MAX_MESSAGE_BYTES, Topic, UserId};
+use wsbridge::store::history::Position;
 use wsbridge::store::{Connection, ConnectionStore, MemoryStore, Registration};
 use wsbridge::test_support::{RecordingSender, frame_of, ws_request};
-use wsbridge_fuzz::assert_pattern_list;
 
 /// Frames of one input; more add little but time.
 const MAX_FRAMES: usize = 8;
 /// The topic limit of the session: small, so inputs reach it.
 const MAX_TOPICS: usize = 3;
-/// An error frame's details stay short whatever the frame: they echo at most a short prefix of
-/// what the client sent (API Gateway also caps a route response at 128 KB).
-const MAX_DETAILS_BYTES: usize = 1024;
 /// A message id as the bridge makes them (a UUID), for the size a payload will have.
 const SAMPLE_ID: &str = "3f1c9a4e-8b2d-4c6f-9e1a-7d5b3c2a1f0e";
 
@@ -74,56 +82,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let frames: Vec<&str> = text.split('\0').take(MAX_FRAMES).collect();
     for frame in &frames {
-        check_parse(frame);
+        parse::check_parse(frame, MAX_TOPICS);
     }
     for (channels, grants) in POLICIES.iter() {
         RUNTIME.block_on(run_session(&frames, channels, grants));
     }
 });
-
-/// The parser alone, at three limits: accepted lists are bounded, distinct and valid; a
-/// higher limit never turns an accepted frame into another result; errors stay short.
-fn check_parse(frame: &str) {
-    let mut accepted: Option<ClientAction> = None;
-    for max in [1, MAX_TOPICS, 50] {
-        match ClientAction::parse(Some(frame), max) {
-            Ok(action) => {
-                match &action {
-                    ClientAction::Subscribe(topics) | ClientAction::Unsubscribe(topics) => {
-                        assert_pattern_list(topics, max);
-                    }
-                    ClientAction::Publish(publish) => {
-                        assert_eq!(
-                            Topic::parse(publish.topic.as_str()).as_ref(),
-                            Ok(&publish.topic)
-                        );
-                        assert!((1..=MAX_EVENT_BYTES).contains(&publish.event.len()));
-                    }
-                    ClientAction::Presence(topic) => {
-                        assert_eq!(Topic::parse(topic.as_str()).as_ref(), Ok(topic));
-                    }
-                    ClientAction::Ping | ClientAction::Whoami => {}
-                }
-                if let Some(earlier) = &accepted {
-                    assert_eq!(earlier, &action, "a higher limit changed the parse");
-                }
-                accepted = Some(action);
-            }
-            Err(refused) => {
-                assert!(
-                    accepted.is_none(),
-                    "accepted at a lower limit, refused at {max}"
-                );
-                assert!(
-                    refused.details.len() <= MAX_DETAILS_BYTES,
-                    "{:?} details of {} bytes",
-                    refused.error,
-                    refused.details.len()
-                );
-            }
-        }
-    }
-}
 
 async fn run_session(frames: &[&str], channels: &Channels, grants: &Grants) {
     let store = MemoryStore::new();
@@ -164,15 +128,22 @@ async fn run_session(frames: &[&str], channels: &Channels, grants: &Grants) {
         connection: &connection,
         held: BTreeSet::new(),
         echoed: Vec::new(),
+        streams: Streams::default(),
     };
     for frame in frames {
-        let response = default::handle(&ws_request(CONNECTION, Some(frame)), &ctx).await;
+        let frame = model.streams.substitute(frame);
+        let response = default::handle(&ws_request(CONNECTION, Some(&frame)), &ctx).await;
         assert_eq!(response.status_code, 200, "{:?}", response.body);
-        let reply = frame_of(&response);
-        match model.expect(frame) {
+        let mut reply = frame_of(&response);
+        strip_timestamps(&mut reply);
+        match model.expect(&frame) {
             Expected::Frame(frame) => assert_eq!(reply, frame),
             Expected::Error(code) => assert_eq!(reply["error"], json!(code), "{reply}"),
-            Expected::Published { topic, echoed } => model.check_published(&reply, topic, echoed),
+            Expected::Published {
+                publish,
+                echoed,
+                history,
+            } => model.check_published(&reply, publish, echoed, history),
         }
     }
     // Only an echoed publish reaches a connection: the user is alone, so no join or leave
@@ -180,6 +151,8 @@ async fn run_session(frames: &[&str], channels: &Channels, grants: &Grants) {
     // The recording sender lists posts sorted, not in order: each is matched by its id.
     let posts = sender.posts();
     assert_eq!(posts.len(), model.echoed.len(), "{posts:?}");
+    // Echoed messages of history topics: (topic, offset) → the bytes delivered.
+    let mut delivered = BTreeMap::new();
     for post in &posts {
         assert_eq!(post.connection_id.as_str(), CONNECTION);
         let mut sent: Value = serde_json::from_slice(&post.payload).expect("a payload is JSON");
@@ -187,7 +160,11 @@ async fn run_session(frames: &[&str], channels: &Channels, grants: &Grants) {
         assert!(timestamp.is_some_and(|t| t.is_i64()), "{sent}");
         let expected = model.echoed.iter().find(|e| e["id"] == sent["id"]);
         assert_eq!(Some(&sent), expected, "a post no publish asked for");
+        if let (Some(topic), Some(offset)) = (sent["topic"].as_str(), sent["offset"].as_u64()) {
+            delivered.insert((topic.to_owned(), offset), post.payload.clone());
+        }
     }
+    model.streams.check_store(&store, &delivered).await;
     // The subscriptions left behind are exactly the model's, and so is presence.
     let removed = store
         .remove_connection(&connection.id)
@@ -201,14 +178,17 @@ async fn run_session(frames: &[&str], channels: &Channels, grants: &Grants) {
     assert_eq!(removed.left.into_iter().collect::<BTreeSet<_>>(), tracked);
 }
 
-/// What a reply must be: a whole frame, an error frame of this code, or a publish report.
+/// What a reply must be: a whole frame (kept messages without their `timestamp`), an error
+/// frame of this code, or a publish report.
 enum Expected {
     Frame(Value),
     Error(ErrorCode),
-    /// `echoed`: the sender asked for its message and receives the topic.
+    /// `echoed`: the sender asked for its message and receives the topic; `history`: the
+    /// topic's namespace keeps it.
     Published {
-        topic: Topic,
-        echoed: Option<Value>,
+        publish: Publish,
+        echoed: bool,
+        history: Option<History>,
     },
 }
 
@@ -220,6 +200,7 @@ struct Model<'a> {
     /// The envelope of each echoed publish (ids are distinct), without its `timestamp` (the
     /// bridge's clock).
     echoed: Vec<Value>,
+    streams: Streams,
 }
 
 impl Model<'_> {
@@ -238,21 +219,7 @@ impl Model<'_> {
             ClientAction::Whoami => Expected::Frame(
                 json!({"action": "whoami", "connection_id": CONNECTION, "user_id": USER}),
             ),
-            ClientAction::Subscribe(topics) => {
-                let allowed = topics
-                    .iter()
-                    .all(|topic| self.channels.check_subscribe(topic, user, grants).is_ok());
-                if !allowed {
-                    return Expected::Error(ErrorCode::Forbidden);
-                }
-                let after: BTreeSet<TopicPattern> =
-                    self.held.iter().chain(&topics).cloned().collect();
-                if after.len() > MAX_TOPICS {
-                    return Expected::Error(ErrorCode::TooManyTopics);
-                }
-                self.held = after;
-                Expected::Frame(json!({"action": "subscribed", "topics": topics}))
-            }
+            ClientAction::Subscribe(subscribe) => self.subscribe(subscribe),
             ClientAction::Unsubscribe(topics) => {
                 for topic in &topics {
                     self.held.remove(topic);
@@ -260,9 +227,9 @@ impl Model<'_> {
                 Expected::Frame(json!({"action": "unsubscribed", "topics": topics}))
             }
             ClientAction::Publish(publish) => {
-                let topic = publish.topic;
+                let topic = &publish.topic;
                 let receives = self.held.iter().any(|s| s.matches(topic.as_str()));
-                match self.channels.check_publish(&topic, grants, receives) {
+                match self.channels.check_publish(topic, grants, receives) {
                     Ok(()) => {}
                     Err(PublishRefusal::Forbidden(_)) => {
                         return Expected::Error(ErrorCode::Forbidden);
@@ -271,30 +238,21 @@ impl Model<'_> {
                         return Expected::Error(ErrorCode::NotSubscribed);
                     }
                 }
-                let envelope = Envelope {
-                    topic: Some(&topic),
-                    topics: None,
-                    event: &publish.event,
-                    data: &publish.data,
-                    id: SAMPLE_ID,
-                    timestamp: wsbridge::clock::now_millis(),
-                    from: Some(user),
-                };
-                let size = serde_json::to_vec(&envelope)
-                    .expect("an envelope serializes")
-                    .len();
-                if size > MAX_MESSAGE_BYTES {
+                // Checked with the widest position a message of a history topic can get,
+                // before it is kept: the real one always fits.
+                let history = self.history_of(topic);
+                let widest = history.map(|_| Position {
+                    offset: u64::MAX,
+                    epoch: "x".repeat(EPOCH_BYTES),
+                });
+                if payload_len(&publish, SAMPLE_ID, widest.as_ref()) > MAX_MESSAGE_BYTES {
                     return Expected::Error(ErrorCode::PayloadTooLarge);
                 }
-                let echoed = (publish.echo && receives).then(|| {
-                    json!({
-                        "topic": topic,
-                        "event": publish.event,
-                        "data": publish.data,
-                        "from": USER,
-                    })
-                });
-                Expected::Published { topic, echoed }
+                Expected::Published {
+                    echoed: publish.echo && receives,
+                    publish,
+                    history,
+                }
             }
             ClientAction::Presence(topic) => {
                 let exact = TopicPattern::exact(&topic);
@@ -319,16 +277,110 @@ impl Model<'_> {
                     "complete": true,
                 }))
             }
+            ClientAction::History(request) => self.history(request),
         }
     }
 
-    /// A publish's report: the message reached the sender alone, when it asked for its echo.
-    fn check_published(&mut self, reply: &Value, topic: Topic, echoed: Option<Value>) {
+    fn history_of(&self, topic: &Topic) -> Option<History> {
+        self.channels.namespace_of(topic).and_then(|n| n.history)
+    }
+
+    /// All topics allowed, then every `since` naming a topic with history, then room for the
+    /// new subscriptions; then where each exact topic with history stands, and what came
+    /// after each position given, the messages of all sharing one reply's room.
+    fn subscribe(&mut self, Subscribe { topics, since }: Subscribe) -> Expected {
+        let user = &self.connection.user_id;
+        let grants = &self.connection.grants;
+        let allowed = topics
+            .iter()
+            .all(|topic| self.channels.check_subscribe(topic, user, grants).is_ok());
+        if !allowed {
+            return Expected::Error(ErrorCode::Forbidden);
+        }
+        if since.keys().any(|topic| self.history_of(topic).is_none()) {
+            return Expected::Error(ErrorCode::InvalidSince);
+        }
+        let after: BTreeSet<TopicPattern> = self.held.iter().chain(&topics).cloned().collect();
+        if after.len() > MAX_TOPICS {
+            return Expected::Error(ErrorCode::TooManyTopics);
+        }
+        self.held = after;
+        let mut history = serde_json::Map::new();
+        let mut room = REPLY_BYTES;
+        // In the order subscribed: the first topics take the room first.
+        for topic in topics.iter().filter_map(TopicPattern::as_topic) {
+            let Some(kept) = self.history_of(&topic) else {
+                continue;
+            };
+            let stream = match since.get(&topic) {
+                Some(position) => {
+                    let read = Read::Since(position, kept.size as usize);
+                    let (stream, used) = self.streams.read(topic.as_str(), read, room);
+                    room = room.saturating_sub(used);
+                    stream
+                }
+                None => self.streams.state(topic.as_str()),
+            };
+            history.insert(topic.as_str().to_owned(), stream);
+        }
+        let mut reply = json!({"action": "subscribed", "topics": topics});
+        if !history.is_empty() {
+            reply["history"] = Value::Object(history);
+        }
+        Expected::Frame(reply)
+    }
+
+    /// `history`: the subscribe permission, a namespace that keeps history, then the last
+    /// `limit` messages or those after `since`.
+    fn history(
+        &self,
+        HistoryRequest {
+            topic,
+            limit,
+            since,
+        }: HistoryRequest,
+    ) -> Expected {
+        let exact = TopicPattern::exact(&topic);
+        let user = &self.connection.user_id;
+        if self
+            .channels
+            .check_subscribe(&exact, user, &self.connection.grants)
+            .is_err()
+        {
+            return Expected::Error(ErrorCode::Forbidden);
+        }
+        let Some(kept) = self.history_of(&topic) else {
+            return Expected::Error(ErrorCode::Forbidden);
+        };
+        let limit = limit.min(kept.size as usize);
+        let read = match &since {
+            Some(position) => Read::Since(position, limit),
+            None => Read::Last(limit),
+        };
+        let (stream, _) = self.streams.read(topic.as_str(), read, REPLY_BYTES);
+        let mut reply = json!({"action": "history", "topic": topic});
+        if let (Value::Object(reply), Value::Object(stream)) = (&mut reply, stream) {
+            reply.extend(stream);
+        }
+        Expected::Frame(reply)
+    }
+
+    /// A publish's report: the message reached the sender alone, when it asked for its echo,
+    /// and took the next offset of its topic's stream when the topic keeps history.
+    fn check_published(
+        &mut self,
+        reply: &Value,
+        publish: Publish,
+        echoed: bool,
+        history: Option<History>,
+    ) {
         let id = reply["id"]
             .as_str()
             .expect("a publish reports its message id");
-        let reached = u64::from(echoed.is_some());
-        let expected = json!({
+        let topic = publish.topic.as_str();
+        let position = history.map(|_| self.streams.next_position(topic, reply["epoch"].as_str()));
+        let reached = u64::from(echoed);
+        let mut expected = json!({
             "action": "published",
             "topic": topic,
             "id": id,
@@ -337,10 +389,47 @@ impl Model<'_> {
             "gone": 0,
             "failed": 0,
         });
+        let mut envelope = json!({
+            "topic": topic,
+            "event": publish.event,
+            "data": publish.data,
+            "id": id,
+            "from": USER,
+        });
+        if let Some(position) = &position {
+            for value in [&mut expected, &mut envelope] {
+                value["offset"] = json!(position.offset);
+                value["epoch"] = json!(position.epoch);
+            }
+        }
         assert_eq!(reply, &expected);
-        if let Some(mut envelope) = echoed {
-            envelope["id"] = json!(id);
-            self.echoed.push(envelope);
+        if echoed {
+            self.echoed.push(envelope.clone());
+        }
+        if let (Some(kept), Some(position)) = (history, position) {
+            let bytes = payload_len(&publish, id, Some(&position));
+            self.streams
+                .append(topic, &position, kept.size, envelope, bytes);
         }
     }
+}
+
+/// The size of a publish's envelope as delivered, with this id and position. The timestamp
+/// is the clock's now: as many digits as the bridge's, milliseconds of this century.
+fn payload_len(publish: &Publish, id: &str, position: Option<&Position>) -> usize {
+    let user = UserId::new(USER);
+    let envelope = Envelope {
+        topic: Some(&publish.topic),
+        topics: None,
+        event: &publish.event,
+        data: &publish.data,
+        id,
+        timestamp: wsbridge::clock::now_millis(),
+        from: Some(&user),
+        offset: position.map(|p| p.offset),
+        epoch: position.map(|p| p.epoch.as_str()),
+    };
+    serde_json::to_vec(&envelope)
+        .expect("an envelope serializes")
+        .len()
 }
