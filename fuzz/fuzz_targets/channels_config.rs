@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    check_namespaces(&channels);
+    check_namespaces(&channels, config);
     let claims: Map<String, Value> = serde_json::from_str(claims).unwrap_or_default();
     let grants = match channels.grants_of(&claims) {
         Ok(grants) => {
@@ -151,10 +151,19 @@ fn check_patterns(patterns: &[TopicPattern], topics: &BTreeSet<Topic>) {
     }
 }
 
-fn check_namespaces(channels: &Channels) {
+/// Namespaces as configured: named after their key, each reached by its own topics, the
+/// default never owner-only, and each keeping exactly the history its entry asks for.
+fn check_namespaces(channels: &Channels, config: &str) {
+    // `Channels::parse` reads one document and ignores whatever follows it: read it so too.
+    let document: Value = serde_json::Deserializer::from_str(config)
+        .into_iter()
+        .next()
+        .and_then(Result::ok)
+        .expect("an accepted configuration is JSON");
     let (namespaces, default) = channels.namespaces();
     assert!(!namespaces.is_empty() || default.is_some());
     for (name, namespace) in namespaces {
+        check_history(namespace, &document["namespaces"][name]["history"]);
         assert_eq!(namespace.name.as_deref(), Some(name.as_str()));
         assert!(
             (1..=64).contains(&name.len()) && !name.contains(':'),
@@ -164,8 +173,26 @@ fn check_namespaces(channels: &Channels) {
         assert_eq!(channels.namespace_of(&topic), Some(namespace));
     }
     if let Some(default) = default {
+        check_history(default, &document["default"]["history"]);
         assert_eq!(default.name, None);
         assert_ne!(default.subscribe, SubscribeRule::Owner);
+    }
+}
+
+/// A namespace keeps history exactly when its entry says so, as much and as long as it says,
+/// within the README's bounds (`size` 1–1000, `ttl_seconds` 1–604800).
+fn check_history(namespace: &Namespace, entry: &Value) {
+    match &namespace.history {
+        None => assert!(entry.is_null(), "history {entry} ignored"),
+        Some(history) => {
+            let size = u64::from(history.size);
+            let ttl = history.ttl.as_secs();
+            assert_eq!(entry["size"].as_u64(), Some(size), "{entry}");
+            assert_eq!(entry["ttl_seconds"].as_u64(), Some(ttl), "{entry}");
+            assert_eq!(history.ttl.subsec_nanos(), 0);
+            assert!((1..=1_000).contains(&size), "{entry}");
+            assert!((1..=604_800).contains(&ttl), "{entry}");
+        }
     }
 }
 
