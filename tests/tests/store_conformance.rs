@@ -27,6 +27,7 @@ wsbridge_tests::conformance!(
     connections_target_returns_only_live_ids,
     remove_connections_handles_more_than_one_batch,
     expired_rows_are_invisible_before_ttl_deletes_them,
+    a_connection_still_connecting_survives_a_410,
 );
 
 // ---- fixtures ----
@@ -476,4 +477,31 @@ async fn a_missing_table_is_a_rejected_request_and_a_dead_endpoint_an_unavailabl
         "{unavailable}"
     );
     assert!(unavailable.is_retryable());
+}
+
+async fn a_connection_still_connecting_survives_a_410(store: &dyn Store, clock: &Clock) {
+    // GIVEN a connection registered just now (its $connect may not have returned: posts to
+    // it answer 410 until then) and one registered long ago
+    let now_ms = clock.now_seconds() as i64 * 1_000;
+    let young = Connection {
+        connected_at: now_ms,
+        ..connection(1, "u")
+    };
+    put(store, &young).await;
+    put(store, &connection(2, "u")).await;
+
+    // WHEN a broadcast finds both gone
+    let removed = store
+        .remove_gone(&[id(1), id(2)], &Audience::All)
+        .await
+        .unwrap();
+
+    // THEN only the old one goes; the young one is spared until its $connect is surely over
+    let removed: Vec<ConnectionId> = removed.into_iter().map(|r| r.connection.id).collect();
+    assert_eq!(removed, vec![id(2)]);
+    assert!(store.get_connection(&id(1)).await.unwrap().is_some());
+    clock.advance(wsbridge::store::CONNECTING_GRACE_MS as u64 / 1_000 + 1);
+    let removed = store.remove_gone(&[id(1)], &Audience::All).await.unwrap();
+    assert_eq!(removed.len(), 1);
+    assert!(store.get_connection(&id(1)).await.unwrap().is_none());
 }

@@ -19,6 +19,13 @@ pub use dynamodb::DynamoDbStore;
 pub use history::HistoryStore;
 pub use memory::MemoryStore;
 
+/// How long after `connectedAt` a 410 does not mean gone: `$connect` registers the
+/// connection, but API Gateway answers posts to it with 410 until `$connect` returns, which
+/// the connect function's timeout (10 s) bounds. A broadcast in that window must not remove
+/// the rows of a connection about to be live (a soak found it, about once per 9 000
+/// sessions); a connection that really died then is removed by its `$disconnect` or TTL.
+pub const CONNECTING_GRACE_MS: i64 = 10_000;
+
 /// A live WebSocket connection, as `$connect` registers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connection {
@@ -292,6 +299,8 @@ pub trait RecipientStore: Send + Sync {
     /// Removes connections that answered 410, as `remove_connection` does for one. When
     /// they were reached through subscriptions, those subscription rows go too, even if the
     /// connection row is already gone (so a stray subscription cannot outlive it).
+    /// A connection registered less than [`CONNECTING_GRACE_MS`] ago is spared: posts to it
+    /// answer 410 until its `$connect` returns, and it is about to be live.
     async fn remove_gone(
         &self,
         ids: &[ConnectionId],

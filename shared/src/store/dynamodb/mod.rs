@@ -435,7 +435,7 @@ impl ConnectionStore for DynamoDbStore {
     }
 
     async fn remove_connection(&self, id: &ConnectionId) -> Result<Option<Removed>, StoreError> {
-        self.remove_one(id).await
+        self.remove_one(id, None).await
     }
 
     async fn subscribe(
@@ -564,8 +564,10 @@ impl RecipientStore for DynamoDbStore {
         };
         // Every removal runs to its end even when one fails: stopping at the first error
         // would cancel the others between their steps, leaving rows no one would remove.
+        let connected_before =
+            self.clock.now_seconds() as i64 * 1_000 - crate::store::CONNECTING_GRACE_MS;
         let mut removals = stream::iter(ids.iter().cloned())
-            .map(|id| async move { self.remove_one(&id).await })
+            .map(|id| async move { self.remove_one(&id, Some(connected_before)).await })
             .buffer_unordered(REMOVALS_IN_FLIGHT);
         let mut first_error = direct.err();
         let mut removed = Vec::new();

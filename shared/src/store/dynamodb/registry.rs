@@ -190,19 +190,38 @@ impl DynamoDbStore {
         Ok(connections)
     }
 
+    /// Removes the connection's rows. `connected_before`: only if it was registered before
+    /// then (milliseconds since the epoch); a younger one is left as it is (`None` returned).
     pub(super) async fn remove_one(
         &self,
         id: &ConnectionId,
+        connected_before: Option<i64>,
     ) -> Result<Option<Removed>, StoreError> {
-        let deleted = self
+        let delete = self
             .client
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(connection_key(id)))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(|e| backend("DeleteItem", e))?;
+            .return_values(ReturnValue::AllOld);
+        let delete = match connected_before {
+            Some(cutoff) => delete
+                .condition_expression("attribute_not_exists(#at) OR #at < :cutoff")
+                .expression_attribute_names("#at", "connected_at")
+                .expression_attribute_values(":cutoff", n(cutoff)),
+            None => delete,
+        };
+        let deleted = match delete.send().await {
+            Ok(deleted) => deleted,
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(DeleteItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(backend("DeleteItem", e)),
+        };
         let Some(row) = deleted.attributes.filter(|row| !row.is_empty()) else {
             return Ok(None);
         };

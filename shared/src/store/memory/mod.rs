@@ -425,10 +425,17 @@ impl RecipientStore for MemoryStore {
         via: &Audience,
     ) -> Result<Vec<Removed>, StoreError> {
         let now = self.clock.now_seconds();
+        let connecting_since = now as i64 * 1_000 - super::CONNECTING_GRACE_MS;
         let mut state = self.state();
         let mut removed = Vec::new();
         for id in ids {
-            removed.extend(state.remove(id, now));
+            let connecting = state
+                .connections
+                .get(id)
+                .is_some_and(|e| e.connection.connected_at > connecting_since);
+            if !connecting {
+                removed.extend(state.remove(id, now));
+            }
             if let Audience::Subscribers(keys) = via {
                 for key in keys {
                     state.unsubscribe_one(key, id);
