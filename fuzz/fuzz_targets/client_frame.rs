@@ -245,7 +245,12 @@ impl Model<'_> {
                     offset: u64::MAX,
                     epoch: "x".repeat(EPOCH_BYTES),
                 });
-                if payload_len(&publish, SAMPLE_ID, widest.as_ref()) > MAX_MESSAGE_BYTES {
+                // A kept message must also fit a recovery reply.
+                let limit = match history {
+                    Some(_) => wsbridge::handlers::history::REPLY_BYTES,
+                    None => MAX_MESSAGE_BYTES,
+                };
+                if payload_len(&publish, SAMPLE_ID, widest.as_ref()) > limit {
                     return Expected::Error(ErrorCode::PayloadTooLarge);
                 }
                 Expected::Published {

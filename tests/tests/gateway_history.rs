@@ -321,6 +321,18 @@ async fn idempotent(storage: Storage) {
     // history holds the message once
     let (_, kept) = get(&gateway, "/history?topic=room:5").await;
     assert_eq!(kept["messages"].as_array().map(Vec::len), Some(1));
+    // a message a recovery reply could not carry is not kept, nor sent
+    let big = "x".repeat(121 * 1024);
+    let (status, refused) = broadcast(
+        &gateway,
+        json!({"topic": "room:5", "event": "big", "data": big}),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"].clone()),
+        (400, json!("payload_too_large")),
+        "{refused}"
+    );
     // what cannot carry an offset is refused on a topic with history
     let (status, refused) =
         broadcast(&gateway, json!({"topic": "room:5", "message": {"raw": 1}})).await;

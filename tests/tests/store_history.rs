@@ -215,6 +215,28 @@ async fn reads_stop_at_their_message_and_byte_bounds(store: &dyn Store, _: &Cloc
         .await
         .unwrap();
     assert_eq!((bounded.messages.len(), bounded.more), (2, true));
+    // room for none: nothing returned, but the read still continues the position it was
+    // asked about (whether the gap is filled does not depend on how much fits)
+    let none = store
+        .read(
+            &topic("room:b"),
+            Some(2),
+            ReadLimits {
+                messages: 100,
+                bytes: one - 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (none.messages.len(), none.more, none.first),
+        (0, true, Some(3))
+    );
+    let at_two = Position {
+        offset: 2,
+        epoch: none.epoch.clone().unwrap(),
+    };
+    assert!(continues(&none, &at_two));
 }
 
 async fn an_expired_stream_starts_a_new_epoch(store: &dyn Store, clock: &Clock) {

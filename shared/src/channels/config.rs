@@ -120,7 +120,7 @@ fn default_publish_claim() -> String {
 
 pub(super) fn parse(json: &str) -> Result<Channels, ChannelsError> {
     let deserializer = &mut serde_json::Deserializer::from_str(json);
-    let document: Document = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+    let document: Document = serde_path_to_error::deserialize(&mut *deserializer).map_err(|e| {
         // A key "" at the top of the document prints as no path at all, and the error as
         // `: …`, naming nothing: the entry is the document's own.
         let path = match e.path().to_string() {
@@ -129,6 +129,10 @@ pub(super) fn parse(json: &str) -> Result<Channels, ChannelsError> {
         };
         invalid(path, e.into_inner().to_string())
     })?;
+    // A stray `}` or a second document after it would otherwise be ignored, silently.
+    deserializer
+        .end()
+        .map_err(|e| invalid(".".to_owned(), format!("text after the document: {e}")))?;
     let mut namespaces = BTreeMap::new();
     for (name, entry) in document.namespaces {
         let path = format!("namespaces.{name}");

@@ -291,3 +291,19 @@ fn an_empty_key_at_the_top_of_the_document_is_named_as_the_document() {
         assert!(e.to_string().starts_with(".: "), "{e}");
     }
 }
+
+#[test]
+fn text_after_the_document_is_refused() {
+    for text in [
+        r#"{"default": {"subscribe": "authenticated"}} }"#,
+        r#"{} {}"#,
+        r#"{} trailing"#,
+    ] {
+        let error = Channels::parse(text).unwrap_err();
+        assert!(
+            error.to_string().contains("text after the document"),
+            "{text}: {error}"
+        );
+    }
+    assert!(Channels::parse("{\"default\": {\"subscribe\": \"authenticated\"}}  \n").is_ok());
+}

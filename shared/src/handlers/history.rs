@@ -32,12 +32,22 @@ fn widest_position() -> Position {
     }
 }
 
-/// Why a message could not be stamped and kept: its payload (the builder's error), or the
-/// store.
+/// Why a message could not be stamped and kept: its payload (the builder's error), too big
+/// for a reply to carry it back (its size), or the store.
 #[derive(Debug)]
 pub enum StampError<E> {
     Payload(E),
+    TooLargeToKeep(usize),
     Store(StoreError),
+}
+
+impl<E> StampError<E> {
+    /// What the client or caller is told for a message too large to keep.
+    pub fn too_large_to_keep(size: usize) -> String {
+        format!(
+            "the message is {size} bytes as delivered; a topic with history keeps messages of at most {REPLY_BYTES} bytes, so that a recovery can carry each one"
+        )
+    }
 }
 
 /// The message's payload, built by `build` for its place in `topic`'s stream when the
@@ -55,7 +65,11 @@ where
             .map(|payload| (payload, None))
             .map_err(StampError::Payload);
     };
-    build(Some(&widest_position())).map_err(StampError::Payload)?;
+    let widest = build(Some(&widest_position())).map_err(StampError::Payload)?;
+    // A kept message must fit a reply, or no recovery could ever carry it.
+    if widest.len() > REPLY_BYTES {
+        return Err(StampError::TooLargeToKeep(widest.len()));
+    }
     let (position, payload) = ctx
         .store
         .append(topic, &history, &|position| {

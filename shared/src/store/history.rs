@@ -38,6 +38,9 @@ pub struct HistoryPage {
     pub messages: Vec<Kept>,
     /// More kept messages follow the last one returned (the read stopped at its limits).
     pub more: bool,
+    /// The offset of the first kept message the read found, returned or not: whether a
+    /// read continues a position does not depend on how much of it fit.
+    pub first: Option<u64>,
 }
 
 /// Bounds of one read.
@@ -103,8 +106,8 @@ pub fn continues(page: &HistoryPage, since: &Position) -> bool {
     if *epoch != since.epoch || since.offset > page.latest {
         return false;
     }
-    match page.messages.first() {
-        Some(first) => first.offset == since.offset + 1,
+    match page.first {
+        Some(first) => first == since.offset + 1,
         // Nothing after it was kept: complete only if nothing came after it.
         None => since.offset == page.latest,
     }

@@ -166,6 +166,10 @@ async fn deliver(
     .await
     .map_err(|e| match e {
         StampError::Payload(mistake) => mistake,
+        StampError::TooLargeToKeep(size) => ApiError::new(
+            ApiErrorCode::PayloadTooLarge,
+            StampError::<ApiError>::too_large_to_keep(size),
+        ),
         StampError::Store(e) => {
             error!(broadcast_id = %id, error = %e, "history append failed");
             internal_error()

@@ -57,6 +57,10 @@ pub(super) async fn publish(
             };
             Refusal::Client(ErrorFrame::new(code, e.to_string()))
         }
+        StampError::TooLargeToKeep(size) => Refusal::Client(ErrorFrame::new(
+            ErrorCode::PayloadTooLarge,
+            StampError::<PayloadError>::too_large_to_keep(size),
+        )),
         StampError::Store(e) => Refusal::Store(e),
     })?;
     let audience = Audience::Subscribers(ctx.channels.subscription_keys(topic));

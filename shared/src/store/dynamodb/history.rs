@@ -254,6 +254,7 @@ impl HistoryStore for DynamoDbStore {
                 else {
                     continue;
                 };
+                page.first.get_or_insert(offset);
                 let payload = string_attr(item, PAYLOAD)?;
                 if page.messages.len() == limits.messages || bytes + payload.len() > limits.bytes {
                     page.more = true;

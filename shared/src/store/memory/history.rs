@@ -102,6 +102,7 @@ impl HistoryStore for MemoryStore {
             if *expires_at <= now {
                 continue;
             }
+            page.first.get_or_insert(*offset);
             if page.messages.len() == limits.messages || bytes + payload.len() > limits.bytes {
                 page.more = true;
                 break;
