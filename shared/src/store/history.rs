@@ -43,6 +43,42 @@ pub struct HistoryPage {
     pub first: Option<u64>,
 }
 
+impl HistoryPage {
+    /// A read of a live stream, before any message is taken.
+    pub(crate) fn of_stream(epoch: &str, latest: u64) -> Self {
+        HistoryPage {
+            epoch: Some(epoch.to_owned()),
+            latest,
+            ..HistoryPage::default()
+        }
+    }
+
+    /// The offset a read starts at: after `after`, or the last `limits.messages` of the
+    /// stream.
+    pub(crate) fn start(after: Option<u64>, latest: u64, limits: &ReadLimits) -> u64 {
+        match after {
+            Some(after) => after.saturating_add(1),
+            None => (latest + 1).saturating_sub(limits.messages as u64),
+        }
+    }
+
+    /// Offers the next live kept message, in offset order: taken while the read has room;
+    /// false once it is full (then `more` is set, and the caller stops).
+    pub(crate) fn offer(&mut self, offset: u64, payload: &str, limits: &ReadLimits) -> bool {
+        self.first.get_or_insert(offset);
+        let bytes: usize = self.messages.iter().map(|m| m.payload.len()).sum();
+        if self.messages.len() == limits.messages || bytes + payload.len() > limits.bytes {
+            self.more = true;
+            return false;
+        }
+        self.messages.push(Kept {
+            offset,
+            payload: payload.to_owned(),
+        });
+        true
+    }
+}
+
 /// Bounds of one read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadLimits {

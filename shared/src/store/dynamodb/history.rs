@@ -27,9 +27,7 @@ use super::{
 use crate::channels::History;
 use crate::protocol::Topic;
 use crate::store::StoreError;
-use crate::store::history::{
-    Claim, HistoryPage, HistoryStore, Kept, Position, ReadLimits, new_epoch,
-};
+use crate::store::history::{Claim, HistoryPage, HistoryStore, Position, ReadLimits, new_epoch};
 
 /// Tries of an append against concurrent appends to the same topic.
 const APPEND_ATTEMPTS: u32 = 12;
@@ -210,15 +208,8 @@ impl HistoryStore for DynamoDbStore {
         let Some(stream) = self.stream(topic).await?.filter(|s| s.expires_at > now) else {
             return Ok(HistoryPage::default());
         };
-        let from = match after {
-            Some(after) => after.saturating_add(1),
-            None => (stream.seq + 1).saturating_sub(limits.messages as u64),
-        };
-        let mut page = HistoryPage {
-            epoch: Some(stream.epoch.clone()),
-            latest: stream.seq,
-            ..HistoryPage::default()
-        };
+        let from = HistoryPage::start(after, stream.seq, &limits);
+        let mut page = HistoryPage::of_stream(&stream.epoch, stream.seq);
         if from > stream.seq {
             return Ok(page);
         }
@@ -238,7 +229,6 @@ impl HistoryStore for DynamoDbStore {
             .limit(wanted)
             .into_paginator()
             .send();
-        let mut bytes = 0;
         'pages: while let Some(output) = pages.next().await {
             let output = output.map_err(|e| backend("Query", e))?;
             for item in output.items() {
@@ -254,14 +244,9 @@ impl HistoryStore for DynamoDbStore {
                 else {
                     continue;
                 };
-                page.first.get_or_insert(offset);
-                let payload = string_attr(item, PAYLOAD)?;
-                if page.messages.len() == limits.messages || bytes + payload.len() > limits.bytes {
-                    page.more = true;
+                if !page.offer(offset, &string_attr(item, PAYLOAD)?, &limits) {
                     break 'pages;
                 }
-                bytes += payload.len();
-                page.messages.push(Kept { offset, payload });
             }
         }
         Ok(page)

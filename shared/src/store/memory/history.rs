@@ -8,9 +8,7 @@ use super::MemoryStore;
 use crate::channels::History;
 use crate::protocol::Topic;
 use crate::store::StoreError;
-use crate::store::history::{
-    Claim, HistoryPage, HistoryStore, Kept, Position, ReadLimits, new_epoch,
-};
+use crate::store::history::{Claim, HistoryPage, HistoryStore, Position, ReadLimits, new_epoch};
 
 #[derive(Default)]
 pub(super) struct Streams {
@@ -88,30 +86,12 @@ impl HistoryStore for MemoryStore {
         let Some(stream) = streams.topics.get(topic).filter(|s| s.expires_at > now) else {
             return Ok(HistoryPage::default());
         };
-        let from = match after {
-            Some(after) => after.saturating_add(1),
-            None => (stream.latest + 1).saturating_sub(limits.messages as u64),
-        };
-        let mut page = HistoryPage {
-            epoch: Some(stream.epoch.clone()),
-            latest: stream.latest,
-            ..HistoryPage::default()
-        };
-        let mut bytes = 0;
+        let from = HistoryPage::start(after, stream.latest, &limits);
+        let mut page = HistoryPage::of_stream(&stream.epoch, stream.latest);
         for (offset, (payload, expires_at)) in stream.kept.range(from..) {
-            if *expires_at <= now {
-                continue;
-            }
-            page.first.get_or_insert(*offset);
-            if page.messages.len() == limits.messages || bytes + payload.len() > limits.bytes {
-                page.more = true;
+            if *expires_at > now && !page.offer(*offset, payload, &limits) {
                 break;
             }
-            bytes += payload.len();
-            page.messages.push(Kept {
-                offset: *offset,
-                payload: payload.clone(),
-            });
         }
         Ok(page)
     }
