@@ -77,17 +77,7 @@ pub async fn calls_of(binary: &str) -> Calls {
 async fn seed(store: &DynamoDbStore, id: &str, user: &str, topics: &[&str]) {
     put(store, &connection(id, user)).await;
     if !topics.is_empty() {
-        let subscriptions: Vec<_> = topics.iter().map(|t| pattern(t)).collect();
-        let presence = rooms().presence_topics(&subscriptions);
-        store
-            .subscribe(
-                &wsbridge::protocol::ConnectionId::new(id),
-                &subscriptions,
-                &presence,
-                50,
-            )
-            .await
-            .expect("the fixture subscribes");
+        seed_subscription(store, id, topics).await;
     }
 }
 

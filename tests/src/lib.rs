@@ -68,6 +68,14 @@ pub fn event_path(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A worked channel configuration of `examples/channels/` (`chat`, `feed`), as the README
+/// shows it: tests load the files themselves so that they cannot rot.
+pub fn example_channels(name: &str) -> wsbridge::channels::Channels {
+    let path = event_path(&format!("../examples/channels/{name}.json"));
+    let json = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    wsbridge::channels::Channels::parse(&json).unwrap_or_else(|e| panic!("{name}.json: {e}"))
+}
+
 /// The text of a file in `events/`.
 pub fn event(name: &str) -> String {
     let path = event_path(name);

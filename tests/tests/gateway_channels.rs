@@ -12,15 +12,14 @@ use wsbridge::config::{FanoutConfig, SessionConfig};
 use wsbridge::limits::{ConnectionLimit, LimitPolicy, RateLimit};
 use wsbridge::protocol::UserId;
 use wsbridge_local::{GatewayConfig, RunningGateway, Storage};
+use wsbridge_tests::dynamodb_endpoint;
 use wsbridge_tests::gateway::{
     Client, broadcast, connect, connect_with, drain, eventually, post, receive, request, token,
     token_with, whoami,
 };
-use wsbridge_tests::{dynamodb_endpoint, event_path};
 
 fn feed() -> Channels {
-    let json = std::fs::read_to_string(event_path("../examples/channels/feed.json")).unwrap();
-    Channels::parse(&json).unwrap()
+    wsbridge_tests::example_channels("feed")
 }
 
 fn dynamodb() -> Storage {

@@ -13,14 +13,12 @@ use serde_json::{Value, json};
 use wsbridge::channels::Channels;
 use wsbridge::config::{FanoutConfig, SessionConfig};
 use wsbridge_local::{GatewayConfig, RunningGateway, Storage};
-use wsbridge_tests::event_path;
 use wsbridge_tests::gateway::{
     Client, broadcast, connect, dynamodb_storage, get, receive, request, send, subscribe,
 };
 
 fn chat() -> Channels {
-    let json = std::fs::read_to_string(event_path("../examples/channels/chat.json")).unwrap();
-    Channels::parse(&json).unwrap()
+    wsbridge_tests::example_channels("chat")
 }
 
 async fn gateway(storage: Storage) -> RunningGateway {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::encodings::Body;
 use serde_json::{Value, json};
-use wsbridge::channels::{Channels, TopicPattern};
+use wsbridge::channels::TopicPattern;
 use wsbridge::config::SessionConfig;
 use wsbridge::handlers::default;
 use wsbridge::limits::RateLimit;
@@ -20,7 +20,7 @@ use wsbridge::protocol::{ConnectionId, Topic};
 use wsbridge::store::dynamodb::{CapacityMeter, OperationCounts};
 use wsbridge::store::{ConnectionStore, DynamoDbStore};
 use wsbridge::test_support::{RecordingSender, Settings, connection, put, ws_request};
-use wsbridge_tests::{event_path, fresh_dynamodb_store};
+use wsbridge_tests::fresh_dynamodb_store;
 
 struct Metered {
     store: DynamoDbStore,
@@ -38,9 +38,8 @@ impl Metered {
             .await
             .with_operation_counts(counts.clone())
             .with_capacity_meter(meter.clone());
-        let json = std::fs::read_to_string(event_path("../examples/channels/chat.json")).unwrap();
         let settings = Settings {
-            channels: Channels::parse(&json).unwrap(),
+            channels: wsbridge_tests::example_channels("chat"),
             session: SessionConfig {
                 rate_limit: Some(RateLimit {
                     per_second: 1_000_000,

@@ -604,8 +604,7 @@ async fn default_subscribe_forbidden_is_refused_whole_because_user_bob_is_not_al
 
 /// The notification feed of `examples/channels/feed.json`: `admin:` is server-only.
 fn feed() -> Channels {
-    let path = event_path("../examples/channels/feed.json");
-    Channels::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+    wsbridge_tests::example_channels("feed")
 }
 
 #[tokio::test]

@@ -5,8 +5,7 @@ use super::*;
 
 /// The chat app's channels: `room` with client publish, presence and join/leave.
 pub(super) fn chat() -> Channels {
-    let path = event_path("../examples/channels/chat.json");
-    Channels::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+    wsbridge_tests::example_channels("chat")
 }
 
 /// Runs the `$default` handler on a sample event under the chat channels.
