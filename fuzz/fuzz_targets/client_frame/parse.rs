@@ -15,6 +15,11 @@ const MAX_SENT_EPOCH_BYTES: usize = 64;
 /// The parser alone, at three limits: accepted lists are bounded, distinct and valid; a
 /// higher limit never turns an accepted frame into another result; errors stay short.
 pub fn check_parse(frame: &str, max_topics: usize) {
+    // A ref taken is the frame's own `ref`, echoed with its JSON type.
+    if let (Some(reference), _) = ClientAction::parse_with_ref(Some(frame), max_topics) {
+        let sent: serde_json::Value = serde_json::from_str(frame).expect("a ref came from JSON");
+        assert_eq!(serde_json::to_value(&reference).ok().as_ref(), sent.get("ref"));
+    }
     let mut accepted: Option<ClientAction> = None;
     for max in [1, max_topics, 50] {
         match ClientAction::parse(Some(frame), max) {

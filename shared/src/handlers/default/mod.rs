@@ -17,7 +17,7 @@ use super::announce::{Change, announce};
 use super::{Context, connection_id_of, ws_response};
 use crate::clock::now_micros;
 use crate::protocol::client::{
-    ClientAction, ErrorCode, ErrorFrame, PresenceReply, PresentUser, ServerFrame,
+    ClientAction, ErrorCode, ErrorFrame, PresenceReply, PresentUser, Ref, Reply, ServerFrame,
 };
 use crate::protocol::{ConnectionId, Topic};
 use crate::store::{Admission, Session, StoreError};
@@ -43,11 +43,12 @@ pub async fn handle_at(
 ) -> ApiGatewayProxyResponse {
     let Some(id) = connection_id_of(request) else {
         error!("$default event without requestContext.connectionId");
-        return frame(500, &internal_error());
+        return frame(500, None, &internal_error());
     };
     if request.is_base64_encoded {
         return frame(
             200,
+            None,
             &ErrorFrame::new(
                 ErrorCode::InvalidJson,
                 "binary frames are not supported; send JSON as a text frame",
@@ -55,16 +56,18 @@ pub async fn handle_at(
         );
     }
     let session = ctx.session;
-    let action =
-        match ClientAction::parse(request.body.as_deref(), session.max_topics_per_connection) {
-            Ok(action) => action,
-            Err(mistake) => {
-                info!(connection_id = %id, error = ?mistake.error, "refused frame");
-                return frame(200, &mistake);
-            }
-        };
+    let (reference, parsed) =
+        ClientAction::parse_with_ref(request.body.as_deref(), session.max_topics_per_connection);
+    let reference = reference.as_ref();
+    let action = match parsed {
+        Ok(action) => action,
+        Err(mistake) => {
+            info!(connection_id = %id, error = ?mistake.error, "refused frame");
+            return frame(200, reference, &mistake);
+        }
+    };
     if action == ClientAction::Ping {
-        return frame(200, &ServerFrame::Pong);
+        return frame(200, reference, &ServerFrame::Pong);
     }
     let admitted = match ctx
         .store
@@ -80,18 +83,19 @@ pub async fn handle_at(
                 .map_or((0, 0), |limit| (limit.per_second, limit.burst));
             return frame(
                 200,
+                reference,
                 &ErrorFrame::rate_limited(retry_after, per_second, burst),
             );
         }
-        Err(e) => return store_error(&id, e),
+        Err(e) => return store_error(&id, reference, e),
     };
     match run(&admitted, action, ctx).await {
-        Ok(reply) => frame(200, &reply),
+        Ok(reply) => frame(200, reference, &reply),
         Err(Refusal::Client(refused)) => {
             info!(connection_id = %id, error = ?refused.error, details = %refused.details, "refused");
-            frame(200, &refused)
+            frame(200, reference, &refused)
         }
-        Err(Refusal::Store(e)) => store_error(&id, e),
+        Err(Refusal::Store(e)) => store_error(&id, reference, e),
     }
 }
 
@@ -201,10 +205,15 @@ pub(crate) fn presence_reply(topic: Topic, page: crate::store::PresencePage) -> 
 
 /// The error frame for a store failure: the client's own state for the two a store can
 /// judge, `internal_error` (500) for the rest.
-fn store_error(id: &ConnectionId, error: StoreError) -> ApiGatewayProxyResponse {
+fn store_error(
+    id: &ConnectionId,
+    reference: Option<&Ref>,
+    error: StoreError,
+) -> ApiGatewayProxyResponse {
     match error {
         StoreError::NotConnected(_) => frame(
             200,
+            reference,
             &ErrorFrame::new(
                 ErrorCode::NotConnected,
                 "this connection is no longer registered; reconnect",
@@ -214,10 +223,14 @@ fn store_error(id: &ConnectionId, error: StoreError) -> ApiGatewayProxyResponse 
             current,
             adding,
             limit,
-        } => frame(200, &ErrorFrame::too_many_topics(current + adding, limit)),
+        } => frame(
+            200,
+            reference,
+            &ErrorFrame::too_many_topics(current + adding, limit),
+        ),
         e => {
             error!(connection_id = %id, error = %e, "store failed");
-            frame(500, &internal_error())
+            frame(500, reference, &internal_error())
         }
     }
 }
@@ -229,10 +242,15 @@ fn internal_error() -> ErrorFrame {
     )
 }
 
-fn frame(status: i64, body: &impl Serialize) -> ApiGatewayProxyResponse {
+/// A reply or error frame, with the `ref` of the frame it answers when it had one.
+fn frame(status: i64, reference: Option<&Ref>, body: &impl Serialize) -> ApiGatewayProxyResponse {
+    let reply = Reply {
+        frame: body,
+        reference,
+    };
     // Serializing these plain structs cannot fail; fall back to an empty body regardless
     // rather than panic in a request path.
-    ws_response(status, serde_json::to_string(body).ok())
+    ws_response(status, serde_json::to_string(&reply).ok())
 }
 
 #[cfg(test)]

@@ -353,3 +353,78 @@ async fn a_flood_meets_rate_limited_and_each_refused_frame_changes_nothing() {
         "rate_limited"
     );
 }
+
+#[tokio::test]
+async fn every_answer_carries_the_ref_of_the_frame_it_answers() {
+    // GIVEN alice's connection with a budget of one frame
+    let store = alice_connected().await;
+    let settings = Settings {
+        session: SessionConfig {
+            rate_limit: Some(crate::limits::RateLimit {
+                per_second: 1,
+                burst: 1,
+            }),
+            ..session()
+        },
+        ..Settings::default()
+    };
+    let sender = RecordingSender::new();
+    let ctx = settings.context(&store, &sender);
+    let t0 = 1_800_000_000_000_000;
+    let answer = |frame: serde_json::Value, store: &'static str| {
+        let request = ws_request("c-alice", Some(&frame.to_string()));
+        let ctx = &ctx;
+        async move {
+            let response = match store {
+                "failing" => {
+                    let failing = Settings::default();
+                    let sender = RecordingSender::new();
+                    handle_at(&request, &failing.context(&FailingStore, &sender), t0).await
+                }
+                _ => handle_at(&request, ctx, t0).await,
+            };
+            frame_of(&response)
+        }
+    };
+
+    // WHEN frames with refs are answered by every path: applied, pong, malformed, forbidden
+    // (first frame of the budget spent by the subscribe), rate limited, store down
+    let subscribed = answer(json!({"action": "subscribe", "topic": "b:1", "ref": 1}), "").await;
+    let pong = answer(json!({"action": "ping", "ref": "p"}), "").await;
+    let malformed = answer(json!({"action": "subscribe", "ref": 2}), "").await;
+    let limited = answer(json!({"action": "whoami", "ref": "w"}), "").await;
+    let down = answer(json!({"action": "whoami", "ref": 9}), "failing").await;
+
+    // THEN each answer is what it was before, plus the same ref
+    assert_eq!(subscribed["action"], "subscribed");
+    assert_eq!(subscribed["ref"], 1);
+    assert_eq!(pong, json!({"action": "pong", "ref": "p"}));
+    assert_eq!(malformed["error"], "missing_topic");
+    assert_eq!(malformed["ref"], 2);
+    assert_eq!(limited["error"], "rate_limited");
+    assert_eq!(limited["ref"], "w");
+    assert_eq!(down["error"], "internal_error");
+    assert_eq!(down["ref"], 9);
+    // AND the subscribe was applied under its ref as without one
+    assert_eq!(subscribers(&store, "b:1").await, ids(&["c-alice"]));
+}
+
+#[tokio::test]
+async fn a_refused_subscribe_keeps_its_ref() {
+    // GIVEN alice's connection under the built-in policy
+    let store = alice_connected().await;
+
+    // WHEN she asks for bob's private topic with a ref
+    let refused = frame_of(
+        &send(
+            &store,
+            r#"{"action":"subscribe","topic":"user:bob","ref":"s1"}"#,
+        )
+        .await,
+    );
+
+    // THEN the refusal names the rule and carries the ref, and nothing is held
+    assert_eq!(refused["error"], "forbidden");
+    assert_eq!(refused["ref"], "s1");
+    assert!(subscribers(&store, "user:bob").await.is_empty());
+}

@@ -114,6 +114,8 @@ pub enum ErrorCode {
     /// A `since` that is not `{"offset": n, "epoch": "…"}` for a subscribed topic, or a
     /// history `limit` out of range.
     InvalidSince,
+    /// A `ref` that is neither a short string nor a non-negative integer.
+    InvalidRef,
     NotConnected,
     InternalError,
 }

@@ -5,15 +5,22 @@
 //! Server → client: `subscribed` / `unsubscribed` / `published` / `presence` / `pong` /
 //! `whoami` replies, and error frames `{"error": code, "details": text}` — a client never
 //! meets silence.
+//!
+//! Any frame may carry a `ref` (a string of 1 to [`MAX_REF_BYTES`] bytes, or a non-negative
+//! integer): its reply or error frame carries the same `ref`, so a client with several
+//! requests in flight can tell which reply answers which. Frames without one are answered
+//! as before.
 
 mod frames;
 mod history;
+mod reference;
 mod topics;
 
 use serde_json::{Map, Value};
 
 pub use frames::{ErrorCode, ErrorFrame, PresenceReply, PresentUser, ServerFrame, StreamReply};
 pub use history::{HistoryRequest, MAX_HISTORY_LIMIT, Subscribe};
+pub use reference::{MAX_REF_BYTES, Ref, Reply};
 pub(crate) use topics::parse_topic_list;
 
 use super::Topic;
@@ -61,15 +68,36 @@ impl ClientAction {
     /// Parses a frame body. `max_topics` bounds one subscribe/unsubscribe request; duplicate
     /// topics collapse into one (first occurrence wins the order).
     pub fn parse(body: Option<&str>, max_topics: usize) -> Result<Self, ErrorFrame> {
+        Self::parse_with_ref(body, max_topics).1
+    }
+
+    /// [`parse`](Self::parse), and the frame's `ref` to answer with: present whenever the
+    /// frame is a JSON object with a valid `ref`, whether or not the rest of it is valid.
+    pub fn parse_with_ref(
+        body: Option<&str>,
+        max_topics: usize,
+    ) -> (Option<Ref>, Result<Self, ErrorFrame>) {
         let body = body.unwrap_or_default();
-        let value: Value = serde_json::from_str(body)
-            .map_err(|e| ErrorFrame::new(ErrorCode::InvalidJson, format!("{e}")))?;
-        let Value::Object(fields) = value else {
-            return Err(ErrorFrame::new(
-                ErrorCode::InvalidJson,
-                "expected a JSON object such as {\"action\":\"ping\"}",
-            ));
+        let mut fields = match serde_json::from_str(body) {
+            Ok(Value::Object(fields)) => fields,
+            Ok(_) => {
+                let expected = "expected a JSON object such as {\"action\":\"ping\"}";
+                return (None, Err(ErrorFrame::new(ErrorCode::InvalidJson, expected)));
+            }
+            Err(e) => {
+                return (
+                    None,
+                    Err(ErrorFrame::new(ErrorCode::InvalidJson, format!("{e}"))),
+                );
+            }
         };
+        match reference::take(&mut fields) {
+            Ok(reference) => (reference, Self::from_fields(fields, max_topics)),
+            Err(refused) => (None, Err(refused)),
+        }
+    }
+
+    fn from_fields(fields: Map<String, Value>, max_topics: usize) -> Result<Self, ErrorFrame> {
         let action = match fields.get("action") {
             Some(Value::String(action)) => action.as_str(),
             Some(_) => {

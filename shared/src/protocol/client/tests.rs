@@ -220,3 +220,54 @@ fn since_names_positions_per_topic_and_is_checked() {
         }))
     );
 }
+
+#[test]
+fn a_ref_is_taken_whatever_the_rest_of_the_frame_is() {
+    let parse = |body: Value| ClientAction::parse_with_ref(Some(&body.to_string()), 10);
+    // A valid action keeps its ref, string or integer, and the ref is not a field of the
+    // action (a publish with a ref is not refused as carrying an unknown field).
+    let (reference, action) = parse(json!({"action": "ping", "ref": "r-1"}));
+    assert_eq!(reference, Some(Ref::Text("r-1".to_owned())));
+    assert_eq!(action, Ok(ClientAction::Ping));
+    let (reference, action) =
+        parse(json!({"action": "publish", "topic": "t", "event": "e", "ref": 7}));
+    assert_eq!(reference, Some(Ref::Number(7)));
+    assert!(matches!(action, Ok(ClientAction::Publish(_))), "{action:?}");
+    // A refused action still carries its ref, so the refusal can be matched to it.
+    let (reference, action) = parse(json!({"action": "fly", "ref": 3}));
+    assert_eq!(reference, Some(Ref::Number(3)));
+    assert_eq!(action.map_err(|e| e.error), Err(ErrorCode::UnknownAction));
+    // Without a ref, nothing changes.
+    assert_eq!(parse(json!({"action": "ping"})).0, None);
+}
+
+#[test]
+fn a_ref_that_cannot_be_echoed_faithfully_is_refused() {
+    let longest = "r".repeat(MAX_REF_BYTES);
+    assert_eq!(
+        ClientAction::parse_with_ref(
+            Some(&json!({"action": "ping", "ref": longest}).to_string()),
+            10
+        )
+        .0,
+        Some(Ref::Text(longest.clone()))
+    );
+    for bad in [
+        json!(""),
+        json!(format!("{longest}r")),
+        json!(-1),
+        json!(1.5),
+        json!(null),
+        json!(["r"]),
+        json!({"r": 1}),
+    ] {
+        let body = json!({"action": "ping", "ref": bad}).to_string();
+        let (reference, action) = ClientAction::parse_with_ref(Some(&body), 10);
+        assert_eq!(reference, None, "{body}");
+        assert_eq!(
+            action.map_err(|e| e.error),
+            Err(ErrorCode::InvalidRef),
+            "{body}"
+        );
+    }
+}
