@@ -1,0 +1,365 @@
+"""The broadcast API's requests and answers as typed values.
+
+Each answer class mirrors one 200 body of the bridge's server API (field for field, as the
+README's "Broadcast API" section documents it) and is read with ``from_json``, which refuses a
+body of another shape instead of handing back half a report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+__all__ = [
+    "Broadcast",
+    "BroadcastReport",
+    "BatchReport",
+    "ConnectionFailure",
+    "SubscriptionReport",
+    "DisconnectReport",
+    "PresentUser",
+    "PresenceReport",
+    "OnlineConnection",
+    "OnlineReport",
+    "HistoryPage",
+]
+
+
+class ShapeError(ValueError):
+    """A 200 body that is not the JSON its route answers."""
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """One message for ``POST /broadcast``: exactly one target, ``event`` (+ ``data``) or a raw
+    ``message``, optional exclusions and an ``id``.
+
+    Fields left ``None`` (and ``all=False``) are not sent. ``id`` is the envelope's id and the
+    idempotency key; the client generates a UUID for a message without one, before its first
+    attempt, so every retry carries the same id.
+    """
+
+    topic: Optional[str] = None
+    topics: Optional[Sequence[str]] = None
+    user_id: Optional[str] = None
+    connection_ids: Optional[Sequence[str]] = None
+    all: bool = False
+    event: Optional[str] = None
+    data: Any = None
+    message: Any = None
+    exclude_user: Optional[str] = None
+    exclude_connection: Optional[str] = None
+    id: Optional[str] = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The body as sent: only the fields given. The bridge validates it (one target,
+        one message) and answers 400 with its own error code when it is wrong."""
+        body: dict[str, Any] = {}
+        if self.topic is not None:
+            body["topic"] = self.topic
+        if self.topics is not None:
+            body["topics"] = list(self.topics)
+        if self.user_id is not None:
+            body["user_id"] = self.user_id
+        if self.connection_ids is not None:
+            body["connection_ids"] = list(self.connection_ids)
+        if self.all:
+            body["all"] = True
+        if self.event is not None:
+            body["event"] = self.event
+        # `null` is what the bridge assumes for a missing `data` (and a `message` of `null`
+        # would be no message at all), so None is simply left out.
+        if self.data is not None:
+            body["data"] = self.data
+        if self.message is not None:
+            body["message"] = self.message
+        if self.exclude_user is not None:
+            body["exclude_user"] = self.exclude_user
+        if self.exclude_connection is not None:
+            body["exclude_connection"] = self.exclude_connection
+        if self.id is not None:
+            body["id"] = self.id
+        return body
+
+
+def _object(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ShapeError(f"{what}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _get(body: Mapping[str, Any], key: str, kind: type, what: str) -> Any:
+    if key not in body:
+        raise ShapeError(f"{what}: no {key!r}")
+    value = body[key]
+    # bool is an int in Python: a count must not be read from `true`.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ShapeError(f"{what}: {key!r} is not a {kind.__name__}")
+    return value
+
+
+def _int(body: Mapping[str, Any], key: str, what: str) -> int:
+    value: int = _get(body, key, int, what)
+    return value
+
+
+def _str(body: Mapping[str, Any], key: str, what: str) -> str:
+    value: str = _get(body, key, str, what)
+    return value
+
+
+def _bool(body: Mapping[str, Any], key: str, what: str) -> bool:
+    value: bool = _get(body, key, bool, what)
+    return value
+
+
+def _list(body: Mapping[str, Any], key: str, what: str) -> list[Any]:
+    value: list[Any] = _get(body, key, list, what)
+    return value
+
+
+def _strings(body: Mapping[str, Any], key: str, what: str) -> list[str]:
+    values = _list(body, key, what)
+    if not all(isinstance(v, str) for v in values):
+        raise ShapeError(f"{what}: {key!r} holds something other than strings")
+    return values
+
+
+def _optional(body: Mapping[str, Any], key: str, kind: type, what: str) -> Any:
+    if body.get(key) is None:
+        return None
+    return _get(body, key, kind, what)
+
+
+@dataclass(frozen=True)
+class BroadcastReport:
+    """What one broadcast did (the 200 body of ``POST /broadcast``).
+
+    ``recipients = delivered + gone + failed``. ``offset``/``epoch`` are its place in the
+    topic's stream for a topic with history; ``replayed`` is true when this answers a repeat
+    of an ``id`` already sent (nothing was sent this time).
+    """
+
+    id: str
+    recipients: int
+    delivered: int
+    gone: int
+    failed: int
+    retries: int
+    deadline_reached: bool
+    store_failed: bool
+    offset: Optional[int] = None
+    epoch: Optional[str] = None
+    replayed: bool = False
+
+    @classmethod
+    def from_json(cls, value: Any) -> BroadcastReport:
+        what = "broadcast report"
+        body = _object(value, what)
+        return cls(
+            id=_str(body, "id", what),
+            recipients=_int(body, "recipients", what),
+            delivered=_int(body, "delivered", what),
+            gone=_int(body, "gone", what),
+            failed=_int(body, "failed", what),
+            retries=_int(body, "retries", what),
+            deadline_reached=_bool(body, "deadline_reached", what),
+            store_failed=_bool(body, "store_failed", what),
+            offset=_optional(body, "offset", int, what),
+            epoch=_optional(body, "epoch", str, what),
+            replayed=bool(_optional(body, "replayed", bool, what)),
+        )
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """One report per message of a batch, in the batch's order."""
+
+    results: list[BroadcastReport]
+
+    @classmethod
+    def from_json(cls, value: Any) -> BatchReport:
+        body = _object(value, "batch report")
+        return cls(
+            results=[
+                BroadcastReport.from_json(r) for r in _list(body, "results", "batch report")
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class ConnectionFailure:
+    """A connection a server-side change could not be applied to, and why (a client
+    protocol error code such as ``too_many_topics``, or ``failed``)."""
+
+    connection_id: str
+    error: str
+    details: str
+
+    @classmethod
+    def from_json(cls, value: Any) -> ConnectionFailure:
+        what = "connection failure"
+        body = _object(value, what)
+        return cls(
+            connection_id=_str(body, "connection_id", what),
+            error=_str(body, "error", what),
+            details=_str(body, "details", what),
+        )
+
+
+def _failures(body: Mapping[str, Any], what: str) -> list[ConnectionFailure]:
+    return [ConnectionFailure.from_json(f) for f in _list(body, "failed", what)]
+
+
+@dataclass(frozen=True)
+class SubscriptionReport:
+    """The 200 body of ``POST /subscribe`` and ``POST /unsubscribe``: ``action`` is
+    ``subscribed`` or ``unsubscribed``; ``connections`` now hold (or no longer hold) every
+    topic, ``not_connected`` were not registered, ``failed`` were left as they were."""
+
+    action: str
+    topics: list[str]
+    connections: list[str]
+    not_connected: list[str]
+    failed: list[ConnectionFailure]
+
+    @classmethod
+    def from_json(cls, value: Any) -> SubscriptionReport:
+        what = "subscription report"
+        body = _object(value, what)
+        return cls(
+            action=_str(body, "action", what),
+            topics=_strings(body, "topics", what),
+            connections=_strings(body, "connections", what),
+            not_connected=_strings(body, "not_connected", what),
+            failed=_failures(body, what),
+        )
+
+
+@dataclass(frozen=True)
+class DisconnectReport:
+    """The 200 body of ``POST /disconnect``: ``disconnected`` were closed (or found closed),
+    ``not_connected`` were not registered, ``failed`` could not be closed just then (their rows
+    are kept: retrying finds them)."""
+
+    disconnected: list[str]
+    not_connected: list[str]
+    failed: list[ConnectionFailure]
+
+    @classmethod
+    def from_json(cls, value: Any) -> DisconnectReport:
+        what = "disconnect report"
+        body = _object(value, what)
+        return cls(
+            disconnected=_strings(body, "disconnected", what),
+            not_connected=_strings(body, "not_connected", what),
+            failed=_failures(body, what),
+        )
+
+
+@dataclass(frozen=True)
+class PresentUser:
+    """One user subscribed to a topic, with the number of their connections there."""
+
+    user_id: str
+    connections: int
+
+    @classmethod
+    def from_json(cls, value: Any) -> PresentUser:
+        what = "present user"
+        body = _object(value, what)
+        return cls(
+            user_id=_str(body, "user_id", what),
+            connections=_int(body, "connections", what),
+        )
+
+
+@dataclass(frozen=True)
+class PresenceReport:
+    """The 200 body of ``GET /presence``: the first 100 users by user id, and totals;
+    ``complete`` is false past 1 000 users (the totals then count the first 1 000)."""
+
+    topic: str
+    users: list[PresentUser]
+    total_users: int
+    total_connections: int
+    complete: bool
+
+    @classmethod
+    def from_json(cls, value: Any) -> PresenceReport:
+        what = "presence report"
+        body = _object(value, what)
+        return cls(
+            topic=_str(body, "topic", what),
+            users=[PresentUser.from_json(u) for u in _list(body, "users", what)],
+            total_users=_int(body, "total_users", what),
+            total_connections=_int(body, "total_connections", what),
+            complete=_bool(body, "complete", what),
+        )
+
+
+@dataclass(frozen=True)
+class OnlineConnection:
+    """One live connection of a user; ``connected_at`` in milliseconds since the epoch."""
+
+    connection_id: str
+    connected_at: int
+
+    @classmethod
+    def from_json(cls, value: Any) -> OnlineConnection:
+        what = "online connection"
+        body = _object(value, what)
+        return cls(
+            connection_id=_str(body, "connection_id", what),
+            connected_at=_int(body, "connected_at", what),
+        )
+
+
+@dataclass(frozen=True)
+class OnlineReport:
+    """The 200 body of ``GET /online``: the user's live connections, oldest first."""
+
+    user_id: str
+    online: bool
+    connections: list[OnlineConnection]
+
+    @classmethod
+    def from_json(cls, value: Any) -> OnlineReport:
+        what = "online report"
+        body = _object(value, what)
+        return cls(
+            user_id=_str(body, "user_id", what),
+            online=_bool(body, "online", what),
+            connections=[
+                OnlineConnection.from_json(c) for c in _list(body, "connections", what)
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """The 200 body of ``GET /history``: where the topic's stream stands (``epoch`` is
+    ``None`` while it has kept nothing; ``offset`` is its last message's), the messages as
+    they were delivered, oldest first, and ``more`` when more follow the last one.
+    ``recovered`` is set only for a read after a position: whether the messages continue
+    from it without a gap."""
+
+    topic: str
+    epoch: Optional[str]
+    offset: int
+    messages: list[Any]
+    more: bool
+    recovered: Optional[bool] = None
+
+    @classmethod
+    def from_json(cls, value: Any) -> HistoryPage:
+        what = "history page"
+        body = _object(value, what)
+        return cls(
+            topic=_str(body, "topic", what),
+            epoch=_optional(body, "epoch", str, what),
+            offset=_int(body, "offset", what),
+            messages=_list(body, "messages", what),
+            more=_bool(body, "more", what),
+            recovered=_optional(body, "recovered", bool, what),
+        )
