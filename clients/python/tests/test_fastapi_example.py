@@ -59,6 +59,5 @@ def test_the_endpoint_saves_and_broadcasts_to_all_but_the_acting_connection(
     assert acting.next_message()["data"] == {"id": "8", "title": "eggs", "done": False}
 
 
-@pytest.mark.parametrize("readme", [REPO / "README.md", EXAMPLE.parents[1] / "README.md"])
-def test_the_readmes_show_the_example_as_tested(readme: Path) -> None:
-    assert f"```python\n{EXAMPLE.read_text()}```" in readme.read_text()
+def test_the_readme_shows_the_example_as_tested() -> None:
+    assert f"```python\n{EXAMPLE.read_text()}```" in (REPO / "README.md").read_text()
