@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The Python client's checks, from a fresh machine: a virtual environment under the cache with
 # clients/python installed editable with its test extras (reinstalled only when
-# pyproject.toml changes), the local gateway built, `mypy --strict` on the package and the
-# README's FastAPI example, then pytest against the real gateway binary.
+# pyproject.toml changes), the local gateway built, `ruff` (format and lint), `mypy --strict`
+# on the package and the README's FastAPI example, then pytest against the real gateway
+# binary.
 #
 #   scripts/test-python.sh [pytest arguments]
 #
@@ -47,6 +48,9 @@ export WSBRIDGE_LOCAL_BIN=$target_dir/debug/wsbridge-local
 [ -x "$WSBRIDGE_LOCAL_BIN" ] || fail "$WSBRIDGE_LOCAL_BIN was not built"
 
 cd "$package"
+echo "test-python: ruff" >&2
+"$venv/bin/ruff" format --check . || fail "ruff format found unformatted files (run: ruff format clients/python)"
+"$venv/bin/ruff" check . || fail "ruff check found problems"
 # The package is checked as the oldest Python it supports; the example, which uses FastAPI
 # and pydantic (newer Pythons only in their latest releases), as the Python running here.
 echo "test-python: mypy --strict" >&2

@@ -10,8 +10,9 @@ Each browser tab holds a WebSocket to the bridge, subscribed to `list:<id>`, and
 
 import logging
 import os
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, AsyncIterator, Dict, Optional
+from typing import Annotated, Optional
 
 from fastapi import FastAPI, Header, Request
 from pydantic import BaseModel
@@ -27,7 +28,7 @@ class Item(BaseModel):
 
 
 # The app's data; a real backend keeps it in its database.
-LISTS: Dict[str, Dict[str, Item]] = {}
+LISTS: dict[str, dict[str, Item]] = {}
 
 
 @asynccontextmanager
@@ -52,7 +53,7 @@ async def put_item(
     request: Request,
     # The acting tab's connection id (from whoami); it only ever removes that one recipient.
     connection_id: Annotated[Optional[str], Header(alias="X-Wsbridge-Connection")] = None,
-) -> Dict[str, object]:
+) -> dict[str, object]:
     # 1. Change the data.
     LISTS.setdefault(list_id, {})[item_id] = item
     # 2. Tell every other tab and device, the same user's included.

@@ -5,12 +5,14 @@ test runs against the blocking and the asyncio client alike."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Iterator, List
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import pytest
 
-from support import CHANNELS, FlakyProxy, Gateway, Subscriber
 from wsbridge_client import AsyncClient, Client
+
+from support import CHANNELS, FlakyProxy, Gateway, Subscriber
 
 API_KEY = "python-client-test-key"
 
@@ -69,11 +71,13 @@ class Blocking:
 @pytest.fixture(params=["sync", "async"])
 def make_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
     """Builds a `Client` or an `AsyncClient` (behind `Blocking`) with the given arguments."""
-    made: List[Any] = []
+    made: list[Any] = []
 
     def make(url: str, **kwargs: Any) -> Any:
         client: Any = (
-            Client(url, **kwargs) if request.param == "sync" else Blocking(AsyncClient(url, **kwargs))
+            Client(url, **kwargs)
+            if request.param == "sync"
+            else Blocking(AsyncClient(url, **kwargs))
         )
         made.append(client)
         return client
@@ -92,7 +96,7 @@ def api(gateway: Gateway, make_client: Callable[..., Any]) -> Any:
 @pytest.fixture
 def connect(gateway: Gateway) -> Iterator[Callable[[str], Subscriber]]:
     """Opens WebSocket connections to the API-key gateway, closed after the test."""
-    opened: List[Subscriber] = []
+    opened: list[Subscriber] = []
 
     def open_one(user: str) -> Subscriber:
         subscriber = gateway.connect(user)

@@ -15,7 +15,7 @@ import uuid
 from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import httpx
 from websockets.sync.client import ClientConnection, connect
@@ -64,16 +64,14 @@ _GATEWAY_SETTINGS = (
 class Gateway:
     """One `wsbridge-local` process on free loopback ports, stopped by its PID."""
 
-    def __init__(self, args: List[str], env: Dict[str, str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.binary = local_binary()
-        self.log = tempfile.NamedTemporaryFile(prefix="wsbridge-local-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(
+            prefix="wsbridge-local-", suffix=".log", delete=False
+        )
         # Only what the test gives: a developer's own JWT_SECRET, API key or AWS identity
         # in the environment must not change what the gateway accepts.
-        inherited = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(_GATEWAY_SETTINGS)
-        }
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(_GATEWAY_SETTINGS)}
         self.env = {**inherited, **env}
         # The log goes to a file, not a pipe nobody reads: a full pipe would stall the
         # gateway's logging and with it every request.
@@ -84,7 +82,7 @@ class Gateway:
             env=self.env,
         )
         self.ws_url, self.http_url = self._wait_for_banner()
-        self._tokens: Dict[str, str] = {}
+        self._tokens: dict[str, str] = {}
 
     def _wait_for_banner(self) -> tuple[str, str]:
         deadline = time.monotonic() + 60
@@ -115,7 +113,7 @@ class Gateway:
             ).stdout.strip()
         return self._tokens[user]
 
-    def connect(self, user: str) -> "Subscriber":
+    def connect(self, user: str) -> Subscriber:
         return Subscriber(f"{self.ws_url}/?token={self.token(user)}", user)
 
     def stop(self) -> None:
@@ -137,12 +135,12 @@ class Subscriber:
         self._stack = ExitStack()
         self.socket: ClientConnection = self._stack.enter_context(connect(url, open_timeout=30))
         self.user = user
-        self.pushed: List[Any] = []
+        self.pushed: list[Any] = []
         self._refs = 0
         whoami = self.request({"action": "whoami"})
         self.connection_id: str = whoami["connection_id"]
 
-    def request(self, frame: Dict[str, Any]) -> Any:
+    def request(self, frame: dict[str, Any]) -> Any:
         self._refs += 1
         ref = self._refs
         self.socket.send(json.dumps({**frame, "ref": ref}))
@@ -179,8 +177,8 @@ class FlakyProxy:
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
-        self.script: List[str] = []
-        self.seen: List[Dict[str, Any]] = []
+        self.script: list[str] = []
+        self.seen: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._http = httpx.Client(timeout=60)
         proxy = self
@@ -251,7 +249,7 @@ class FlakyProxy:
 
     @staticmethod
     def _answer(
-        handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: Dict[str, str]
+        handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str]
     ) -> None:
         handler.send_response(status)
         handler.send_header("content-type", "application/json")
@@ -261,7 +259,7 @@ class FlakyProxy:
         handler.end_headers()
         handler.wfile.write(body)
 
-    def broadcast_ids(self) -> List[Optional[str]]:
+    def broadcast_ids(self) -> list[str | None]:
         """The `id` of every /broadcast request that reached the proxy, in order."""
         return [
             s["body"].get("id") for s in self.seen if s["path"].endswith("/broadcast") and s["body"]

@@ -9,9 +9,10 @@ import json
 import pytest
 from websockets.asyncio.client import connect
 
+from wsbridge_client import AsyncClient, Broadcast
+
 from conftest import API_KEY
 from support import RECEIVE_TIMEOUT, Gateway, unique
-from wsbridge_client import AsyncClient, Broadcast
 
 
 @pytest.mark.asyncio
@@ -30,6 +31,8 @@ async def test_concurrent_broadcasts_on_one_client_each_arrive_once(gateway: Gat
             )
         # THEN each message arrives once, under the id its report names
         sent = {r.id for r in reports[:8]} | {reports[8].results[0].id}
-        received = [json.loads(await asyncio.wait_for(socket.recv(), RECEIVE_TIMEOUT)) for _ in sent]
+        received = [
+            json.loads(await asyncio.wait_for(socket.recv(), RECEIVE_TIMEOUT)) for _ in sent
+        ]
         assert sorted(m["id"] for m in received) == sorted(sent)
         assert sorted(m["data"]["n"] for m in received if m["event"] == "tick") == list(range(8))

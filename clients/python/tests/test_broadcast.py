@@ -8,7 +8,6 @@ from typing import Any, Callable
 
 import pytest
 
-from support import Subscriber, unique
 from wsbridge_client import (
     BadRequestError,
     BatchReport,
@@ -18,10 +17,14 @@ from wsbridge_client import (
     UnauthorizedError,
 )
 
+from support import Subscriber, unique
+
 Connect = Callable[[str], Subscriber]
 
 
-def test_a_topic_broadcast_reaches_its_subscribers_as_the_envelope(api: Any, connect: Connect) -> None:
+def test_a_topic_broadcast_reaches_its_subscribers_as_the_envelope(
+    api: Any, connect: Connect
+) -> None:
     # GIVEN two users subscribed to a topic, and a third who is not
     topic = unique("list:")
     alice, bob, carol = connect(unique("alice")), connect(unique("bob")), connect(unique("carol"))
@@ -93,7 +96,12 @@ def test_every_target_form_reaches_exactly_its_audience(api: Any, connect: Conne
     assert erin.next_message()["event"] == "both"
     # WHEN one goes to a user, one to named connections, one to everyone, one raw
     assert api.broadcast(user_id=dana_user, event="to-user").recipients == 1
-    assert api.broadcast(connection_ids=[erin.connection_id, frank.connection_id], event="to-ids").recipients == 2
+    assert (
+        api.broadcast(
+            connection_ids=[erin.connection_id, frank.connection_id], event="to-ids"
+        ).recipients
+        == 2
+    )
     everyone = api.broadcast(all=True, event="to-all")
     raw = api.broadcast(connection_ids=[frank.connection_id], message=[1, "two", {"three": 3}])
     # THEN each arrives where its target says, in the order sent

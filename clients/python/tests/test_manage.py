@@ -4,13 +4,12 @@ the gateway holds."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from conftest import API_KEY
-from support import CHANNELS, Gateway, Subscriber, unique
 from wsbridge_client import (
     DisconnectReport,
     ForbiddenError,
@@ -20,6 +19,9 @@ from wsbridge_client import (
     PresentUser,
     SubscriptionReport,
 )
+
+from conftest import API_KEY
+from support import CHANNELS, Gateway, Subscriber, unique
 
 Connect = Callable[[str], Subscriber]
 
@@ -58,7 +60,9 @@ def test_server_subscribe_and_unsubscribe_change_what_arrives(api: Any, connect:
 def test_a_closed_namespace_is_refused_and_nothing_is_applied(api: Any, connect: Connect) -> None:
     subscriber = connect(unique("jack"))
     with pytest.raises(ForbiddenError) as refused:
-        api.subscribe(topics=[unique("admin:"), unique("closed:")], connection_ids=[subscriber.connection_id])
+        api.subscribe(
+            topics=[unique("admin:"), unique("closed:")], connection_ids=[subscriber.connection_id]
+        )
     assert refused.value.status == 403
     assert refused.value.code == "forbidden"
     assert "closed" in refused.value.details

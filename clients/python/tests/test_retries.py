@@ -10,8 +10,6 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from conftest import API_KEY
-from support import FlakyProxy, Subscriber, unique
 from wsbridge_client import (
     BadRequestError,
     Broadcast,
@@ -20,6 +18,9 @@ from wsbridge_client import (
     ServerError,
     TransportError,
 )
+
+from conftest import API_KEY
+from support import FlakyProxy, Subscriber, unique
 
 Connect = Callable[[str], Subscriber]
 

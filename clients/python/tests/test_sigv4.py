@@ -4,15 +4,17 @@ wrong secret or region is a 403 raised as `ForbiddenError`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 from botocore.credentials import Credentials
 
+from wsbridge_client import CredentialsError, ForbiddenError, SigV4
+
 from conftest import SIGV4_ACCESS_KEY, SIGV4_REGION, SIGV4_SECRET_KEY
 from support import Gateway, Subscriber, unique
-from wsbridge_client import CredentialsError, ForbiddenError, SigV4
 
 
 @pytest.fixture
@@ -115,9 +117,7 @@ def test_explicit_credentials_and_region_take_precedence(
     aws_env.setenv("AWS_ACCESS_KEY_ID", "AKIDSOMEONEELSE")
     aws_env.setenv("AWS_SECRET_ACCESS_KEY", "not-this-one")
     aws_env.setenv("AWS_REGION", "us-west-2")
-    auth = SigV4(
-        region=SIGV4_REGION, credentials=Credentials(SIGV4_ACCESS_KEY, SIGV4_SECRET_KEY)
-    )
+    auth = SigV4(region=SIGV4_REGION, credentials=Credentials(SIGV4_ACCESS_KEY, SIGV4_SECRET_KEY))
     assert make_client(sigv4_gateway.http_url, auth=auth).connection_count() >= 0
 
 

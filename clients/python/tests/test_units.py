@@ -4,9 +4,10 @@ reports, the request bodies and URLs, and SigV4's headers."""
 from __future__ import annotations
 
 import random
+from collections.abc import Generator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
-from typing import Any, Generator, Optional
+from typing import Any
 
 import httpx
 import pytest
@@ -35,7 +36,6 @@ from wsbridge_client import _calls as calls
 from wsbridge_client._exchange import Send, Sleep, exchange
 from wsbridge_client.retry import parse_retry_after
 
-
 # --- the retry policy ---------------------------------------------------------------------
 
 
@@ -45,7 +45,7 @@ def test_refusals_are_never_retried(status: int) -> None:
 
 
 @pytest.mark.parametrize("status", [None, 409, 429, 500, 502, 503, 504])
-def test_failures_are_retried_until_the_attempts_run_out(status: Optional[int]) -> None:
+def test_failures_are_retried_until_the_attempts_run_out(status: int | None) -> None:
     policy = RetryPolicy(max_attempts=3)
     rng = random.Random(7)
     assert policy.delay(1, status, None, rng) is not None
@@ -97,7 +97,7 @@ def test_a_policy_of_no_attempts_is_refused() -> None:
 
 def run(call: calls.Call[Any], *responses: httpx.Response) -> Any:
     """Drives `exchange` with the given answers, one per attempt, skipping the sleeps."""
-    steps: Generator[Any, Optional[httpx.Response], Any] = exchange(
+    steps: Generator[Any, httpx.Response | None, Any] = exchange(
         call, "https://api.example", RetryPolicy(max_attempts=len(responses)), random.Random(0)
     )
     answers = iter(responses)
@@ -155,7 +155,9 @@ def test_each_status_is_raised_as_its_error(status: int, body: Any, kind: type) 
     assert isinstance(error, ApiError)
     assert error.status == status
     assert error.code == (body or {}).get("error")
-    expected = (body or {}).get("details") or (body or {}).get("message") or "request body over 10 MB"
+    expected = (
+        (body or {}).get("details") or (body or {}).get("message") or "request body over 10 MB"
+    )
     assert error.details == expected
     assert error.retry_after == 1.0
     assert len(error.broadcast_ids) == 1
@@ -168,10 +170,22 @@ def test_the_last_attempts_error_is_raised_with_the_attempts_counted() -> None:
 
 
 def test_a_report_is_read_field_for_field() -> None:
-    report = run(calls.broadcast(Broadcast(topic="room:1", event="e")), answer(200, {**REPORT, "offset": 4, "epoch": "9f2c", "replayed": True}))
+    report = run(
+        calls.broadcast(Broadcast(topic="room:1", event="e")),
+        answer(200, {**REPORT, "offset": 4, "epoch": "9f2c", "replayed": True}),
+    )
     assert report == BroadcastReport(
-        id="0b9c", recipients=3, delivered=2, gone=1, failed=0, retries=1,
-        deadline_reached=False, store_failed=False, offset=4, epoch="9f2c", replayed=True,
+        id="0b9c",
+        recipients=3,
+        delivered=2,
+        gone=1,
+        failed=0,
+        retries=1,
+        deadline_reached=False,
+        store_failed=False,
+        offset=4,
+        epoch="9f2c",
+        replayed=True,
     )
 
 
@@ -198,11 +212,19 @@ def test_a_200_of_another_shape_is_an_unexpected_response(body: Any) -> None:
 def test_a_broadcast_sends_only_the_fields_given() -> None:
     assert Broadcast(topic="t", event="e").to_json() == {"topic": "t", "event": "e"}
     assert Broadcast(all=False, user_id="u", message=0).to_json() == {"user_id": "u", "message": 0}
-    assert Broadcast(all=True, message=False, exclude_user="a", exclude_connection="c").to_json() == {
-        "all": True, "message": False, "exclude_user": "a", "exclude_connection": "c",
+    assert Broadcast(
+        all=True, message=False, exclude_user="a", exclude_connection="c"
+    ).to_json() == {
+        "all": True,
+        "message": False,
+        "exclude_user": "a",
+        "exclude_connection": "c",
     }
     assert Broadcast(topics=("a", "b"), connection_ids=["x"], event="e", data=[]).to_json() == {
-        "topics": ["a", "b"], "connection_ids": ["x"], "event": "e", "data": [],
+        "topics": ["a", "b"],
+        "connection_ids": ["x"],
+        "event": "e",
+        "data": [],
     }
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Generic, Optional, Sequence, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 from urllib.parse import quote
 
 from .models import (
@@ -34,7 +35,7 @@ class Call(Generic[T]):
     path: str
     parse: Callable[[Any], T]
     query: Sequence[tuple[str, str]] = ()
-    body: Optional[Any] = None
+    body: Any | None = None
     #: The ids of the broadcasts this request sends (reported on failure, to resume them).
     broadcast_ids: Sequence[str] = ()
 
@@ -46,7 +47,7 @@ class Call(Generic[T]):
         )
         return f"{base_url}{self.path}" + (f"?{query}" if query else "")
 
-    def content(self) -> Optional[bytes]:
+    def content(self) -> bytes | None:
         if self.body is None:
             return None
         # Compact and UTF-8, as the bridge measures messages in bytes.
@@ -86,9 +87,7 @@ def batch(messages: Sequence[Broadcast]) -> Call[BatchReport]:
     )
 
 
-def _connections(
-    connection_ids: Optional[Sequence[str]], user_id: Optional[str]
-) -> dict[str, Any]:
+def _connections(connection_ids: Sequence[str] | None, user_id: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if connection_ids is not None:
         body["connection_ids"] = list(connection_ids)
@@ -99,10 +98,10 @@ def _connections(
 
 def subscription(
     action: str,
-    topic: Optional[str],
-    topics: Optional[Sequence[str]],
-    connection_ids: Optional[Sequence[str]],
-    user_id: Optional[str],
+    topic: str | None,
+    topics: Sequence[str] | None,
+    connection_ids: Sequence[str] | None,
+    user_id: str | None,
 ) -> Call[SubscriptionReport]:
     body = _connections(connection_ids, user_id)
     if topic is not None:
@@ -112,11 +111,12 @@ def subscription(
     return Call("POST", f"/{action}", SubscriptionReport.from_json, body=body)
 
 
-def disconnect(
-    connection_ids: Optional[Sequence[str]], user_id: Optional[str]
-) -> Call[DisconnectReport]:
+def disconnect(connection_ids: Sequence[str] | None, user_id: str | None) -> Call[DisconnectReport]:
     return Call(
-        "POST", "/disconnect", DisconnectReport.from_json, body=_connections(connection_ids, user_id)
+        "POST",
+        "/disconnect",
+        DisconnectReport.from_json,
+        body=_connections(connection_ids, user_id),
     )
 
 
@@ -130,9 +130,9 @@ def online(user_id: str) -> Call[OnlineReport]:
 
 def history(
     topic: str,
-    limit: Optional[int],
-    since_offset: Optional[int],
-    since_epoch: Optional[str],
+    limit: int | None,
+    since_offset: int | None,
+    since_epoch: str | None,
 ) -> Call[HistoryPage]:
     query = [("topic", topic)]
     if limit is not None:

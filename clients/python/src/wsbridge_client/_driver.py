@@ -4,15 +4,16 @@ stepping the generator."""
 from __future__ import annotations
 
 import random
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Generator, Optional, TypeVar, Union
+from typing import TypeVar
 
 import httpx
 
 from ._calls import Call
 from ._exchange import Send, Sleep, Step, exchange
-from .auth import ApiKey, Auth
 from ._version import __version__
+from .auth import ApiKey, Auth
 from .retry import DEFAULT_TIMEOUT, RetryPolicy
 
 T = TypeVar("T")
@@ -23,7 +24,7 @@ USER_AGENT = f"wsbridge-client/{__version__}"
 @dataclass(frozen=True)
 class Settings:
     base_url: str
-    auth: Optional[Auth]
+    auth: Auth | None
     timeout: httpx.Timeout
     retry: RetryPolicy
 
@@ -31,13 +32,15 @@ class Settings:
     def of(
         cls,
         url: str,
-        auth: Optional[Auth],
-        api_key: Optional[str],
-        timeout: Union[float, httpx.Timeout, None],
-        retry: Optional[RetryPolicy],
+        auth: Auth | None,
+        api_key: str | None,
+        timeout: float | httpx.Timeout | None,
+        retry: RetryPolicy | None,
     ) -> Settings:
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"the broadcast API's URL must start with http:// or https://: {url!r}")
+            raise ValueError(
+                f"the broadcast API's URL must start with http:// or https://: {url!r}"
+            )
         if auth is not None and api_key is not None:
             raise ValueError("pass auth=... or api_key=..., not both")
         return cls(
@@ -54,10 +57,10 @@ class Settings:
             retry=retry or RetryPolicy(),
         )
 
-    def steps(self, call: Call[T], rng: random.Random) -> Generator[Step, Optional[httpx.Response], T]:
+    def steps(self, call: Call[T], rng: random.Random) -> Generator[Step, httpx.Response | None, T]:
         return exchange(call, self.base_url, self.retry, rng)
 
-    def build(self, http: Union[httpx.Client, httpx.AsyncClient], send: Send) -> httpx.Request:
+    def build(self, http: httpx.Client | httpx.AsyncClient, send: Send) -> httpx.Request:
         """The request of one attempt, before authentication (signed afresh each attempt:
         a SigV4 signature is valid for 5 minutes)."""
         return http.build_request(
@@ -75,10 +78,10 @@ class Done:
 
 
 def advance(
-    steps: Generator[Step, Optional[httpx.Response], T],
-    reply: Optional[httpx.Response],
-    failure: Optional[BaseException],
-) -> Union[Send, Sleep, Done]:
+    steps: Generator[Step, httpx.Response | None, T],
+    reply: httpx.Response | None,
+    failure: BaseException | None,
+) -> Send | Sleep | Done:
     """The next step, given the last one's response or transport error."""
     try:
         if failure is not None:
@@ -86,4 +89,3 @@ def advance(
         return steps.send(reply)
     except StopIteration as done:
         return Done(done.value)
-

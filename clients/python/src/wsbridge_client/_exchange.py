@@ -9,8 +9,9 @@ parsing exist once.
 from __future__ import annotations
 
 import random
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Generator, Optional, TypeVar, Union
+from typing import TypeVar, Union
 
 import httpx
 
@@ -29,7 +30,7 @@ class Send:
 
     method: str
     url: str
-    content: Optional[bytes]
+    content: bytes | None
     headers: dict[str, str]
 
 
@@ -43,7 +44,7 @@ Step = Union[Send, Sleep]
 
 def exchange(
     call: Call[T], base_url: str, policy: RetryPolicy, rng: random.Random
-) -> Generator[Step, Optional[httpx.Response], T]:
+) -> Generator[Step, httpx.Response | None, T]:
     """The attempts of one call: its parsed answer, or the error of its last attempt."""
     content = call.content()
     send = Send(
@@ -95,7 +96,7 @@ def api_error(response: httpx.Response, attempts: int, call: Call[T]) -> ApiErro
     """The exception for a non-2xx answer: the bridge's ``{"error", "details"}``, or API
     Gateway's ``{"message"}``, or whatever text a proxy sent."""
     text = response.text
-    code: Optional[str] = None
+    code: str | None = None
     details = text.strip()
     try:
         body = response.json()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Optional, Sequence, TypeVar, Union, cast
+from typing import Any, TypeVar, cast
 
 import httpx
 
@@ -49,11 +50,11 @@ class AsyncClient:
         self,
         url: str,
         *,
-        auth: Optional[Auth] = None,
-        api_key: Optional[str] = None,
-        timeout: Union[float, httpx.Timeout, None] = None,
-        retry: Optional[RetryPolicy] = None,
-        http_client: Optional[httpx.AsyncClient] = None,
+        auth: Auth | None = None,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        retry: RetryPolicy | None = None,
+        http_client: httpx.AsyncClient | None = None,
     ) -> None:
         self._settings = Settings.of(url, auth, api_key, timeout, retry)
         self._owns_http = http_client is None
@@ -62,8 +63,8 @@ class AsyncClient:
 
     async def _run(self, call: Call[T]) -> T:
         steps = self._settings.steps(call, self._rng)
-        reply: Optional[httpx.Response] = None
-        failure: Optional[BaseException] = None
+        reply: httpx.Response | None = None
+        failure: BaseException | None = None
         while True:
             step = advance(steps, reply, failure)
             reply, failure = None, None
@@ -86,17 +87,17 @@ class AsyncClient:
     async def broadcast(
         self,
         *,
-        topic: Optional[str] = None,
-        topics: Optional[Sequence[str]] = None,
-        user_id: Optional[str] = None,
-        connection_ids: Optional[Sequence[str]] = None,
+        topic: str | None = None,
+        topics: Sequence[str] | None = None,
+        user_id: str | None = None,
+        connection_ids: Sequence[str] | None = None,
         all: bool = False,
-        event: Optional[str] = None,
+        event: str | None = None,
         data: Any = None,
         message: Any = None,
-        exclude_user: Optional[str] = None,
-        exclude_connection: Optional[str] = None,
-        id: Optional[str] = None,
+        exclude_user: str | None = None,
+        exclude_connection: str | None = None,
+        id: str | None = None,
     ) -> BroadcastReport:
         """``POST /broadcast``: one message to exactly one target (``topic``, ``topics``,
         ``user_id``, ``connection_ids`` or ``all=True``), as ``event`` + ``data`` or a raw
@@ -128,22 +129,24 @@ class AsyncClient:
     async def subscribe(
         self,
         *,
-        topic: Optional[str] = None,
-        topics: Optional[Sequence[str]] = None,
-        connection_ids: Optional[Sequence[str]] = None,
-        user_id: Optional[str] = None,
+        topic: str | None = None,
+        topics: Sequence[str] | None = None,
+        connection_ids: Sequence[str] | None = None,
+        user_id: str | None = None,
     ) -> SubscriptionReport:
         """``POST /subscribe``: put the named connections, or every live connection of
         ``user_id``, in ``topic``/``topics`` (server-only namespaces included)."""
-        return await self._run(calls.subscription("subscribe", topic, topics, connection_ids, user_id))
+        return await self._run(
+            calls.subscription("subscribe", topic, topics, connection_ids, user_id)
+        )
 
     async def unsubscribe(
         self,
         *,
-        topic: Optional[str] = None,
-        topics: Optional[Sequence[str]] = None,
-        connection_ids: Optional[Sequence[str]] = None,
-        user_id: Optional[str] = None,
+        topic: str | None = None,
+        topics: Sequence[str] | None = None,
+        connection_ids: Sequence[str] | None = None,
+        user_id: str | None = None,
     ) -> SubscriptionReport:
         """``POST /unsubscribe``: take the connections out of the topics."""
         return await self._run(
@@ -153,8 +156,8 @@ class AsyncClient:
     async def disconnect(
         self,
         *,
-        connection_ids: Optional[Sequence[str]] = None,
-        user_id: Optional[str] = None,
+        connection_ids: Sequence[str] | None = None,
+        user_id: str | None = None,
     ) -> DisconnectReport:
         """``POST /disconnect``: close the connections (close code 1000) and remove them."""
         return await self._run(calls.disconnect(connection_ids, user_id))
@@ -173,9 +176,9 @@ class AsyncClient:
         self,
         topic: str,
         *,
-        limit: Optional[int] = None,
-        since_offset: Optional[int] = None,
-        since_epoch: Optional[str] = None,
+        limit: int | None = None,
+        since_offset: int | None = None,
+        since_epoch: str | None = None,
     ) -> HistoryPage:
         """``GET /history``: a topic's last ``limit`` messages (1–100, default 100), or those
         after ``since_offset`` in ``since_epoch``."""
@@ -195,8 +198,8 @@ class AsyncClient:
 
     async def __aexit__(
         self,
-        kind: Optional[type[BaseException]],
-        value: Optional[BaseException],
-        traceback: Optional[TracebackType],
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
     ) -> None:
         await self.aclose()

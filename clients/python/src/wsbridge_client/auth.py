@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from typing import Optional, Protocol
+from typing import Protocol
 
 import httpx
 from botocore.auth import SigV4Auth
@@ -78,13 +78,13 @@ class SigV4:
 
     def __init__(
         self,
-        region: Optional[str] = None,
-        credentials: Optional[Credentials] = None,
+        region: str | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self._region = region
         self._credentials = credentials
         # Read once: "" when neither the environment nor botocore's configuration has one.
-        self._configured_region: Optional[str] = None
+        self._configured_region: str | None = None
         # One resolution of the chain however many threads share the client.
         self._lock = threading.Lock()
 

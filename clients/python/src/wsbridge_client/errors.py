@@ -3,7 +3,8 @@ handles differently (fix the request, fix the credentials, wait, or retry later)
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "WsbridgeError",
@@ -39,7 +40,7 @@ class WsbridgeError(Exception):
     ) -> None:
         super().__init__(message)
         self.attempts = attempts
-        self.broadcast_ids: Tuple[str, ...] = tuple(broadcast_ids)
+        self.broadcast_ids: tuple[str, ...] = tuple(broadcast_ids)
 
 
 class TransportError(WsbridgeError):
@@ -73,10 +74,10 @@ class ApiError(WsbridgeError):
         self,
         *,
         status: int,
-        code: Optional[str],
+        code: str | None,
         details: str,
         body: str,
-        retry_after: Optional[float] = None,
+        retry_after: float | None = None,
         attempts: int = 1,
         broadcast_ids: Sequence[str] = (),
     ) -> None:
@@ -145,7 +146,7 @@ _BY_STATUS = {
 }
 
 
-def error_class(status: int, code: Optional[str]) -> type[ApiError]:
+def error_class(status: int, code: str | None) -> type[ApiError]:
     """The exception a non-2xx answer is raised as."""
     if code == "payload_too_large":
         return PayloadTooLargeError

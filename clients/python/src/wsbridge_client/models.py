@@ -7,8 +7,9 @@ body of another shape instead of handing back half a report.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 __all__ = [
     "Broadcast",
@@ -39,17 +40,17 @@ class Broadcast:
     attempt, so every retry carries the same id.
     """
 
-    topic: Optional[str] = None
-    topics: Optional[Sequence[str]] = None
-    user_id: Optional[str] = None
-    connection_ids: Optional[Sequence[str]] = None
+    topic: str | None = None
+    topics: Sequence[str] | None = None
+    user_id: str | None = None
+    connection_ids: Sequence[str] | None = None
     all: bool = False
-    event: Optional[str] = None
+    event: str | None = None
     data: Any = None
     message: Any = None
-    exclude_user: Optional[str] = None
-    exclude_connection: Optional[str] = None
-    id: Optional[str] = None
+    exclude_user: str | None = None
+    exclude_connection: str | None = None
+    id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The body as sent: only the fields given. The bridge validates it (one target,
@@ -148,8 +149,8 @@ class BroadcastReport:
     retries: int
     deadline_reached: bool
     store_failed: bool
-    offset: Optional[int] = None
-    epoch: Optional[str] = None
+    offset: int | None = None
+    epoch: str | None = None
     replayed: bool = False
 
     @classmethod
@@ -181,9 +182,7 @@ class BatchReport:
     def from_json(cls, value: Any) -> BatchReport:
         body = _object(value, "batch report")
         return cls(
-            results=[
-                BroadcastReport.from_json(r) for r in _list(body, "results", "batch report")
-            ]
+            results=[BroadcastReport.from_json(r) for r in _list(body, "results", "batch report")]
         )
 
 
@@ -330,9 +329,7 @@ class OnlineReport:
         return cls(
             user_id=_str(body, "user_id", what),
             online=_bool(body, "online", what),
-            connections=[
-                OnlineConnection.from_json(c) for c in _list(body, "connections", what)
-            ],
+            connections=[OnlineConnection.from_json(c) for c in _list(body, "connections", what)],
         )
 
 
@@ -345,11 +342,11 @@ class HistoryPage:
     from it without a gap."""
 
     topic: str
-    epoch: Optional[str]
+    epoch: str | None
     offset: int
     messages: list[Any]
     more: bool
-    recovered: Optional[bool] = None
+    recovered: bool | None = None
 
     @classmethod
     def from_json(cls, value: Any) -> HistoryPage:

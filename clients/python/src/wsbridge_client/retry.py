@@ -12,7 +12,6 @@ import email.utils
 import random
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Optional
 
 import httpx
 
@@ -57,17 +56,17 @@ class RetryPolicy:
             raise ValueError("delays must not be negative")
 
     @staticmethod
-    def retryable(status: Optional[int]) -> bool:
+    def retryable(status: int | None) -> bool:
         """Whether an answer (``None``: no answer at all) is worth another attempt."""
         return status is None or status in (409, 429) or status >= 500
 
     def delay(
         self,
         attempt: int,
-        status: Optional[int],
-        retry_after: Optional[float],
+        status: int | None,
+        retry_after: float | None,
         rng: random.Random,
-    ) -> Optional[float]:
+    ) -> float | None:
         """Seconds to wait after attempt number ``attempt`` (1-based) failed with ``status``
         (``None``: no answer), or ``None`` to give up and raise."""
         if attempt >= self.max_attempts or not self.retryable(status):
@@ -82,7 +81,7 @@ class RetryPolicy:
         return wait
 
 
-def parse_retry_after(value: Optional[str], now: Optional[datetime] = None) -> Optional[float]:
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """``Retry-After`` in seconds: a number of seconds or an HTTP date; ``None`` when absent
     or unreadable."""
     if value is None:
