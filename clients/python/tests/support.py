@@ -172,7 +172,9 @@ class FlakyProxy:
     - ``"429:<seconds>"``: 429 with ``Retry-After: <seconds>``;
     - ``"forward-then-503"``: forward, then answer 503 (the bridge's answer is lost);
     - ``"forward-then-drop"``: forward, then close the connection without an answer;
-    - ``"drop"``: close the connection without forwarding.
+    - ``"drop"``: close the connection without forwarding;
+    - ``"hold:<seconds>"``: wait, then forward (a client with a shorter timeout has given up
+      and retried meanwhile: the held attempt reaches the bridge after the retry).
     """
 
     def __init__(self, upstream: str) -> None:
@@ -180,6 +182,8 @@ class FlakyProxy:
         self.script: list[str] = []
         self.seen: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
         self._http = httpx.Client(timeout=60)
         proxy = self
 
@@ -190,10 +194,10 @@ class FlakyProxy:
                 pass
 
             def do_GET(self) -> None:
-                proxy.handle(self)
+                proxy.counted(self)
 
             def do_POST(self) -> None:
-                proxy.handle(self)
+                proxy.counted(self)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -201,6 +205,21 @@ class FlakyProxy:
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         self.thread.start()
+
+    def counted(self, handler: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self._in_flight += 1
+        try:
+            self.handle(handler)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def wait_idle(self) -> None:
+        """Until every request that reached the proxy has been handled (held ones included)."""
+        with self._lock:
+            assert self._idle.wait_for(lambda: self._in_flight == 0, timeout=60)
 
     def handle(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("content-length") or 0)
@@ -229,6 +248,8 @@ class FlakyProxy:
             )
             self._answer(handler, int(status), json.dumps(answer).encode(), headers)
             return
+        if behaviour.startswith("hold:"):
+            time.sleep(float(behaviour.partition(":")[2]))
         forwarded = self._http.request(
             handler.command,
             self.upstream + handler.path,
@@ -251,13 +272,17 @@ class FlakyProxy:
     def _answer(
         handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str]
     ) -> None:
-        handler.send_response(status)
-        handler.send_header("content-type", "application/json")
-        handler.send_header("content-length", str(len(body)))
-        for name, value in headers.items():
-            handler.send_header(name, value)
-        handler.end_headers()
-        handler.wfile.write(body)
+        try:
+            handler.send_response(status)
+            handler.send_header("content-type", "application/json")
+            handler.send_header("content-length", str(len(body)))
+            for name, value in headers.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            handler.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            # A client that timed out has closed its end: its answer goes nowhere.
+            handler.close_connection = True
 
     def broadcast_ids(self) -> list[str | None]:
         """The `id` of every /broadcast request that reached the proxy, in order."""

@@ -79,6 +79,22 @@ def test_a_broadcast_whose_answer_was_lost_is_not_sent_again(
     assert_received_once(subscriber, api, topic, report.id)
 
 
+def test_an_attempt_that_timed_out_and_reached_the_bridge_late_is_not_sent_again(
+    make_client: Callable[..., Any], proxy: FlakyProxy, api: Any, connect: Connect
+) -> None:
+    subscriber, topic = subscribed(connect)
+    # GIVEN a client that waits 0.5 s for an answer, and a first attempt held for 2 s
+    client = make_client(proxy.url, api_key=API_KEY, retry=FAST, timeout=0.5)
+    proxy.script = ["hold:2"]
+    # WHEN the client gives up on it and retries, and the held attempt arrives afterwards
+    report = client.broadcast(topic=topic, event="late")
+    proxy.wait_idle()
+    # THEN every attempt carried one id, and the message was delivered once
+    ids = proxy.broadcast_ids()
+    assert len(ids) >= 2 and set(ids) == {report.id}
+    assert_received_once(subscriber, api, topic, report.id)
+
+
 def test_a_batch_whose_answer_was_lost_sends_each_member_once(
     flaky: Any, proxy: FlakyProxy, api: Any, connect: Connect
 ) -> None:

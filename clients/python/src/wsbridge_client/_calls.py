@@ -18,10 +18,8 @@ from .models import (
     HistoryPage,
     OnlineReport,
     PresenceReport,
-    ShapeError,
     SubscriptionReport,
-    _int,
-    _object,
+    connection_count_from_json,
 )
 
 T = TypeVar("T")
@@ -35,7 +33,7 @@ class Call(Generic[T]):
     path: str
     parse: Callable[[Any], T]
     query: Sequence[tuple[str, str]] = ()
-    body: Any | None = None
+    body: Any = None
     #: The ids of the broadcasts this request sends (reported on failure, to resume them).
     broadcast_ids: Sequence[str] = ()
 
@@ -144,12 +142,5 @@ def history(
     return Call("GET", "/history", HistoryPage.from_json, query=tuple(query))
 
 
-def _count(value: Any) -> int:
-    return _int(_object(value, "connection count"), "count", "connection count")
-
-
 def connection_count() -> Call[int]:
-    return Call("GET", "/connections/count", _count)
-
-
-__all__ = ["Call", "ShapeError"]
+    return Call("GET", "/connections/count", connection_count_from_json)

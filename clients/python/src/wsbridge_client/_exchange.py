@@ -16,8 +16,8 @@ from typing import TypeVar, Union
 import httpx
 
 from ._calls import Call
+from ._shape import ShapeError
 from .errors import ApiError, TransportError, UnexpectedResponseError, error_class
-from .models import ShapeError
 from .retry import RETRYABLE_TRANSPORT_ERRORS, RetryPolicy, parse_retry_after
 
 T = TypeVar("T")

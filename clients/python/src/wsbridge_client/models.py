@@ -11,6 +11,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._shape import (
+    bool_field,
+    int_field,
+    json_object,
+    list_field,
+    optional_field,
+    str_field,
+    strings_field,
+)
+
 __all__ = [
     "Broadcast",
     "BroadcastReport",
@@ -24,10 +34,6 @@ __all__ = [
     "OnlineReport",
     "HistoryPage",
 ]
-
-
-class ShapeError(ValueError):
-    """A 200 body that is not the JSON its route answers."""
 
 
 @dataclass(frozen=True)
@@ -83,55 +89,6 @@ class Broadcast:
         return body
 
 
-def _object(value: Any, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise ShapeError(f"{what}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _get(body: Mapping[str, Any], key: str, kind: type, what: str) -> Any:
-    if key not in body:
-        raise ShapeError(f"{what}: no {key!r}")
-    value = body[key]
-    # bool is an int in Python: a count must not be read from `true`.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ShapeError(f"{what}: {key!r} is not a {kind.__name__}")
-    return value
-
-
-def _int(body: Mapping[str, Any], key: str, what: str) -> int:
-    value: int = _get(body, key, int, what)
-    return value
-
-
-def _str(body: Mapping[str, Any], key: str, what: str) -> str:
-    value: str = _get(body, key, str, what)
-    return value
-
-
-def _bool(body: Mapping[str, Any], key: str, what: str) -> bool:
-    value: bool = _get(body, key, bool, what)
-    return value
-
-
-def _list(body: Mapping[str, Any], key: str, what: str) -> list[Any]:
-    value: list[Any] = _get(body, key, list, what)
-    return value
-
-
-def _strings(body: Mapping[str, Any], key: str, what: str) -> list[str]:
-    values = _list(body, key, what)
-    if not all(isinstance(v, str) for v in values):
-        raise ShapeError(f"{what}: {key!r} holds something other than strings")
-    return values
-
-
-def _optional(body: Mapping[str, Any], key: str, kind: type, what: str) -> Any:
-    if body.get(key) is None:
-        return None
-    return _get(body, key, kind, what)
-
-
 @dataclass(frozen=True)
 class BroadcastReport:
     """What one broadcast did (the 200 body of ``POST /broadcast``).
@@ -156,19 +113,19 @@ class BroadcastReport:
     @classmethod
     def from_json(cls, value: Any) -> BroadcastReport:
         what = "broadcast report"
-        body = _object(value, what)
+        body = json_object(value, what)
         return cls(
-            id=_str(body, "id", what),
-            recipients=_int(body, "recipients", what),
-            delivered=_int(body, "delivered", what),
-            gone=_int(body, "gone", what),
-            failed=_int(body, "failed", what),
-            retries=_int(body, "retries", what),
-            deadline_reached=_bool(body, "deadline_reached", what),
-            store_failed=_bool(body, "store_failed", what),
-            offset=_optional(body, "offset", int, what),
-            epoch=_optional(body, "epoch", str, what),
-            replayed=bool(_optional(body, "replayed", bool, what)),
+            id=str_field(body, "id", what),
+            recipients=int_field(body, "recipients", what),
+            delivered=int_field(body, "delivered", what),
+            gone=int_field(body, "gone", what),
+            failed=int_field(body, "failed", what),
+            retries=int_field(body, "retries", what),
+            deadline_reached=bool_field(body, "deadline_reached", what),
+            store_failed=bool_field(body, "store_failed", what),
+            offset=optional_field(body, "offset", int, what),
+            epoch=optional_field(body, "epoch", str, what),
+            replayed=bool(optional_field(body, "replayed", bool, what)),
         )
 
 
@@ -180,9 +137,11 @@ class BatchReport:
 
     @classmethod
     def from_json(cls, value: Any) -> BatchReport:
-        body = _object(value, "batch report")
+        body = json_object(value, "batch report")
         return cls(
-            results=[BroadcastReport.from_json(r) for r in _list(body, "results", "batch report")]
+            results=[
+                BroadcastReport.from_json(r) for r in list_field(body, "results", "batch report")
+            ]
         )
 
 
@@ -198,16 +157,16 @@ class ConnectionFailure:
     @classmethod
     def from_json(cls, value: Any) -> ConnectionFailure:
         what = "connection failure"
-        body = _object(value, what)
+        body = json_object(value, what)
         return cls(
-            connection_id=_str(body, "connection_id", what),
-            error=_str(body, "error", what),
-            details=_str(body, "details", what),
+            connection_id=str_field(body, "connection_id", what),
+            error=str_field(body, "error", what),
+            details=str_field(body, "details", what),
         )
 
 
 def _failures(body: Mapping[str, Any], what: str) -> list[ConnectionFailure]:
-    return [ConnectionFailure.from_json(f) for f in _list(body, "failed", what)]
+    return [ConnectionFailure.from_json(f) for f in list_field(body, "failed", what)]
 
 
 @dataclass(frozen=True)
@@ -225,12 +184,12 @@ class SubscriptionReport:
     @classmethod
     def from_json(cls, value: Any) -> SubscriptionReport:
         what = "subscription report"
-        body = _object(value, what)
+        body = json_object(value, what)
         return cls(
-            action=_str(body, "action", what),
-            topics=_strings(body, "topics", what),
-            connections=_strings(body, "connections", what),
-            not_connected=_strings(body, "not_connected", what),
+            action=str_field(body, "action", what),
+            topics=strings_field(body, "topics", what),
+            connections=strings_field(body, "connections", what),
+            not_connected=strings_field(body, "not_connected", what),
             failed=_failures(body, what),
         )
 
@@ -248,10 +207,10 @@ class DisconnectReport:
     @classmethod
     def from_json(cls, value: Any) -> DisconnectReport:
         what = "disconnect report"
-        body = _object(value, what)
+        body = json_object(value, what)
         return cls(
-            disconnected=_strings(body, "disconnected", what),
-            not_connected=_strings(body, "not_connected", what),
+            disconnected=strings_field(body, "disconnected", what),
+            not_connected=strings_field(body, "not_connected", what),
             failed=_failures(body, what),
         )
 
@@ -266,10 +225,10 @@ class PresentUser:
     @classmethod
     def from_json(cls, value: Any) -> PresentUser:
         what = "present user"
-        body = _object(value, what)
+        body = json_object(value, what)
         return cls(
-            user_id=_str(body, "user_id", what),
-            connections=_int(body, "connections", what),
+            user_id=str_field(body, "user_id", what),
+            connections=int_field(body, "connections", what),
         )
 
 
@@ -287,13 +246,13 @@ class PresenceReport:
     @classmethod
     def from_json(cls, value: Any) -> PresenceReport:
         what = "presence report"
-        body = _object(value, what)
+        body = json_object(value, what)
         return cls(
-            topic=_str(body, "topic", what),
-            users=[PresentUser.from_json(u) for u in _list(body, "users", what)],
-            total_users=_int(body, "total_users", what),
-            total_connections=_int(body, "total_connections", what),
-            complete=_bool(body, "complete", what),
+            topic=str_field(body, "topic", what),
+            users=[PresentUser.from_json(u) for u in list_field(body, "users", what)],
+            total_users=int_field(body, "total_users", what),
+            total_connections=int_field(body, "total_connections", what),
+            complete=bool_field(body, "complete", what),
         )
 
 
@@ -307,10 +266,10 @@ class OnlineConnection:
     @classmethod
     def from_json(cls, value: Any) -> OnlineConnection:
         what = "online connection"
-        body = _object(value, what)
+        body = json_object(value, what)
         return cls(
-            connection_id=_str(body, "connection_id", what),
-            connected_at=_int(body, "connected_at", what),
+            connection_id=str_field(body, "connection_id", what),
+            connected_at=int_field(body, "connected_at", what),
         )
 
 
@@ -325,11 +284,13 @@ class OnlineReport:
     @classmethod
     def from_json(cls, value: Any) -> OnlineReport:
         what = "online report"
-        body = _object(value, what)
+        body = json_object(value, what)
         return cls(
-            user_id=_str(body, "user_id", what),
-            online=_bool(body, "online", what),
-            connections=[OnlineConnection.from_json(c) for c in _list(body, "connections", what)],
+            user_id=str_field(body, "user_id", what),
+            online=bool_field(body, "online", what),
+            connections=[
+                OnlineConnection.from_json(c) for c in list_field(body, "connections", what)
+            ],
         )
 
 
@@ -351,12 +312,17 @@ class HistoryPage:
     @classmethod
     def from_json(cls, value: Any) -> HistoryPage:
         what = "history page"
-        body = _object(value, what)
+        body = json_object(value, what)
         return cls(
-            topic=_str(body, "topic", what),
-            epoch=_optional(body, "epoch", str, what),
-            offset=_int(body, "offset", what),
-            messages=_list(body, "messages", what),
-            more=_bool(body, "more", what),
-            recovered=_optional(body, "recovered", bool, what),
+            topic=str_field(body, "topic", what),
+            epoch=optional_field(body, "epoch", str, what),
+            offset=int_field(body, "offset", what),
+            messages=list_field(body, "messages", what),
+            more=bool_field(body, "more", what),
+            recovered=optional_field(body, "recovered", bool, what),
         )
+
+
+def connection_count_from_json(value: Any) -> int:
+    """The count of ``GET /connections/count``'s ``{"count": N}``."""
+    return int_field(json_object(value, "connection count"), "count", "connection count")
