@@ -135,21 +135,13 @@ class SigV4:
             frozen = credentials.get_frozen_credentials()
         except BotoCoreError as e:
             raise CredentialsError(f"AWS credentials could not be refreshed: {e}") from e
-        host = request.headers["host"]
+        # Exactly the host httpx sends (botocore would derive the same from the URL, but a
+        # difference would be a signature mismatch far from its cause), and the body's type.
+        signed = {"host": request.headers["host"]}
+        if "content-type" in request.headers:
+            signed["content-type"] = request.headers["content-type"]
         signable = AWSRequest(
-            method=request.method,
-            url=str(request.url),
-            data=request.content,
-            headers={
-                # Exactly the host httpx sends (botocore would derive the same from the URL,
-                # but a difference would be a signature mismatch far from its cause).
-                "host": host,
-                **(
-                    {"content-type": request.headers["content-type"]}
-                    if "content-type" in request.headers
-                    else {}
-                ),
-            },
+            method=request.method, url=str(request.url), data=request.content, headers=signed
         )
         SigV4Auth(frozen, "execute-api", self.region_for(request.url.host)).add_auth(signable)
         for name in _SIGNATURE_HEADERS:
