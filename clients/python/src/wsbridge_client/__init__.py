@@ -1,0 +1,80 @@
+"""Backend client for the wsbridge broadcast API.
+
+    from wsbridge_client import Client, SigV4
+
+    with Client("https://abc123.execute-api.eu-west-1.amazonaws.com", auth=SigV4()) as bridge:
+        report = bridge.broadcast(topic="list:123", event="item.updated", data={"id": 7})
+
+``AsyncClient`` has the same methods, awaited.
+"""
+
+from ._version import __version__
+from .async_client import AsyncClient
+from .auth import ApiKey, Auth, SigV4
+from .client import Client
+from .errors import (
+    ApiError,
+    BadRequestError,
+    ClientError,
+    ConflictError,
+    CredentialsError,
+    ForbiddenError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+    UnauthorizedError,
+    UnexpectedResponseError,
+    WsbridgeError,
+)
+from .models import (
+    BatchReport,
+    Broadcast,
+    BroadcastReport,
+    ConnectionFailure,
+    DisconnectReport,
+    HistoryPage,
+    OnlineConnection,
+    OnlineReport,
+    PresenceReport,
+    PresentUser,
+    SubscriptionReport,
+)
+from .retry import DEFAULT_TIMEOUT, RetryPolicy
+
+__all__ = [
+    "__version__",
+    "Client",
+    "AsyncClient",
+    "Auth",
+    "ApiKey",
+    "SigV4",
+    "RetryPolicy",
+    "DEFAULT_TIMEOUT",
+    "Broadcast",
+    "BroadcastReport",
+    "BatchReport",
+    "ConnectionFailure",
+    "SubscriptionReport",
+    "DisconnectReport",
+    "PresentUser",
+    "PresenceReport",
+    "OnlineConnection",
+    "OnlineReport",
+    "HistoryPage",
+    "WsbridgeError",
+    "TransportError",
+    "CredentialsError",
+    "UnexpectedResponseError",
+    "ApiError",
+    "ClientError",
+    "BadRequestError",
+    "PayloadTooLargeError",
+    "UnauthorizedError",
+    "ForbiddenError",
+    "NotFoundError",
+    "ConflictError",
+    "RateLimitedError",
+    "ServerError",
+]

@@ -1,0 +1,60 @@
+"""Reading JSON answers into typed values: each reader names what it expected, so a body of
+another shape is refused with a reason instead of becoming half a report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class ShapeError(ValueError):
+    """A 200 body that is not the JSON its route answers."""
+
+
+def json_object(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ShapeError(f"{what}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def field(body: Mapping[str, Any], key: str, kind: type, what: str) -> Any:
+    if key not in body:
+        raise ShapeError(f"{what}: no {key!r}")
+    value = body[key]
+    # bool is an int in Python: a count must not be read from `true`.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ShapeError(f"{what}: {key!r} is not a {kind.__name__}")
+    return value
+
+
+def int_field(body: Mapping[str, Any], key: str, what: str) -> int:
+    value: int = field(body, key, int, what)
+    return value
+
+
+def str_field(body: Mapping[str, Any], key: str, what: str) -> str:
+    value: str = field(body, key, str, what)
+    return value
+
+
+def bool_field(body: Mapping[str, Any], key: str, what: str) -> bool:
+    value: bool = field(body, key, bool, what)
+    return value
+
+
+def list_field(body: Mapping[str, Any], key: str, what: str) -> list[Any]:
+    value: list[Any] = field(body, key, list, what)
+    return value
+
+
+def strings_field(body: Mapping[str, Any], key: str, what: str) -> list[str]:
+    values = list_field(body, key, what)
+    if not all(isinstance(v, str) for v in values):
+        raise ShapeError(f"{what}: {key!r} holds something other than strings")
+    return values
+
+
+def optional_field(body: Mapping[str, Any], key: str, kind: type, what: str) -> Any:
+    if body.get(key) is None:
+        return None
+    return field(body, key, kind, what)

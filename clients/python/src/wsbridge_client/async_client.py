@@ -1,0 +1,205 @@
+"""The asyncio client: the blocking client's methods, awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+import httpx
+
+from . import _calls as calls
+from ._calls import Call
+from ._driver import Done, Settings, advance
+from ._exchange import Sleep
+from .auth import Auth
+from .models import (
+    BatchReport,
+    Broadcast,
+    BroadcastReport,
+    DisconnectReport,
+    HistoryPage,
+    OnlineReport,
+    PresenceReport,
+    SubscriptionReport,
+)
+from .retry import RETRYABLE_TRANSPORT_ERRORS, RetryPolicy
+
+T = TypeVar("T")
+
+__all__ = ["AsyncClient"]
+
+
+class AsyncClient:
+    """The wsbridge server API, for asyncio. Share one per event loop.
+
+    ``url`` is the broadcast API's base URL (the stack output ``BroadcastUrl``, or
+    ``http://127.0.0.1:3000`` for the local gateway); routes are appended to it.
+    ``auth=SigV4()`` signs with botocore's credential chain, ``api_key="…"`` sends
+    ``x-api-key``; neither sends no credentials (the local gateway's default).
+    ``timeout`` applies per attempt (seconds or an ``httpx.Timeout``; default 5 s to connect,
+    35 s in all), ``retry`` bounds the attempts. ``http_client`` is an ``httpx.AsyncClient`` of
+    your own (proxies, TLS settings, transports); it is then yours to close.
+    SigV4 signing runs in a worker thread: resolving or refreshing role credentials
+    may wait on the network, which must not stall the event loop.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        auth: Auth | None = None,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        retry: RetryPolicy | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._settings = Settings.of(url, auth, api_key, timeout, retry)
+        self._owns_http = http_client is None
+        self._http = http_client if http_client is not None else httpx.AsyncClient()
+        self._rng = random.Random()
+
+    async def _run(self, call: Call[T]) -> T:
+        steps = self._settings.steps(call, self._rng)
+        reply: httpx.Response | None = None
+        failure: BaseException | None = None
+        while True:
+            step = advance(steps, reply, failure)
+            reply, failure = None, None
+            if isinstance(step, Done):
+                return cast(T, step.value)
+            if isinstance(step, Sleep):
+                await asyncio.sleep(step.seconds)
+                continue
+            request = self._settings.build(self._http, step)
+            auth = self._settings.auth
+            if auth is not None and auth.blocking:
+                await asyncio.to_thread(auth.apply, request)
+            elif auth is not None:
+                auth.apply(request)
+            try:
+                reply = await self._http.send(request)
+            except RETRYABLE_TRANSPORT_ERRORS as e:
+                failure = e
+
+    async def broadcast(
+        self,
+        *,
+        topic: str | None = None,
+        topics: Sequence[str] | None = None,
+        user_id: str | None = None,
+        connection_ids: Sequence[str] | None = None,
+        all: bool = False,
+        event: str | None = None,
+        data: Any = None,
+        message: Any = None,
+        exclude_user: str | None = None,
+        exclude_connection: str | None = None,
+        id: str | None = None,
+    ) -> BroadcastReport:
+        """``POST /broadcast``: one message to exactly one target (``topic``, ``topics``,
+        ``user_id``, ``connection_ids`` or ``all=True``), as ``event`` + ``data`` or a raw
+        ``message``, leaving out ``exclude_user``/``exclude_connection``. ``id`` defaults
+        to a new UUID, kept across retries so the message is sent once."""
+        return await self._run(
+            calls.broadcast(
+                Broadcast(
+                    topic=topic,
+                    topics=topics,
+                    user_id=user_id,
+                    connection_ids=connection_ids,
+                    all=all,
+                    event=event,
+                    data=data,
+                    message=message,
+                    exclude_user=exclude_user,
+                    exclude_connection=exclude_connection,
+                    id=id,
+                )
+            )
+        )
+
+    async def broadcast_batch(self, messages: Sequence[Broadcast]) -> BatchReport:
+        """``POST /broadcast`` with ``{"batch": [...]}``: 1 to 25 messages sent in order, one
+        report each in the same order. One invalid member refuses them all (400)."""
+        return await self._run(calls.batch(messages))
+
+    async def subscribe(
+        self,
+        *,
+        topic: str | None = None,
+        topics: Sequence[str] | None = None,
+        connection_ids: Sequence[str] | None = None,
+        user_id: str | None = None,
+    ) -> SubscriptionReport:
+        """``POST /subscribe``: put the named connections, or every live connection of
+        ``user_id``, in ``topic``/``topics`` (server-only namespaces included)."""
+        return await self._run(
+            calls.subscription("subscribe", topic, topics, connection_ids, user_id)
+        )
+
+    async def unsubscribe(
+        self,
+        *,
+        topic: str | None = None,
+        topics: Sequence[str] | None = None,
+        connection_ids: Sequence[str] | None = None,
+        user_id: str | None = None,
+    ) -> SubscriptionReport:
+        """``POST /unsubscribe``: take the connections out of the topics."""
+        return await self._run(
+            calls.subscription("unsubscribe", topic, topics, connection_ids, user_id)
+        )
+
+    async def disconnect(
+        self,
+        *,
+        connection_ids: Sequence[str] | None = None,
+        user_id: str | None = None,
+    ) -> DisconnectReport:
+        """``POST /disconnect``: close the connections (close code 1000) and remove them."""
+        return await self._run(calls.disconnect(connection_ids, user_id))
+
+    async def presence(self, topic: str) -> PresenceReport:
+        """``GET /presence?topic=…``: who is subscribed to a topic of a ``presence``
+        namespace."""
+        return await self._run(calls.presence(topic))
+
+    async def online(self, user_id: str) -> OnlineReport:
+        """``GET /online?user_id=…``: whether the user is connected, and on which
+        connections."""
+        return await self._run(calls.online(user_id))
+
+    async def history(
+        self,
+        topic: str,
+        *,
+        limit: int | None = None,
+        since_offset: int | None = None,
+        since_epoch: str | None = None,
+    ) -> HistoryPage:
+        """``GET /history``: a topic's last ``limit`` messages (1–100, default 100), or those
+        after ``since_offset`` in ``since_epoch``."""
+        return await self._run(calls.history(topic, limit, since_offset, since_epoch))
+
+    async def connection_count(self) -> int:
+        """``GET /connections/count``: live connections, all users."""
+        return await self._run(calls.connection_count())
+
+    async def aclose(self) -> None:
+        """Closes the HTTP connections (unless the ``http_client`` was yours)."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
