@@ -63,8 +63,25 @@ else
     echo "not run: arguments select tests ($*); scripts/fuzz.sh runs them alone"
 fi
 
+# The client libraries, each against the real local gateway binary (built by its script).
+clients_status=0
+run_client_suite() {
+    local name=$1
+    shift
+    step "$name"
+    if [ "$selected" -eq 0 ]; then
+        "$@" || clients_status=$?
+    else
+        echo "not run: arguments select tests; $1 runs it alone"
+    fi
+}
+selected=$#
+run_client_suite "Python client (clients/python): ruff, mypy --strict, pytest against the gateway" \
+    scripts/test-python.sh -q
+
 printf '\n%s\n' "$summary"
-if [ "$status" -ne 0 ]; then
-    exit "$status"
-fi
-exit "$fuzz_status"
+for code in "$status" "$fuzz_status" "$clients_status"; do
+    if [ "$code" -ne 0 ]; then
+        exit "$code"
+    fi
+done
