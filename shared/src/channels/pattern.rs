@@ -46,6 +46,23 @@ pub enum PatternError {
     InvalidChar { pattern: String, found: char },
 }
 
+impl PatternError {
+    /// What is wrong, without repeating the pattern: for messages that already show it (a
+    /// client's error frame echoes a bounded prefix of what it sent, and escaping the whole
+    /// pattern again could make the frame several times the pattern's size).
+    pub fn reason(&self) -> String {
+        match self {
+            PatternError::MisplacedWildcard(_) => "`*` may only end a pattern, right after `:` \
+                 or `/` (e.g. \"org:7:*\"), or be the whole pattern"
+                .to_owned(),
+            PatternError::InvalidChar { found, .. } => format!(
+                "contains {found:?}; allowed are A-Z a-z 0-9 and _ - . : / @ | + =, and a final *"
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl TopicPattern {
     pub fn parse(text: &str) -> Result<Self, PatternError> {
         if text.is_empty() {

@@ -148,6 +148,23 @@ fn error_frames_echo_at_most_a_short_prefix_of_what_was_sent() {
 }
 
 #[test]
+fn a_pattern_of_escaped_characters_is_not_echoed_twice() {
+    // Found by fuzzing: a wildcard of 128 bytes, most of them DEL, whose error repeated the
+    // whole pattern escaped (6 bytes per character) after the echoed prefix: 1 108 bytes.
+    let pattern = format!("l:{}x:*", "\u{7f}".repeat(123));
+    assert_eq!(pattern.len(), 128);
+    let body = json!({"action": "subscribe", "topics": [pattern]}).to_string();
+    let frame = error_of(&body);
+    assert_eq!(frame.error, ErrorCode::InvalidTopic);
+    assert!(
+        frame.details.contains("contains '\\u{7f}'"),
+        "{}",
+        frame.details
+    );
+    assert!(frame.details.len() < 600, "{}", frame.details.len());
+}
+
+#[test]
 fn frames_serialize_as_documented() {
     let reply = ServerFrame::Subscribed {
         topics: topics(&["a"]),

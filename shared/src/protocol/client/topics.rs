@@ -90,7 +90,7 @@ fn parse_subscription(name: &str) -> Result<TopicPattern, ErrorFrame> {
     };
     #[cfg(test)]
     crate::protocol::TOPIC_PARSES.with(|count| count.set(count.get() + 1));
-    let pattern = TopicPattern::parse(name).map_err(|e| invalid(e.to_string()))?;
+    let pattern = TopicPattern::parse(name).map_err(|e| invalid(e.reason()))?;
     if pattern.is_wildcard() {
         if !pattern.as_str().contains(':') {
             return Err(invalid(
