@@ -99,6 +99,8 @@ function wire(client) {
     const shown = { open: 'connected', connecting: 'connecting…', reconnecting: 'reconnecting…', closed: 'offline' }[state];
     $('status').dataset.state = state === 'open' ? 'connected' : state === 'closed' ? 'offline' : 'reconnecting';
     $('status').querySelector('.label').textContent = shown;
+    // Who is online is only known while connected: dimmed until the next presence answer.
+    $('chat').toggleAttribute('data-offline', state !== 'open');
     if (reason === 'handshake_refused') {
       notice('Could not connect: the sign-in was refused. Click to retry.', () => client.reconnect());
     }

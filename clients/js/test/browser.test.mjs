@@ -50,9 +50,10 @@ after(async () => {
   console.log(`browser test: ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${OUTPUT}`);
 });
 
-/** The demo opened as `user`, in a browser context of its own. Its sign-in requests (one
- * per connect) pass only while its gate is open. */
-async function openAs(user) {
+/** The demo opened as `user`, in a browser context of its own, through the sign-in form
+ * (`viaForm`) or the `?user=` link. Its sign-in requests (one per connect) pass only while
+ * its gate is open. */
+async function openAs(user, { viaForm = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
   context.setDefaultTimeout(PATIENCE_MS);
   let tokens = null;
@@ -63,7 +64,14 @@ async function openAs(user) {
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (error) => errors.push(error));
-  await page.goto(`${gateway.httpUrl}/?user=${user}&room=${ROOM}`);
+  if (viaForm) {
+    await page.goto(`${gateway.httpUrl}/?room=${ROOM}`);
+    await page.locator('#name').fill(user);
+    await page.screenshot({ path: `${OUTPUT}00-sign-in.png` });
+    await page.locator('#sign-in-form button').click();
+  } else {
+    await page.goto(`${gateway.httpUrl}/?user=${user}&room=${ROOM}`);
+  }
   await page.waitForSelector('#status[data-state="connected"]');
   return {
     page,
@@ -88,7 +96,7 @@ async function waitForOnline(view, users) {
 
 it('two users chat; a dropped connection comes back with every message, in order, once', async () => {
   // GIVEN alice and bob on the demo, in the same room
-  const alice = await openAs('alice');
+  const alice = await openAs('alice', { viaForm: true });
   const bob = await openAs('bob');
   await bob.page.waitForFunction(() => document.body.dataset.connectionId);
 
@@ -144,5 +152,12 @@ it('two users chat; a dropped connection comes back with every message, in order
   await waitForOnline(bob, ['alice', 'bob']);
   await bob.shot('04-bob-recovered');
   await alice.shot('05-alice-after-recovery');
-  assert.deepEqual([...alice.errors, ...bob.errors], []);
+
+  // WHEN carol opens the room later, THEN she sees what was said before she came, in order
+  const carol = await openAs('carol');
+  await carol.page.waitForFunction((n) => document.querySelectorAll('#messages li.message').length >= n, expected.length);
+  assert.deepEqual(await carol.messageIds(), expected);
+  await waitForOnline(carol, ['alice', 'bob', 'carol']);
+  await carol.shot('06-carol-joins-later');
+  assert.deepEqual([...alice.errors, ...bob.errors, ...carol.errors], []);
 });
