@@ -36,6 +36,11 @@ pub(crate) const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../clients/js/src/client.js"),
     ),
     (
+        "/clients/js/src/connection.js",
+        JS,
+        include_str!("../../clients/js/src/connection.js"),
+    ),
+    (
         "/clients/js/src/backoff.js",
         JS,
         include_str!("../../clients/js/src/backoff.js"),

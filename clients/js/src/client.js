@@ -1,8 +1,8 @@
-// The wsbridge client: one WebSocket to the bridge, kept open (reconnects with backoff,
-// keepalive pings, fresh tokens), subscriptions restored after every reconnect without
-// losing or repeating a message, and a promise for every request.
+// The wsbridge client: one connection to the bridge, kept open (connection.js), with
+// keepalive pings, subscriptions restored after every reconnect without losing or repeating
+// a message (streams.js), and a promise for every request (requests.js).
 
-import { fullJitter } from './backoff.js';
+import { Connection } from './connection.js';
 import { Emitter } from './emitter.js';
 import { WsBridgeError } from './errors.js';
 import { Requests } from './requests.js';
@@ -21,26 +21,12 @@ export const DEFAULTS = Object.freeze({
   idMemory: 1_000,
 });
 
-/** API Gateway's "going away": the 10-minute idle close and the 2-hour limit. Nothing is
- * wrong, so the client reconnects at once. */
-const GOING_AWAY = 1001;
-/** The close code this client gives a connection it declared dead (no pong, no reply). */
-const DEAD = 4000;
-
 /** Codes after which the connection itself is suspect: reconnecting is the cure. */
 const CONNECTION_ERRORS = new Set(['not_connected', 'internal_error']);
 
 /** Creates a client and starts connecting. */
 export function connect(options) {
   return new WsBridgeClient(options);
-}
-
-function withToken(url, token) {
-  const parsed = new URL(url);
-  if (token !== undefined && token !== null && token !== '') {
-    parsed.searchParams.set('token', String(token));
-  }
-  return parsed.toString();
 }
 
 function topicList(topics) {
@@ -67,7 +53,7 @@ function isJoinOrLeave(message) {
 
 export class WsBridgeClient {
   #options;
-  #WebSocket;
+  #connection;
   #events = new Emitter();
   #listeners = new TopicListeners();
   #requests = new Requests();
@@ -75,17 +61,9 @@ export class WsBridgeClient {
   /** topic or pattern → 'pending' (asked, not yet confirmed) or 'active'. Only active
    * ones are restored by a reconnect; pending ones are re-sent as the request they are. */
   #subscriptions = new Map();
-  #socket = null;
-  #opened = false;
-  #everOpened = false;
   #state = 'connecting';
-  #attempt = 0;
-  #refusals = 0;
-  #generation = 0;
-  #reconnectTimer;
   #keepaliveTimer;
   #closed = false;
-  #gaveUp = false;
 
   constructor(options) {
     if (!options || typeof options.url !== 'string') throw new TypeError('connect needs { url }');
@@ -94,8 +72,8 @@ export class WsBridgeClient {
       throw new TypeError('token must be a string or a function returning one (or a promise of one)');
     }
     this.#options = { ...DEFAULTS, ...options };
-    this.#WebSocket = options.WebSocket ?? globalThis.WebSocket;
-    if (typeof this.#WebSocket !== 'function') {
+    const WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    if (typeof WebSocket !== 'function') {
       throw new TypeError(
         'no WebSocket: run in a browser or Node 22+, start Node 20 with --experimental-websocket, or pass { WebSocket }',
       );
@@ -106,11 +84,20 @@ export class WsBridgeClient {
       catchUp: (topic, since) => this.#catchUp(topic, since),
       events: (name, payload) => this.#events.emit(name, payload),
     });
+    this.#connection = new Connection(this.#options, WebSocket, {
+      open: (reconnected) => this.#onOpen(reconnected),
+      frame: (data) => this.#onFrame(data),
+      down: () => this.#teardown(),
+      gaveUp: (refusals) =>
+        this.#requests.rejectAll('handshake_refused', `${refusals} handshakes in a row were refused or failed`),
+      state: (state, detail) => this.#setState(state, detail),
+      event: (name, payload) => this.#events.emit(name, payload),
+    });
     // Started after the caller had a chance to add listeners.
     queueMicrotask(() => {
       if (this.#closed) return;
       this.#events.emit('state', { state: 'connecting', previous: null });
-      this.#connect();
+      this.#connection.start();
     });
   }
 
@@ -222,25 +209,17 @@ export class WsBridgeClient {
   /** Connects now: after the client gave up (handshake refusals), or to skip a wait. */
   reconnect() {
     if (this.#closed) throw new WsBridgeError('closed', 'close() was called');
-    if (this.#socket) return;
-    clearTimeout(this.#reconnectTimer);
-    this.#gaveUp = false;
-    this.#refusals = 0;
-    this.#attempt = 0;
-    this.#setState('reconnecting', { delayMs: 0 });
-    this.#connect();
+    this.#connection.reconnect();
   }
 
   /** Closes for good: no reconnect; pending requests reject with `closed`. */
   close() {
     if (this.#closed) return;
     this.#closed = true;
-    this.#generation += 1;
-    clearTimeout(this.#reconnectTimer);
     this.#requests.rejectAll('closed', 'close() was called');
-    this.#abandonSocket(1000, 'client closed');
+    this.#connection.stop();
     // After giving up the client was closed already, and said why.
-    if (this.#gaveUp) return;
+    if (this.#connection.gaveUp) return;
     this.#setState('closed', { reason: 'client' });
     this.#events.emit('closed', { reason: 'client' });
   }
@@ -249,7 +228,7 @@ export class WsBridgeClient {
 
   #request(frame, kind, hooks = {}) {
     if (this.#closed) return Promise.reject(new WsBridgeError('closed', 'close() was called'));
-    if (this.#gaveUp) {
+    if (this.#connection.gaveUp) {
       return Promise.reject(new WsBridgeError('handshake_refused', 'the client gave up: call reconnect()'));
     }
     return new Promise((resolve, reject) => {
@@ -265,7 +244,7 @@ export class WsBridgeClient {
   }
 
   #isOpen() {
-    return this.#socket !== null && this.#opened;
+    return this.#connection.isOpen;
   }
 
   #submit(request) {
@@ -275,12 +254,8 @@ export class WsBridgeClient {
 
   #send(request) {
     this.#requests.sent(request);
-    try {
-      this.#socket.send(JSON.stringify(request.frame));
-    } catch {
-      // The socket is closing: its close event requeues what was in flight, this included.
-      return;
-    }
+    // Not taken: the socket is closing, and its end requeues what was in flight, this too.
+    if (!this.#connection.send(JSON.stringify(request.frame))) return;
     const timeoutMs = request.timeoutMs ?? this.#options.requestTimeoutMs;
     request.timer = setTimeout(() => this.#timedOut(request), timeoutMs);
   }
@@ -288,7 +263,7 @@ export class WsBridgeClient {
   #timedOut(request) {
     this.#requests.forget(request);
     if (request.internal) {
-      this.#declareDead(request.kind === 'ping' ? 'no pong' : 'no reply');
+      this.#connection.declareDead(request.kind === 'ping' ? 'no pong' : 'no reply');
       return;
     }
     const error = new WsBridgeError('timeout', `no reply within ${request.timeoutMs ?? this.#options.requestTimeoutMs} ms`);
@@ -377,7 +352,7 @@ export class WsBridgeClient {
         onReply: (reply) => this.#streams.historyReply(topic, reply),
         onError: (error) => {
           if (CONNECTION_ERRORS.has(error.code)) {
-            this.#declareDead(error.code);
+            this.#connection.declareDead(error.code);
             return;
           }
           this.#streams.catchUpFailed(topic);
@@ -412,7 +387,7 @@ export class WsBridgeClient {
    * those refused on their own are dropped, with an event. */
   #resubscribeFailed(topics, since, error) {
     if (CONNECTION_ERRORS.has(error.code)) {
-      this.#declareDead(error.code);
+      this.#connection.declareDead(error.code);
       return;
     }
     for (const topic of topics) {
@@ -432,50 +407,7 @@ export class WsBridgeClient {
 
   // ---- the connection ------------------------------------------------------------------
 
-  async #connect() {
-    this.#reconnectTimer = undefined;
-    const generation = ++this.#generation;
-    let token;
-    try {
-      token = typeof this.#options.token === 'function' ? await this.#options.token() : this.#options.token;
-    } catch (error) {
-      if (generation !== this.#generation || this.#closed) return;
-      this.#events.emit('error', error);
-      this.#retryLater({ code: null, reason: 'the token function failed', opened: false, refused: false });
-      return;
-    }
-    if (generation !== this.#generation || this.#closed) return;
-    let socket;
-    try {
-      socket = new this.#WebSocket(withToken(this.#options.url, token));
-    } catch (error) {
-      this.#events.emit('error', error);
-      this.#retryLater({ code: null, reason: String(error?.message ?? error), opened: false, refused: false });
-      return;
-    }
-    this.#socket = socket;
-    this.#opened = false;
-    socket.onopen = () => this.#onOpen(socket);
-    socket.onmessage = (event) => {
-      if (socket === this.#socket) this.#onFrame(event.data);
-    };
-    socket.onclose = (event) => this.#onClose(socket, event.code, event.reason);
-    // Browsers follow an error with a close event, but some runtimes (Node 20's WebSocket
-    // after a refused handshake) never do: an error ends the socket here, as 1006 would.
-    socket.onerror = () => {
-      if (socket !== this.#socket) return;
-      const opened = this.#abandonSocket(1000, 'error');
-      this.#retryLater({ code: 1006, reason: 'connection failed', opened, refused: !opened });
-    };
-  }
-
-  #onOpen(socket) {
-    if (socket !== this.#socket) return;
-    this.#opened = true;
-    const reconnected = this.#everOpened;
-    this.#everOpened = true;
-    this.#attempt = 0;
-    this.#refusals = 0;
+  #onOpen(reconnected) {
     // What the connection owes first: its subscriptions back, then what waited for it.
     this.#resubscribe();
     for (const request of this.#requests.drain()) this.#send(request);
@@ -488,19 +420,9 @@ export class WsBridgeClient {
     this.#internal({ action: 'ping' }, { kind: 'ping', timeoutMs: this.#options.pongTimeoutMs });
   }
 
-  #onClose(socket, code, reason) {
-    if (socket !== this.#socket) return;
-    const opened = this.#opened;
-    this.#teardown();
-    if (this.#closed) return;
-    this.#retryLater({ code, reason, opened, refused: !opened });
-  }
-
   /** The socket is gone (or given up on): stop its timers, and sort what was in flight.
    * Reads and subscriptions are sent again on the next connection; a publish is not. */
   #teardown() {
-    this.#socket = null;
-    this.#opened = false;
     clearInterval(this.#keepaliveTimer);
     const again = [];
     for (const request of this.#requests.takeInFlight()) {
@@ -514,63 +436,6 @@ export class WsBridgeClient {
     }
     for (const request of [...again, ...this.#requests.drain()]) this.#requests.enqueue(request);
     this.#streams.abortCatchUps();
-  }
-
-  /** Closes the current socket without waiting for its close event (a dead connection may
-   * take minutes to report one). */
-  #abandonSocket(code, reason) {
-    const socket = this.#socket;
-    if (!socket) return undefined;
-    const opened = this.#opened;
-    socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
-    try {
-      socket.close(code, reason);
-    } catch {
-      // Already closing.
-    }
-    this.#teardown();
-    return opened;
-  }
-
-  /** No pong, no reply, or a server saying the connection is no longer registered: drop
-   * it and reconnect. */
-  #declareDead(reason) {
-    if (this.#closed || !this.#socket) return;
-    const opened = this.#abandonSocket(DEAD, reason);
-    this.#retryLater({ code: DEAD, reason, opened, refused: false });
-  }
-
-  #retryLater({ code, reason, opened, refused }) {
-    if (refused) {
-      // Browsers do not show a refused handshake's HTTP status: a close before open is all
-      // there is, so every one counts as a possible refusal (401: a fresh token is fetched
-      // for the next attempt).
-      this.#refusals += 1;
-      if (this.#refusals >= this.#options.maxHandshakeRefusals) {
-        this.#giveUp(code, reason);
-        return;
-      }
-    }
-    const delayMs =
-      opened && code === GOING_AWAY
-        ? 0
-        : fullJitter(this.#attempt++, {
-            baseMs: this.#options.reconnectBaseMs,
-            maxMs: this.#options.reconnectMaxMs,
-            random: this.#options.random,
-          });
-    this.#events.emit('disconnect', { code, reason, opened, delayMs, refusals: this.#refusals });
-    this.#setState('reconnecting', { code, reason, delayMs });
-    this.#reconnectTimer = setTimeout(() => this.#connect(), delayMs);
-  }
-
-  #giveUp(code, reason) {
-    this.#gaveUp = true;
-    const refusals = this.#refusals;
-    this.#requests.rejectAll('handshake_refused', `${refusals} handshakes in a row were refused or failed`);
-    this.#events.emit('disconnect', { code, reason, opened: false, delayMs: null, refusals });
-    this.#setState('closed', { reason: 'handshake_refused', refusals });
-    this.#events.emit('closed', { reason: 'handshake_refused', refusals });
   }
 
   #setState(state, detail = {}) {
