@@ -251,9 +251,11 @@ fn banner(
          \nLogs: one line per connect, message, broadcast and disconnect (RUST_LOG adjusts).\n",
         management = gateway.management_url(),
         demo_note = if tokens::verifies_with_dev_secret(&config.auth) {
-            ""
+            String::new()
         } else {
-            "\n                   sign-in off (not the dev secret): add ?token=JWT to its URL"
+            format!(
+                "\n                   sign-in off (not the dev secret): open {http}/?token=JWT&ws={ws}"
+            )
         },
     )
 }
