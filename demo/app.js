@@ -26,8 +26,6 @@ const chat = {
   lastTypingSent: 0,
 };
 
-start();
-
 function start() {
   if (!chat.me && !params.get('token')) {
     showSignIn();
@@ -108,7 +106,11 @@ function wire(client) {
   client.on('open', async () => {
     const me = await client.whoami().catch(() => null);
     if (!me) return;
-    chat.me ||= me.user_id;
+    if (!chat.me) {
+      // Signed in with ?token=: who we are is known only now.
+      chat.me = me.user_id;
+      renderOnline();
+    }
     $('who').hidden = false;
     $('who').textContent = chat.me;
     $('connection-id').textContent = me.connection_id;
@@ -361,3 +363,6 @@ function notice(text, onClick) {
 function showError(error) {
   notice(error?.code ? `${error.code}: ${error.details}` : String(error?.message ?? error));
 }
+
+// Last, once every binding above is initialised (a sign-in by ?token= reaches them at once).
+start();

@@ -7,13 +7,14 @@
 // Screenshots go to clients/js/test-output/browser/.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { after, before, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
-import { PATIENCE_MS, startGateway } from './support/gateway.mjs';
+import { BINARY, PATIENCE_MS, startGateway } from './support/gateway.mjs';
 import { gate } from './support/wait.mjs';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -160,4 +161,36 @@ it('two users chat; a dropped connection comes back with every message, in order
   await waitForOnline(carol, ['alice', 'bob', 'carol']);
   await carol.shot('06-carol-joins-later');
   assert.deepEqual([...alice.errors, ...bob.errors, ...carol.errors], []);
+});
+
+it('without the dev secret, the page explains, and signs in with ?token= and ?ws=', async () => {
+  // GIVEN a gateway verifying with a secret of its own (no demo sign-in)
+  const own = await startGateway({ channels: null, env: { JWT_SECRET: 'a-secret-of-our-own-at-least-32-bytes-long' } });
+  const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
+  context.setDefaultTimeout(PATIENCE_MS);
+  try {
+    const page = await context.newPage();
+    const errors = [];
+    page.on('pageerror', (error) => errors.push(error));
+
+    // WHEN the page is opened with a name only, THEN it says how to sign in
+    await page.goto(`${own.httpUrl}/?user=zoe`);
+    const explained = page.locator('#sign-in-error');
+    await explained.waitFor();
+    assert.match(await explained.textContent(), /\?token=<JWT>&ws=<WebSocket URL>/);
+
+    // WHEN it is opened with a token the gateway accepts and the WebSocket URL
+    const token = execFileSync(BINARY, ['token', '--sub', 'zoe'], { env: own.env }).toString().trim();
+    await page.goto(`${own.httpUrl}/?token=${token}&ws=${own.wsUrl}&room=quiet`);
+
+    // THEN it connects as that user, who is online in the room
+    await page.waitForSelector('#status[data-state="connected"]');
+    await page.waitForFunction(() => document.querySelector('#who').textContent === 'zoe');
+    await page.waitForFunction(() => document.querySelector('#online li')?.textContent === 'zoe (you)');
+    await page.screenshot({ path: `${OUTPUT}07-signed-in-with-a-token.png` });
+    assert.deepEqual(errors, []);
+  } finally {
+    await context.close();
+    await own.stop();
+  }
 });

@@ -19,10 +19,10 @@ export const TEST_CHANNELS = fileURLToPath(new URL('../channels.json', import.me
 export const PATIENCE_MS = 15_000;
 
 /**
- * Starts the gateway. `channels`: a channel configuration file (omitted: the gateway's
- * default, the chat example); `args`: more flags.
+ * Starts the gateway. `channels`: a channel configuration file (null: the gateway's
+ * default, the chat example); `args`: more flags; `env`: more environment variables.
  */
-export async function startGateway({ channels = TEST_CHANNELS, args = [] } = {}) {
+export async function startGateway({ channels = TEST_CHANNELS, args = [], env: extra = {} } = {}) {
   if (!existsSync(BINARY)) {
     throw new Error(`${BINARY} is missing: build it with \`cargo build -p wsbridge-local\` (scripts/test-js.sh does)`);
   }
@@ -31,6 +31,7 @@ export async function startGateway({ channels = TEST_CHANNELS, args = [] } = {})
   for (const name of ['JWT_SECRET', 'JWT_PUBLIC_KEY', 'JWT_JWKS_URL', 'JWT_JWKS', 'BROADCAST_API_KEY', 'CHANNELS_CONFIG', 'WSBRIDGE_CHANNELS_FILE']) {
     delete env[name];
   }
+  Object.assign(env, extra);
   const flags = ['--ws-port', '0', '--http-port', '0', ...(channels ? ['--channels', channels] : []), ...args];
   const child = spawn(BINARY, flags, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const log = [];
@@ -71,6 +72,7 @@ export async function startGateway({ channels = TEST_CHANNELS, args = [] } = {})
 
   return {
     wsUrl,
+    env,
     httpUrl,
     managementUrl,
     banner,
