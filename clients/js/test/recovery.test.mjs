@@ -156,6 +156,33 @@ describe('recovery after a reconnect', () => {
   });
 });
 
+describe('recovery racing live messages', () => {
+  it('delivers every message once, in order, when broadcasts race the reconnect', async () => {
+    // GIVEN ida in a room, reconnecting as fast as she can (no token gate)
+    const ida = heldClient('ida', { random: () => 0 });
+    const heard = [];
+    await ida.client.subscribe('room:race', (m) => heard.push(m.id));
+    const sent = [];
+    for (let round = 1; round <= 5; round += 1) {
+      // WHEN her connection is deleted and 20 messages are broadcast at once, some before
+      // she is back, some while her recovering subscribe is in flight, some after
+      const { connection_id: id } = await ida.client.whoami();
+      const back = nextEvent(ida.client, 'resubscribed');
+      await gateway.kill(id);
+      const reports = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          gateway.broadcast({ topic: 'room:race', event: 'message', data: { round, i } }),
+        ),
+      );
+      await back;
+      sent.push(...reports.sort((a, b) => a.offset - b.offset).map((r) => r.id));
+      // THEN she ends up with all of them, in offset order, once
+      await eventually(() => heard.length >= sent.length, `round ${round}'s messages`);
+      assert.deepEqual(heard, sent, `round ${round}`);
+    }
+  });
+});
+
 describe('gaps and duplicates while connected', () => {
   it('fills a gap from history before delivering what follows it', async () => {
     // GIVEN gus on a room
