@@ -76,6 +76,8 @@ run_client_suite() {
     fi
 }
 selected=$#
+run_client_suite "JavaScript client (clients/js) and the demo in headless Chromium" \
+    scripts/test-js.sh
 run_client_suite "Python client (clients/python): ruff, mypy --strict, pytest against the gateway" \
     scripts/test-python.sh -q
 

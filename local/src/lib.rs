@@ -4,6 +4,7 @@
 
 mod access;
 pub mod client;
+mod demo;
 pub mod events;
 mod http_api;
 mod limits;
@@ -13,6 +14,7 @@ mod registry;
 mod serve;
 mod session;
 mod sigv4;
+pub mod tokens;
 mod websocket;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -285,6 +287,15 @@ fn ws_app(bridge: Arc<Bridge>) -> Router {
         .with_state(bridge)
 }
 
+/// The broadcast HTTP API, with the chat demo beside it (exact paths the API has no use for).
+fn http_app(bridge: Arc<Bridge>, auth: &AuthConfig, ws_address: SocketAddr) -> Router {
+    let ws_url = format!("ws://{}", management_address(ws_address));
+    Router::new()
+        .merge(demo::routes(auth, &ws_url))
+        .fallback(http_api::handle)
+        .with_state(bridge)
+}
+
 /// Binds both listeners, prepares the store, and serves in the background. Refuses, before
 /// binding anything, a configuration that is unsafe off loopback (`check_exposure`).
 pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
@@ -330,9 +341,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     });
 
     let head_timeout = bridge.limits.handshake_timeout;
-    let http_app = Router::new()
-        .fallback(http_api::handle)
-        .with_state(bridge.clone());
+    let http_app = http_app(bridge.clone(), &config.auth, ws_address);
     let servers = vec![
         tokio::spawn(serve::serve(
             ws_listener,

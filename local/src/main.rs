@@ -8,12 +8,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use wsbridge::channels::{Channels, Grants, TopicPattern};
-use wsbridge::config::{
-    AuthConfig, BroadcastConfig, ChannelsConfig, FanoutConfig, JwtKey, SessionConfig,
-};
-use wsbridge::dev::{Claims, local_auth_config, sign_hs256};
+use wsbridge::config::{AuthConfig, BroadcastConfig, ChannelsConfig, FanoutConfig, SessionConfig};
+use wsbridge::dev::local_auth_config;
 use wsbridge::protocol::UserId;
-use wsbridge_local::{GatewayConfig, Limits, RunningGateway, SigV4Credentials, Storage};
+use wsbridge_local::{GatewayConfig, Limits, RunningGateway, SigV4Credentials, Storage, tokens};
 
 /// The whole wsbridge on one machine: API Gateway's WebSocket API and @connections
 /// management API, and the broadcast HTTP API, running the same handlers as the Lambda
@@ -120,20 +118,7 @@ fn auth_config() -> Result<AuthConfig, String> {
 }
 
 fn mint(sub: &str, ttl_seconds: u64) -> Result<String, String> {
-    let config = auth_config()?;
-    let JwtKey::Secret(secret) = &config.key else {
-        return Err(
-            "tokens can only be minted with an HS256 secret (JWT_SECRET); this \
-             gateway verifies with a public key or a JWK set"
-                .into(),
-        );
-    };
-    let claims = Claims {
-        iss: config.issuer.clone(),
-        aud: config.audience.clone(),
-        ..Claims::new(sub, Duration::from_secs(ttl_seconds))
-    };
-    sign_hs256(secret, &claims).map_err(|e| e.to_string())
+    tokens::mint(&auth_config()?, sub, Duration::from_secs(ttl_seconds)).map_err(|e| e.to_string())
 }
 
 /// The identity `--sigv4` accepts: the environment's, else the dummy one every local tool
@@ -152,19 +137,34 @@ fn sigv4_credentials() -> SigV4Credentials {
     }
 }
 
-/// The channel configuration: `--channels FILE`, else `CHANNELS_CONFIG`, else built in.
-fn channels(args: &ServeArgs) -> Result<Channels, String> {
-    let Some(path) = &args.channels else {
-        return ChannelsConfig::from_env()
-            .map(|c| c.channels)
-            .map_err(|e| e.to_string());
-    };
-    let json =
-        std::fs::read_to_string(path).map_err(|e| format!("--channels {}: {e}", path.display()))?;
-    Channels::parse(&json).map_err(|e| format!("--channels {}: {e}", path.display()))
+/// The chat example, the channel configuration when none is given: rooms with publish,
+/// presence, join/leave and history, and typing indicators, which the chat demo needs.
+const CHAT_EXAMPLE: &str = include_str!("../../examples/channels/chat.json");
+
+/// The channel configuration and where it came from: `--channels FILE`, else
+/// `CHANNELS_CONFIG`, else the chat example.
+fn channels(args: &ServeArgs) -> Result<(Channels, String), String> {
+    if let Some(path) = &args.channels {
+        let json = std::fs::read_to_string(path)
+            .map_err(|e| format!("--channels {}: {e}", path.display()))?;
+        let channels =
+            Channels::parse(&json).map_err(|e| format!("--channels {}: {e}", path.display()))?;
+        return Ok((channels, format!("from {}", path.display())));
+    }
+    if std::env::var("CHANNELS_CONFIG").is_ok_and(|v| !v.is_empty()) {
+        let channels = ChannelsConfig::from_env().map_err(|e| e.to_string())?;
+        return Ok((channels.channels, "from CHANNELS_CONFIG".to_owned()));
+    }
+    let channels = Channels::parse(CHAT_EXAMPLE)
+        .map_err(|e| format!("the built-in chat example is invalid: {e}"))?;
+    Ok((
+        channels,
+        "the chat example (examples/channels/chat.json), the default; --channels FILE for yours"
+            .to_owned(),
+    ))
 }
 
-fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
+fn gateway_config(args: &ServeArgs, channels: Channels) -> Result<GatewayConfig, String> {
     Ok(GatewayConfig {
         ws_address: SocketAddr::new(args.bind, args.ws_port),
         http_address: SocketAddr::new(args.bind, args.http_port),
@@ -184,7 +184,7 @@ fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
         session: SessionConfig::from_env().map_err(|e| e.to_string())?,
         broadcast: BroadcastConfig::from_env().map_err(|e| e.to_string())?,
         fanout: FanoutConfig::from_env().map_err(|e| e.to_string())?,
-        channels: channels(args)?,
+        channels,
         sigv4: args.sigv4.then(sigv4_credentials),
         storage: match &args.dynamodb_endpoint {
             Some(endpoint) => Storage::DynamoDb {
@@ -196,14 +196,22 @@ fn gateway_config(args: &ServeArgs) -> Result<GatewayConfig, String> {
     })
 }
 
-fn banner(gateway: &RunningGateway, config: &GatewayConfig, token: &str) -> String {
+fn banner(
+    gateway: &RunningGateway,
+    config: &GatewayConfig,
+    channels_source: &str,
+    token: &str,
+) -> String {
     let ws = gateway.ws_url();
     let http = gateway.http_url();
     let store = match &config.storage {
         Storage::Memory => "in memory (gone when this stops)".to_owned(),
         Storage::DynamoDb { endpoint, table } => format!("DynamoDB at {endpoint}, table {table}"),
     };
-    let channels = channels_summary(&config.channels);
+    let channels = format!(
+        "{}\n                   {channels_source}",
+        channels_summary(&config.channels)
+    );
     let topic = example_topic(&config.channels);
     let release = if cfg!(debug_assertions) {
         ""
@@ -225,6 +233,7 @@ fn banner(gateway: &RunningGateway, config: &GatewayConfig, token: &str) -> Stri
          \n  WebSocket API    {ws}\
          \n  @connections     {management}/@connections/{{connection_id}}\
          \n  broadcast API    {http}/broadcast   {http}/connections/count\
+         \n  chat demo        {http}/   (open it in two browser windows){demo_note}\
          \n  store            {store}\
          \n  channels         {channels}\
          \n\nA dev token for user alice (24 h):\n  {token}\
@@ -241,6 +250,13 @@ fn banner(gateway: &RunningGateway, config: &GatewayConfig, token: &str) -> Stri
          \n\nMore tokens: cargo run -q{release} -p wsbridge-local -- token --sub bob\
          \nLogs: one line per connect, message, broadcast and disconnect (RUST_LOG adjusts).\n",
         management = gateway.management_url(),
+        demo_note = if tokens::verifies_with_dev_secret(&config.auth) {
+            String::new()
+        } else {
+            format!(
+                "\n                   sign-in off (not the dev secret): open {http}/?token=JWT&ws={ws}"
+            )
+        },
     )
 }
 
@@ -325,12 +341,13 @@ async fn serve(args: &ServeArgs) -> Result<(), String> {
         // Colour is for people: `wsbridge-local > gateway.log` or `| grep` get plain text.
         .with_ansi(wsbridge::logging::stdout_wants_colour())
         .init();
-    let config = gateway_config(args)?;
+    let (channels, channels_source) = channels(args)?;
+    let config = gateway_config(args, channels)?;
     let token = mint("alice", 86_400)?;
     let gateway = wsbridge_local::start(config.clone())
         .await
         .map_err(|e| e.to_string())?;
-    println!("{}", banner(&gateway, &config, &token));
+    println!("{}", banner(&gateway, &config, &channels_source, &token));
     tokio::select! {
         () = gateway.wait() => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),

@@ -81,6 +81,7 @@ async fn the_printed_commands_work_as_printed() {
         .args(["--ws-port", "0", "--http-port", "0"])
         .env_remove("JWT_SECRET")
         .env_remove("BROADCAST_API_KEY")
+        .env_remove("CHANNELS_CONFIG")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -110,15 +111,31 @@ async fn the_printed_commands_work_as_printed() {
     let mut client_in = client.stdin.take().unwrap();
     let mut client_out = BufReader::new(client.stdout.take().unwrap()).lines();
     let _client = Running(client);
+    // The default channel configuration is the chat example: the banner names it, and its
+    // example topic is one of its namespaces.
+    let channels = line_with(&banner, "channels");
+    assert!(
+        channels.contains("list: room: typing: user:") && channels.contains("other topics refused"),
+        "{channels}"
+    );
+    assert!(
+        banner
+            .iter()
+            .any(|l| l.contains("the chat example (examples/channels/chat.json), the default")),
+        "{}",
+        banner.join("\n")
+    );
     let subscribe = line_after(&banner, "in the client, subscribe");
+    let topic = serde_json::from_str::<serde_json::Value>(subscribe).unwrap()["topic"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let subscribed = serde_json::json!({"action": "subscribed", "topics": [topic]}).to_string();
     client_in
         .write_all(format!("{subscribe}\n").as_bytes())
         .await
         .unwrap();
-    assert_eq!(
-        next_line(&mut client_out).await,
-        r#"{"action":"subscribed","topics":["demo"]}"#
-    );
+    assert_eq!(next_line(&mut client_out).await, subscribed);
 
     // AND the printed WebSocket URL (the wscat line) connects with its token
     let wscat = line_with(&banner, "wscat -c");
@@ -133,10 +150,7 @@ async fn the_printed_commands_work_as_printed() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(
-        reply.into_text().unwrap().as_str(),
-        r#"{"action":"subscribed","topics":["demo"]}"#
-    );
+    assert_eq!(reply.into_text().unwrap().as_str(), subscribed);
 
     // AND the printed curl broadcast reaches both, and reports it
     let curl = line_with(&banner, "curl -s -X POST");
@@ -153,7 +167,7 @@ async fn the_printed_commands_work_as_printed() {
     assert_eq!(
         (&envelope["topic"], &envelope["event"], &envelope["data"]),
         (
-            &"demo".into(),
+            &topic.as_str().into(),
             &"hello".into(),
             &serde_json::json!({"n": 1})
         )

@@ -1,0 +1,214 @@
+// Keeping the connection: tokens on every connect, giving up on refused handshakes, close
+// codes and backoff, keepalive and dead-connection detection — against the real gateway.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+
+import { connect } from '../src/index.js';
+import { clientsOf } from './support/clients.mjs';
+import { startGateway } from './support/gateway.mjs';
+import { startProxy } from './support/proxy.mjs';
+import { eventually, nextEvent, sleep } from './support/wait.mjs';
+
+/** Idle timeout of the second gateway, which closes quiet connections with 1001. */
+const IDLE_SECONDS = 3;
+
+let gateway;
+let idleGateway;
+let clients;
+let idleClients;
+const proxies = [];
+
+before(async () => {
+  [gateway, idleGateway] = await Promise.all([
+    startGateway(),
+    startGateway({ args: ['--idle-timeout-seconds', String(IDLE_SECONDS)] }),
+  ]);
+  clients = clientsOf(gateway);
+  idleClients = clientsOf(idleGateway);
+});
+
+after(async () => {
+  clients?.closeAll();
+  idleClients?.closeAll();
+  for (const proxy of proxies) await proxy.stop();
+  await Promise.all([gateway?.stop(), idleGateway?.stop()]);
+});
+
+async function rejection(promise) {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  assert.fail('expected a rejection');
+}
+
+describe('tokens and refused handshakes', () => {
+  it('asks for a token on every connect and reports its states', async () => {
+    // GIVEN a client, and the states it goes through
+    const states = [];
+    const ann = clients.make('ann');
+    ann.on('state', ({ state }) => states.at(-1) !== state && states.push(state));
+    await ann.subscribe('news:1');
+    const first = (await ann.whoami()).connection_id;
+
+    // WHEN the server drops it twice
+    for (let i = 0; i < 2; i += 1) {
+      const { connection_id: id } = await ann.whoami();
+      const reopened = nextEvent(ann, 'resubscribed');
+      await gateway.kill(id);
+      await reopened;
+    }
+
+    // THEN it fetched a token for each of its three connects, and is on a new connection
+    assert.equal(ann.tokenCalls.count, 3);
+    assert.notEqual((await ann.whoami()).connection_id, first);
+    assert.deepEqual(states, ['connecting', 'open', 'reconnecting', 'open', 'reconnecting', 'open']);
+  });
+
+  it('gives up after the configured number of refused handshakes, and can be told to retry', async () => {
+    // GIVEN a client whose token function returns a token the gateway refuses
+    let good = false;
+    let calls = 0;
+    const client = connect({
+      url: gateway.wsUrl,
+      token: async () => {
+        calls += 1;
+        return good ? gateway.token('bea') : 'not-a-token';
+      },
+      maxHandshakeRefusals: 3,
+      reconnectBaseMs: 10,
+    });
+    const pending = client.whoami();
+    const closed = nextEvent(client, 'closed');
+
+    // THEN after three refusals it stops, saying why, and what waited is rejected
+    const event = await closed;
+    assert.deepEqual(event, { reason: 'handshake_refused', refusals: 3 });
+    assert.equal(calls, 3);
+    assert.equal(client.state, 'closed');
+    assert.equal((await rejection(pending)).code, 'handshake_refused');
+    assert.equal((await rejection(client.whoami())).code, 'handshake_refused');
+
+    // WHEN the token is good again and the app calls reconnect()
+    good = true;
+    client.reconnect();
+    await client.opened();
+
+    // THEN it connects
+    assert.equal((await client.whoami()).user_id, 'bea');
+    client.close();
+  });
+});
+
+describe('close codes', () => {
+  it('reconnects at once after 1001 (idle), with backoff after 1000 (deleted)', async () => {
+    // GIVEN a client that never pings, whose backoff would wait ~60 s
+    const cid = idleClients.make('cid', {
+      keepaliveMs: 600_000,
+      reconnectBaseMs: 60_000,
+      reconnectMaxMs: 120_000,
+      random: () => 0.999,
+    });
+    await cid.opened();
+
+    // WHEN the gateway closes it for idling (1001)
+    const idle = await nextEvent(cid, 'disconnect');
+
+    // THEN it reconnects without waiting
+    assert.equal(idle.code, 1001);
+    assert.equal(idle.delayMs, 0);
+    await nextEvent(cid, 'open');
+
+    // WHEN instead the server deletes the connection (1000)
+    const { connection_id: id } = await cid.whoami();
+    const deleted = nextEvent(cid, 'disconnect');
+    await idleGateway.kill(id);
+
+    // THEN the reconnect waits for the backoff
+    const event = await deleted;
+    assert.equal(event.code, 1000);
+    assert.equal(event.delayMs, Math.floor(0.999 * 60_000));
+    assert.equal(cid.state, 'reconnecting');
+    cid.close();
+  });
+});
+
+describe('keepalive', () => {
+  it('pings often enough that an idle connection is not closed', async () => {
+    // GIVEN a client pinging every 250 ms on a gateway closing connections idle for 3 s
+    const dee = idleClients.make('dee', { keepaliveMs: 250 });
+    const drops = [];
+    dee.on('disconnect', (e) => drops.push(e));
+    const { connection_id: id } = await dee.whoami();
+
+    // WHEN it sends nothing else for two and a half idle periods
+    await sleep(IDLE_SECONDS * 2_500);
+
+    // THEN it is still on the same connection
+    assert.deepEqual(drops, []);
+    assert.equal((await dee.whoami()).connection_id, id);
+  });
+
+  it('declares a connection without pong dead and reconnects', async () => {
+    // GIVEN a client behind a proxy, pinging every 200 ms
+    const proxy = await startProxy(gateway.wsUrl);
+    proxies.push(proxy);
+    const eli = connect({
+      url: proxy.url,
+      token: () => gateway.token('eli'),
+      keepaliveMs: 200,
+      pongTimeoutMs: 500,
+      random: () => 0,
+    });
+    const { connection_id: before } = await eli.whoami();
+
+    // WHEN the network silently stops carrying the connection
+    const dead = nextEvent(eli, 'disconnect');
+    proxy.silence();
+
+    // THEN the missing pong ends it, and it reconnects on a new connection
+    assert.deepEqual(await dead, { code: 4000, reason: 'no pong', opened: true, delayMs: 0, refusals: 0 });
+    await nextEvent(eli, 'open', (e) => e.reconnected);
+    assert.notEqual((await eli.whoami()).connection_id, before);
+    eli.close();
+  });
+
+  it('rejects a publish caught by a drop with connection_lost, and re-sends reads', async () => {
+    const proxy = await startProxy(gateway.wsUrl);
+    proxies.push(proxy);
+    const fox = connect({
+      url: proxy.url,
+      token: () => gateway.token('fox'),
+      keepaliveMs: 200,
+      pongTimeoutMs: 500,
+      random: () => 0,
+    });
+    await fox.subscribe('room:fox');
+    const { connection_id: before } = await fox.whoami();
+
+    // WHEN the connection goes silent with a publish and a read in flight
+    proxy.silence();
+    const publish = fox.publish('room:fox', 'message', { text: 'lost?' });
+    const read = fox.whoami();
+
+    // THEN the publish is rejected (it may have gone out), the read answered on the new connection
+    assert.equal((await rejection(publish)).code, 'connection_lost');
+    const after = await read;
+    assert.notEqual(after.connection_id, before);
+    fox.close();
+  });
+
+  it('rejects a request without reply with timeout', async () => {
+    const proxy = await startProxy(gateway.wsUrl);
+    proxies.push(proxy);
+    const gil = connect({ url: proxy.url, token: () => gateway.token('gil'), requestTimeoutMs: 300 });
+    await gil.opened();
+    proxy.silence();
+    const error = await rejection(gil.whoami());
+    assert.equal(error.code, 'timeout');
+    gil.close();
+    await eventually(() => gil.state === 'closed', 'closed');
+  });
+});
