@@ -1,25 +1,34 @@
-// The promise API, typed rejections, listeners and room events, against the real local
-// gateway.
+// The promise API, typed rejections, the re-send of a request refused as rate_limited,
+// listeners and room events, against the real local gateway.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { isDeepStrictEqual } from 'node:util';
 
 import { WsBridgeError } from '../src/index.js';
 import { clientsOf } from './support/clients.mjs';
+import { recordingWebSocket } from './support/frames.mjs';
 import { startGateway } from './support/gateway.mjs';
-import { eventually, nextEvent } from './support/wait.mjs';
+import { eventually, nextEvent, sleep } from './support/wait.mjs';
+
+/** The second gateway's frame budget per connection: one frame a second, bursts of two. */
+const FRAME_BUDGET = { RATE_LIMIT_PER_SECOND: '1', RATE_LIMIT_BURST: '2' };
 
 let gateway;
+let limited;
 let clients;
+let limitedClients;
 
 before(async () => {
-  gateway = await startGateway();
+  [gateway, limited] = await Promise.all([startGateway(), startGateway({ env: FRAME_BUDGET })]);
   clients = clientsOf(gateway);
+  limitedClients = clientsOf(limited);
 });
 
 after(async () => {
   clients?.closeAll();
-  await gateway?.stop();
+  limitedClients?.closeAll();
+  await Promise.all([gateway?.stop(), limited?.stop()]);
 });
 
 /** The rejection of `promise`, which must reject. */
@@ -97,6 +106,111 @@ describe('requests and replies', () => {
     assert.equal(erin.state, 'closed');
     const error = await rejection(erin.whoami());
     assert.equal(error.code, 'closed');
+  });
+});
+
+const withoutRef = ({ ref: _ref, ...frame }) => frame;
+
+/** Every frame of a client's record the gateway refused as rate_limited: the frame, the
+ * error, and the frame's re-sends (the same frame under a later ref) with their answers. */
+function rateLimited(record) {
+  const answer = (frame) => record.received.find((f) => f.ref === frame.ref);
+  return record.sent
+    .filter((frame) => answer(frame)?.error === 'rate_limited')
+    .map((frame) => ({
+      frame,
+      error: answer(frame),
+      resent: record.sent
+        .filter((f) => f.ref > frame.ref && isDeepStrictEqual(withoutRef(f), withoutRef(frame)))
+        .map((f) => ({ frame: f, answer: answer(f) })),
+    }));
+}
+
+describe('requests refused as rate_limited', () => {
+  it('sends them again after the wait the server names, and resolves each with its reply', async () => {
+    // GIVEN mia, connected to the gateway allowing bursts of two frames
+    const record = recordingWebSocket();
+    const mia = limitedClients.make('mia', { WebSocket: record.WebSocket });
+    await mia.opened();
+
+    // WHEN she sends three reads at once
+    const [whoami, presence, history] = await Promise.all([
+      mia.whoami(),
+      mia.presence('room:rl'),
+      mia.history('room:rl', { limit: 5 }),
+    ]);
+
+    // THEN each resolves with the reply to its own request
+    assert.equal(whoami.user_id, 'mia');
+    assert.deepEqual([presence.action, presence.topic], ['presence', 'room:rl']);
+    assert.deepEqual([history.action, history.topic], ['history', 'room:rl']);
+    // AND the one beyond the burst was refused, with a wait, and sent again until answered
+    const refused = rateLimited(record);
+    assert.ok(refused.length >= 1, 'a frame beyond the burst must be refused');
+    for (const { frame, error, resent } of refused) {
+      assert.ok(error.retry_after_ms > 0, JSON.stringify(error));
+      assert.ok(resent.length >= 1, `${frame.action} was sent again`);
+      assert.equal(resent.at(-1).answer.error, undefined, `${frame.action} was answered`);
+    }
+  });
+
+  it('sends a refused publish again, and it is published once', async () => {
+    // GIVEN moe and nat in a room on the limited gateway (moe has spent one frame of two)
+    const record = recordingWebSocket();
+    const moe = limitedClients.make('moe', { WebSocket: record.WebSocket });
+    const nat = limitedClients.make('nat');
+    const natHeard = [];
+    await nat.subscribe('room:rl-pub', (m) => m.event === 'message' && natHeard.push(m.id));
+    await moe.subscribe('room:rl-pub');
+
+    // WHEN moe publishes three messages at once
+    const replies = await Promise.all([1, 2, 3].map((n) => moe.publish('room:rl-pub', 'message', { n })));
+
+    // THEN each is published, and nat receives each once, in offset order
+    const inOrder = [...replies].sort((a, b) => a.offset - b.offset);
+    const ids = inOrder.map((r) => r.id);
+    assert.equal(new Set(ids).size, 3);
+    await eventually(() => natHeard.length >= 3, 'the three messages');
+    assert.deepEqual(natHeard, ids);
+    // AND the room kept each once
+    const kept = await nat.history('room:rl-pub');
+    assert.deepEqual(
+      kept.messages.map((m) => m.id),
+      ids,
+    );
+    // AND moe's position is past her three
+    assert.equal(moe.position('room:rl-pub').offset, inOrder.at(-1).offset);
+    // AND what went beyond her budget was refused first, then sent again
+    const refused = rateLimited(record);
+    assert.ok(refused.length >= 1, 'a publish beyond the burst must be refused');
+    for (const { frame, resent } of refused) {
+      assert.equal(frame.action, 'publish');
+      assert.equal(resent.at(-1).answer.action, 'published');
+    }
+  });
+
+  it('rejects with rate_limited and retryAfterMs once its re-sends are spent', async () => {
+    // GIVEN ola, whose client does not re-send refused requests
+    const ola = limitedClients.make('ola', { rateLimitRetries: 0 });
+    await ola.opened();
+
+    // WHEN she sends three reads at once
+    const results = await Promise.allSettled([ola.whoami(), ola.whoami(), ola.whoami()]);
+
+    // THEN those within the burst are answered, the one beyond it rejected with the wait
+    const answered = results.filter((r) => r.status === 'fulfilled').map((r) => r.value);
+    const rejected = results.filter((r) => r.status === 'rejected').map((r) => r.reason);
+    assert.ok(rejected.length >= 1, 'a frame beyond the burst must be refused');
+    for (const reply of answered) assert.equal(reply.user_id, 'ola');
+    for (const error of rejected) {
+      assert.ok(error instanceof WsBridgeError);
+      assert.equal(error.code, 'rate_limited');
+      assert.ok(error.retryAfterMs > 0, `retryAfterMs ${error.retryAfterMs}`);
+    }
+
+    // AND after that wait she is answered again
+    await sleep(Math.max(...rejected.map((e) => e.retryAfterMs)));
+    assert.equal((await ola.whoami()).user_id, 'ola');
   });
 });
 
