@@ -4,68 +4,61 @@
 //
 // "While away" is made certain rather than hoped for: the client fetches a fresh token
 // before each connect, and the test holds that token back until its broadcasts are done.
+// Where a test is about a path the app cannot see taken (history paging), the client's
+// frames are recorded too, to check the path was taken.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
-import { connect } from '../src/index.js';
+import { recordingWebSocket } from './support/frames.mjs';
 import { startGateway } from './support/gateway.mjs';
-import { eventually, gate, nextEvent } from './support/wait.mjs';
+import { broadcastN as broadcastTo, dropAndHold as drop, heldClientsOf } from './support/held.mjs';
+import { eventually, nextEvent } from './support/wait.mjs';
 
 let gateway;
-const made = [];
+let held;
 
 before(async () => {
   gateway = await startGateway();
+  held = heldClientsOf(gateway);
 });
 
 after(async () => {
-  for (const client of made) client.close();
+  held?.closeAll();
   await gateway?.stop();
 });
 
-/** A client whose reconnects wait for `hold()`'s gate: the first connect goes through. */
-function heldClient(user, options = {}) {
-  let held = null;
-  let connects = 0;
-  const client = connect({
-    url: gateway.wsUrl,
-    token: async () => {
-      connects += 1;
-      if (held) await held.opened;
-      return gateway.token(user);
-    },
-    ...options,
-  });
-  made.push(client);
-  return {
-    client,
-    connects: () => connects,
-    hold() {
-      held = gate();
-      return held;
-    },
-  };
-}
+const heldClient = (user, options) => held.make(user, options);
+const dropAndHold = (client) => drop(gateway, client);
+const broadcastN = (...args) => broadcastTo(gateway, ...args);
 
-/** Drops the client's connection from the server side, holding its reconnect. */
-async function dropAndHold(held) {
-  const { connection_id: id } = await held.client.whoami();
-  const gateOpen = held.hold();
-  const down = nextEvent(held.client, 'disconnect');
-  await gateway.kill(id);
-  const event = await down;
-  assert.equal(event.code, 1000, 'DELETE @connections closes with 1000');
-  return gateOpen;
-}
-
-const broadcastN = async (topic, n, tag, extra = {}) => {
-  const reports = [];
-  for (let i = 1; i <= n; i += 1) {
-    reports.push(await gateway.broadcast({ topic, event: 'message', data: { text: `${tag} ${i}`, ...extra } }));
+/** The chain of `history` reads with `since` a client made for `topic` (from its recorded
+ * frames) until a reply said `more: false`: each read's `since` and its reply. */
+function pagedReads(record, topic) {
+  const chain = [];
+  for (const read of record.sent.filter((f) => f.action === 'history' && f.topic === topic && f.since)) {
+    const reply = record.received.find((f) => f.ref === read.ref);
+    chain.push({ since: read.since, reply });
+    if (!reply?.more) break;
   }
-  return reports;
-};
+  return chain;
+}
+
+/** Checks that `pages` continue `from` (the position the first one asked after) page by
+ * page, each asking after the last message of the one before; returns the ids they carried. */
+function assertPagesContinue(pages, from) {
+  let at = from;
+  const ids = [];
+  for (const [i, { since, reply }] of pages.entries()) {
+    assert.equal(reply?.action, 'history', `page ${i + 1} was answered: ${JSON.stringify(reply)}`);
+    assert.deepEqual(since, at, `page ${i + 1} asks after the last message received`);
+    assert.ok(reply.messages.length > 0, `page ${i + 1} carries messages`);
+    ids.push(...reply.messages.map((m) => m.id));
+    const last = reply.messages.at(-1);
+    at = { offset: last.offset, epoch: last.epoch };
+  }
+  return ids;
+}
 
 describe('recovery after a reconnect', () => {
   it('delivers what was broadcast while away, in order, once, with a fresh token', async () => {
@@ -94,8 +87,9 @@ describe('recovery after a reconnect', () => {
   });
 
   it('pages with history when what was missed does not fit one reply', async () => {
-    // GIVEN cleo on a room; 30 messages of 8 KB (240 KB) broadcast while she is away
-    const cleo = heldClient('cleo');
+    // GIVEN cleo on an empty room; 30 messages of 8 KB (240 KB) broadcast while she is away
+    const record = recordingWebSocket();
+    const cleo = heldClient('cleo', { WebSocket: record.WebSocket });
     const heard = [];
     await cleo.client.subscribe('room:big', (m) => heard.push(m.id));
     const gateOpen = await dropAndHold(cleo);
@@ -103,9 +97,47 @@ describe('recovery after a reconnect', () => {
     const recovered = nextEvent(cleo.client, 'recovered');
     gateOpen.open();
 
-    // THEN she recovers all 30 (over more than one reply), in order, once
+    // THEN she recovers all 30, in order, once
     assert.equal((await recovered).count, 30);
     assert.deepEqual(heard, missed.map((r) => r.id));
+    // AND she read them from the start of the stream in more than one history page
+    const pages = pagedReads(record, 'room:big');
+    assert.ok(pages.length > 1, `${pages.length} page(s): the test must not fit one reply`);
+    const paged = assertPagesContinue(pages, { offset: 0, epoch: missed[0].epoch });
+    assert.deepEqual(paged, missed.map((r) => r.id));
+  });
+
+  it('goes on with history after a recovering subscribe whose reply says more', async () => {
+    // GIVEN cody on a room, having received one message
+    const record = recordingWebSocket();
+    const cody = heldClient('cody', { WebSocket: record.WebSocket });
+    const heard = [];
+    await cody.client.subscribe('room:more', (m) => heard.push(m.id));
+    const [first] = await broadcastN('room:more', 1, 'before');
+    await eventually(() => heard.length === 1, 'the first message');
+
+    // WHEN 30 messages of 8 KB (240 KB) are broadcast while he is away
+    const gateOpen = await dropAndHold(cody);
+    const missed = await broadcastN('room:more', 30, 'big', { pad: 'x'.repeat(8 * 1024) });
+    const recovered = nextEvent(cody.client, 'recovered');
+    gateOpen.open();
+
+    // THEN he has every one of them after the first, in order, once
+    assert.equal((await recovered).count, 30);
+    const ids = missed.map((r) => r.id);
+    assert.deepEqual(heard, [first.id, ...ids]);
+    assert.deepEqual(cody.client.position('room:more'), { epoch: first.epoch, offset: missed.at(-1).offset });
+    // AND the resubscribe asked after the first, and its reply carried the first page
+    const resubscribe = record.sent.findLast((f) => f.action === 'subscribe');
+    assert.deepEqual(resubscribe.since, { 'room:more': { offset: first.offset, epoch: first.epoch } });
+    const stream = record.received.find((f) => f.ref === resubscribe.ref).history['room:more'];
+    assert.equal(stream.recovered, true);
+    assert.equal(stream.more, true, 'the missed messages must not fit the subscribe reply');
+    // AND history was asked after its last message, page by page, for the rest
+    const inReply = stream.messages.map((m) => m.id);
+    const from = stream.messages.at(-1) ?? first;
+    const paged = assertPagesContinue(pagedReads(record, 'room:more'), { offset: from.offset, epoch: from.epoch });
+    assert.deepEqual([...inReply, ...paged], ids);
   });
 
   it('reports recovered: false when more was missed than the topic keeps, and goes on live', async () => {
@@ -199,6 +231,69 @@ describe('gaps and duplicates while connected', () => {
     // THEN he gets both, the missing one first
     await eventually(() => heard.length === 2, 'both messages');
     assert.deepEqual(heard, [skipped.id, sent.id]);
+  });
+
+  it('pages a gap too big for one history reply, then delivers what follows it', async () => {
+    // GIVEN gwen on a room
+    const record = recordingWebSocket();
+    const gwen = heldClient('gwen', { WebSocket: record.WebSocket });
+    const heard = [];
+    await gwen.client.subscribe('room:gap-big', (m) => heard.push(m.id));
+    const { connection_id: id } = await gwen.client.whoami();
+
+    // WHEN 30 messages of 8 KB (240 KB) are kept but not sent to her, then one is sent
+    const skipped = await broadcastN('room:gap-big', 30, 'skipped', { pad: 'x'.repeat(8 * 1024) }, { exclude_connection: id });
+    for (const report of skipped) assert.equal(report.recipients, 0);
+    const recovered = nextEvent(gwen.client, 'recovered');
+    const [sent] = await broadcastN('room:gap-big', 1, 'sent');
+
+    // THEN she gets all 31, the missing ones first, in order, once
+    const { count } = await recovered;
+    const all = [...skipped, sent].map((r) => r.id);
+    await eventually(() => heard.length >= all.length, 'every message');
+    assert.deepEqual(heard, all);
+    // AND the gap was read in more than one page, each asking after the last, from the
+    // start of the stream (she held no position), and those pages were what was recovered
+    const pages = pagedReads(record, 'room:gap-big');
+    assert.ok(pages.length > 1, `${pages.length} page(s): the test must not fit one reply`);
+    const paged = assertPagesContinue(pages, { offset: 0, epoch: sent.epoch });
+    assert.ok(paged.length >= skipped.length);
+    assert.deepEqual(paged, all.slice(0, paged.length));
+    assert.equal(count, paged.length);
+  });
+
+  it('pages a gap of more messages than one history read returns, while more arrive live', async () => {
+    // GIVEN gale on a log (history of 300), having received one message
+    const record = recordingWebSocket();
+    const gale = heldClient('gale', { WebSocket: record.WebSocket });
+    const heard = [];
+    await gale.client.subscribe('log:gap', (m) => heard.push(m.id));
+    const [first] = await broadcastN('log:gap', 1, 'first');
+    await eventually(() => heard.length === 1, 'the first message');
+    const { connection_id: id } = await gale.client.whoami();
+
+    // WHEN 250 (a history read returns 100 at most) are kept but not sent to her, then one
+    // is sent, and five more race the catch-up it starts
+    const skipped = await broadcastN('log:gap', 250, 'skipped', {}, { exclude_connection: id });
+    const recovered = nextEvent(gale.client, 'recovered');
+    const [sent] = await broadcastN('log:gap', 1, 'sent');
+    const racing = await Promise.all(
+      Array.from({ length: 5 }, (_, i) => gateway.broadcast({ topic: 'log:gap', event: 'message', data: { i } })),
+    );
+
+    // THEN she gets every message after the first, in offset order, once
+    const { count } = await recovered;
+    const after = [...skipped, sent, ...racing.sort((a, b) => a.offset - b.offset)].map((r) => r.id);
+    await eventually(() => heard.length >= 1 + after.length, 'every message');
+    assert.deepEqual(heard, [first.id, ...after]);
+    assert.deepEqual(gale.client.position('log:gap'), { epoch: first.epoch, offset: first.offset + after.length });
+    // AND the gap was read page by page after her position, and those pages were what was recovered
+    const pages = pagedReads(record, 'log:gap');
+    assert.ok(pages.length > 2, `${pages.length} page(s): 250 messages need three reads of 100`);
+    const paged = assertPagesContinue(pages, { offset: first.offset, epoch: first.epoch });
+    assert.ok(paged.length >= skipped.length);
+    assert.deepEqual(paged, after.slice(0, paged.length));
+    assert.equal(count, paged.length);
   });
 
   it('drops a message at or below the position it holds', async () => {
