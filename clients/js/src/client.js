@@ -384,22 +384,35 @@ export class WsBridgeClient {
   }
 
   /** One refused topic refuses a whole subscribe: try each alone, so the others survive;
-   * those refused on their own are dropped, with an event. */
+   * those refused on their own are dropped, with an event. Once every topic is answered,
+   * those restored are announced as `resubscribed`, as an unrefused resubscribe would: the
+   * app refreshes presence there. */
   #resubscribeFailed(topics, since, error) {
     if (CONNECTION_ERRORS.has(error.code)) {
       this.#connection.declareDead(error.code);
       return;
     }
+    const restored = [];
+    let unanswered = topics.length;
+    const answered = () => {
+      unanswered -= 1;
+      if (unanswered === 0 && restored.length > 0) this.#events.emit('resubscribed', { topics: restored });
+    };
     for (const topic of topics) {
       const frame = { action: 'subscribe', topics: [topic] };
       if (since[topic]) frame.since = { [topic]: since[topic] };
       this.#internal(frame, {
-        onReply: (reply) => this.#applyHistory(reply, since),
+        onReply: (reply) => {
+          this.#applyHistory(reply, since);
+          restored.push(...(reply.topics ?? [topic]));
+          answered();
+        },
         onError: (refused) => {
           this.#subscriptions.delete(topic);
           this.#streams.catchUpFailed(topic);
           this.#streams.forget(topic);
           this.#events.emit('subscription-error', { topic, error: refused });
+          answered();
         },
       });
     }
