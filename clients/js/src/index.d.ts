@@ -161,7 +161,8 @@ export interface ClientEvents {
   disconnect: { code: number | null; reason: string; opened: boolean; delayMs: number | null; refusals: number };
   /** The client stopped for good: `close()` was called, or handshakes kept being refused. */
   closed: { reason: 'client' | 'handshake_refused'; refusals?: number };
-  /** After a reconnect, the server confirmed the subscriptions again. */
+  /** After a reconnect, the server confirmed the subscriptions again: `topics` are those
+   * restored (after a refused resubscribe, those allowed when asked for one by one). */
   resubscribed: { topics: string[] };
   /** Every message delivered, after the topic listeners. */
   message: Envelope;
