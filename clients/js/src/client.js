@@ -384,7 +384,8 @@ export class WsBridgeClient {
   }
 
   /** One refused topic refuses a whole subscribe: try each alone, so the others survive;
-   * those refused on their own are dropped, with an event. Once every topic is answered,
+   * those refused on their own are dropped, with an event (a bridge failure on one of them
+   * instead declares the connection dead, and all are tried again on the next). Once every topic is answered,
    * those restored are announced as `resubscribed`, as an unrefused resubscribe would: the
    * app refreshes presence there. */
   #resubscribeFailed(topics, since, error) {
@@ -408,6 +409,12 @@ export class WsBridgeClient {
           answered();
         },
         onError: (refused) => {
+          // The bridge failing is not a refusal: keep the topic and try it all again on the
+          // next connection, as the whole resubscribe does (nothing dropped on a 500).
+          if (CONNECTION_ERRORS.has(refused.code)) {
+            this.#connection.declareDead(refused.code);
+            return;
+          }
           this.#subscriptions.delete(topic);
           this.#streams.catchUpFailed(topic);
           this.#streams.forget(topic);
