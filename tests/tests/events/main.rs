@@ -586,13 +586,15 @@ async fn default_subscribe_forbidden_is_refused_whole_because_user_bob_is_not_al
     // GIVEN alice's connection under the built-in policy
     let store = connected_store().await;
 
-    // WHEN she asks for list:123 and bob's private user:bob in one frame
+    // WHEN she asks for list:123 and bob's private user:bob in one frame labelled "s-1"
     let response = run_default(&store, DEFAULT_SUBSCRIBE_FORBIDDEN).await;
 
-    // THEN the frame is refused, naming the topic and the rule, and she holds neither
+    // THEN the frame is refused, naming the topic and the rule, under the frame's ref, and
+    // she holds neither
     assert_eq!(response.status_code, 200);
     let reply = ws_json(&response);
     assert_eq!(reply["error"], "forbidden");
+    assert_eq!(reply["ref"], "s-1");
     let details = reply["details"].as_str().unwrap();
     assert!(
         details.contains("\"user:bob\"") && details.contains("owner-only"),
