@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use wsbridge::fanout::{FanoutOptions, FanoutSummary, fan_out};
 use wsbridge::protocol::Topic;
 use wsbridge::protocol::broadcast::Exclusions;
-use wsbridge::sender::ConnectionSender;
+use wsbridge::sender::{ConnectionSender, Payload};
 use wsbridge::store::{Audience, RecipientStore};
 
 use crate::fixtures::connection_id;
@@ -123,7 +123,7 @@ pub async fn engine_posts(
         sender,
         &Audience::topic(topic),
         &Exclusions::default(),
-        payload,
+        &Payload::new(payload.clone()),
         &FanoutOptions::new(concurrency),
     )
     .await?;

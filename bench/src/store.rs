@@ -6,10 +6,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use wsbridge::sender::{ApiGatewaySender, ConnectionSender, SendError};
+use wsbridge::sender::{ApiGatewaySender, ConnectionSender, Payload, SendError};
 use wsbridge::store::dynamodb::ConsumedCapacity;
 use wsbridge::store::{Audience, DynamoDbStore, Recipient, RecipientStore};
 
@@ -31,7 +30,7 @@ impl ConnectionSender for FirstSend<'_> {
     async fn send(
         &self,
         recipient: &Recipient,
-        payload: &Bytes,
+        payload: &Payload,
     ) -> std::result::Result<(), SendError> {
         self.first.get_or_init(Instant::now);
         self.inner.send(recipient, payload).await

@@ -10,7 +10,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
-use bytes::Bytes;
 use futures::TryStreamExt;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -21,7 +20,7 @@ use crate::config::{FanoutConfig, SessionConfig};
 use crate::handlers::Context;
 use crate::limits::{ConnectionLimit, LimitPolicy, RateLimit};
 use crate::protocol::{ConnectionId, Topic, UserId};
-use crate::sender::{ConnectionSender, SendError};
+use crate::sender::{ConnectionSender, Payload, SendError};
 use crate::store::{
     Admission, Audience, Connection, ConnectionStore, MemoryStore, PresencePage, Recipient,
     RecipientPages, RecipientStore, Registration, Removed, Store, StoreError,
@@ -235,7 +234,7 @@ impl RecordingSender {
 
 #[async_trait]
 impl ConnectionSender for RecordingSender {
-    async fn send(&self, recipient: &Recipient, payload: &Bytes) -> Result<(), SendError> {
+    async fn send(&self, recipient: &Recipient, payload: &Payload) -> Result<(), SendError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -252,7 +251,7 @@ impl ConnectionSender for RecordingSender {
         }
         self.posts.lock().unwrap().push(Post {
             connection_id: recipient.connection_id.clone(),
-            payload: payload.to_vec(),
+            payload: payload.bytes().to_vec(),
         });
         Ok(())
     }

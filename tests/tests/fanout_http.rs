@@ -20,7 +20,7 @@ use wsbridge::channels::TopicPattern;
 use wsbridge::fanout::{FanoutOptions, RetryPolicy, fan_out};
 use wsbridge::protocol::broadcast::{Exclusions, FanoutReport};
 use wsbridge::protocol::{ConnectionId, Topic, UserId};
-use wsbridge::sender::{ApiGatewaySender, ConnectionSender, SendError};
+use wsbridge::sender::{ApiGatewaySender, ConnectionSender, Payload, SendError};
 use wsbridge::store::{
     Audience, Connection, ConnectionStore, DynamoDbStore, Recipient, RecipientStore,
 };
@@ -160,7 +160,7 @@ async fn sdk_sender_posts_to_the_stage_path_and_classifies_each_answer_once() {
     let base = start_sink(sink.clone()).await;
     let endpoint = format!("{base}/prod");
     let sender = ApiGatewaySender::new(&local_sdk_config(Some(&base)), None);
-    let payload = Bytes::from_static(b"{\"hello\":1}");
+    let payload = Payload::new(Bytes::from_static(b"{\"hello\":1}"));
 
     sender
         .send(&recipient("ok-L0SM9cOFvHcCIhw=", &endpoint), &payload)
@@ -206,7 +206,10 @@ async fn endpoint_override_wins_over_the_stored_endpoint() {
     );
     let stored = "https://abc123.execute-api.eu-west-1.amazonaws.com/prod";
     sender
-        .send(&recipient("c1", stored), &Bytes::from_static(b"m"))
+        .send(
+            &recipient("c1", stored),
+            &Payload::new(Bytes::from_static(b"m")),
+        )
         .await
         .unwrap();
     assert_eq!(sink.received.lock().unwrap()[0].0, "local");
@@ -244,7 +247,7 @@ async fn every_fault_is_counted_exactly_and_every_gone_row_is_deleted() {
         user: Some(UserId::new("user-me-0")),
         connection: None,
     };
-    let payload = Bytes::from_static(b"{\"event\":\"e\"}");
+    let payload = Payload::new(Bytes::from_static(b"{\"event\":\"e\"}"));
 
     // WHEN one payload fans out to the topic, four attempts per post at most
     let summary = fan_out(
@@ -282,7 +285,7 @@ async fn every_fault_is_counted_exactly_and_every_gone_row_is_deleted() {
     assert!(
         received
             .iter()
-            .all(|(stage, _, body)| stage == "prod" && body == &payload[..])
+            .all(|(stage, _, body)| stage == "prod" && body == &payload.bytes()[..])
     );
 
     // AND every row of every gone connection is deleted: connection rows and both topics'
@@ -323,7 +326,7 @@ async fn at_the_deadline_the_fan_out_stops_and_counts_what_it_did_not_send() {
         &sender,
         &Audience::Subscribers(vec![topic[0].clone()]),
         &Exclusions::default(),
-        &Bytes::from_static(b"{}"),
+        &Payload::new(Bytes::from_static(b"{}")),
         &options,
     )
     .await

@@ -17,7 +17,6 @@ use std::future::ready;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::stream::{self, FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, timeout_at};
@@ -27,7 +26,7 @@ pub use retry::RetryPolicy;
 
 use crate::protocol::broadcast::{Exclusions, FanoutReport};
 use crate::protocol::{ConnectionId, Topic, UserId};
-use crate::sender::{ConnectionSender, SendError};
+use crate::sender::{ConnectionSender, Payload, SendError};
 use crate::store::{Audience, Recipient, RecipientStore, StoreError};
 
 /// Gone connections deleted per batch: one BatchWriteItem's worth of connection rows.
@@ -125,7 +124,7 @@ enum Delivery {
 async fn deliver(
     sender: &dyn ConnectionSender,
     recipient: &Recipient,
-    payload: &Bytes,
+    payload: &Payload,
     retry: &RetryPolicy,
     stop_at: Option<Instant>,
 ) -> (Delivery, u32) {
@@ -164,7 +163,7 @@ pub async fn fan_out(
     sender: &dyn ConnectionSender,
     audience: &Audience,
     exclusions: &Exclusions,
-    payload: &Bytes,
+    payload: &Payload,
     options: &FanoutOptions,
 ) -> Result<FanoutSummary, FanoutError> {
     let started = Instant::now();
@@ -371,6 +370,7 @@ mod tests {
     use std::time::Duration;
 
     use async_trait::async_trait;
+    use bytes::Bytes;
     use futures::stream;
 
     use super::*;
@@ -384,8 +384,8 @@ mod tests {
     const PAYLOAD: &[u8] = br#"{"event":"card.moved","data":{"card":7}}"#;
     const CONCURRENCY: usize = 8;
 
-    fn payload() -> Bytes {
-        Bytes::from_static(PAYLOAD)
+    fn payload() -> Payload {
+        Payload::new(Bytes::from_static(PAYLOAD))
     }
 
     /// Retries that take milliseconds, so that tests of retried failures stay fast.

@@ -6,7 +6,6 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -15,6 +14,7 @@ use crate::clock::now_millis;
 use crate::fanout::fan_out;
 use crate::protocol::broadcast::{Envelope, Exclusions};
 use crate::protocol::{Topic, UserId};
+use crate::sender::Payload;
 use crate::store::Audience;
 
 /// Events announced per invocation at most: a leave found during one announcement's fan-out
@@ -91,7 +91,7 @@ async fn tell(
         epoch: None,
     };
     let payload = match envelope.to_payload() {
-        Ok(payload) => Bytes::from(payload),
+        Ok(payload) => Payload::new(payload),
         Err(e) => {
             warn!(%topic, error = %e, "join/leave event not sent");
             return Vec::new();

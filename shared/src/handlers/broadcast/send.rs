@@ -1,6 +1,5 @@
 //! `POST /broadcast`: one message to every connection a target names, or a batch of them.
 
-use bytes::Bytes;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use tracing::{error, info};
@@ -17,6 +16,7 @@ use crate::protocol::broadcast::{
     ApiError, ApiErrorCode, BatchResponse, Broadcast, BroadcastBody, BroadcastResponse, Message,
     Target,
 };
+use crate::sender::Payload;
 use crate::store::history::Claim;
 
 pub(super) async fn broadcast(
@@ -181,7 +181,7 @@ async fn deliver(
         ctx.sender,
         &audience,
         &broadcast.exclusions,
-        &Bytes::from(payload),
+        &Payload::new(payload),
         &ctx.fanout_options(),
     )
     .await;

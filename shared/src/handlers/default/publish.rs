@@ -1,7 +1,6 @@
 //! `publish`: a client's message to a topic's subscribers, through the same fan-out engine
 //! as `POST /broadcast`, bounded by the invocation's deadline the same way.
 
-use bytes::Bytes;
 use tracing::info;
 
 use super::{Refusal, forbidden};
@@ -13,6 +12,7 @@ use crate::handlers::announce::{Change, announce};
 use crate::handlers::history::{StampError, stamp};
 use crate::protocol::broadcast::{Envelope, Exclusions, PayloadError};
 use crate::protocol::client::{ErrorCode, ErrorFrame, Publish, ServerFrame};
+use crate::sender::Payload;
 use crate::store::history::Position;
 use crate::store::{Audience, Session};
 
@@ -74,7 +74,7 @@ pub(super) async fn publish(
         ctx.sender,
         &audience,
         &exclusions,
-        &Bytes::from(payload),
+        &Payload::new(payload),
         &ctx.fanout_options(),
     )
     .await

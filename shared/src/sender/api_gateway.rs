@@ -1,5 +1,4 @@
-//! "Post this to that connection", "close that connection": the seam between the bridge and
-//! API Gateway's management API.
+//! The management API through `aws-sdk-apigatewaymanagement`.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -17,36 +16,8 @@ use aws_sdk_apigatewaymanagement::primitives::Blob;
 use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
 
+use super::{ConnectionSender, Payload, SendError};
 use crate::store::Recipient;
-
-/// Why one post failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// 410: the connection no longer exists; its rows should go.
-    #[error("connection is gone")]
-    Gone,
-    /// 429: the account's `@connections` rate, or the client's buffer, is full. Retryable.
-    #[error("throttled: {0}")]
-    Throttled(String),
-    /// 5xx, a timeout, a dropped connection: worth another try.
-    #[error("transient: {0}")]
-    Transient(String),
-    /// Anything else (403, 413, …): another try would fail the same way.
-    #[error("{0}")]
-    Failed(String),
-}
-
-/// Reaches connections through the management API.
-#[async_trait]
-pub trait ConnectionSender: Send + Sync {
-    /// Delivers one payload to one connection. `payload` is shared by every post of a
-    /// broadcast: implementations must not need a copy of it per recipient.
-    async fn send(&self, recipient: &Recipient, payload: &Bytes) -> Result<(), SendError>;
-
-    /// Closes the connection (API Gateway's DeleteConnection); `$disconnect` follows.
-    /// `Err(Gone)` when it was already closed.
-    async fn close(&self, recipient: &Recipient) -> Result<(), SendError>;
-}
 
 /// Most a post may take before it counts as a transient failure.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -134,14 +105,14 @@ impl Intercept for SharedBody {
 
 #[async_trait]
 impl ConnectionSender for ApiGatewaySender {
-    async fn send(&self, recipient: &Recipient, payload: &Bytes) -> Result<(), SendError> {
+    async fn send(&self, recipient: &Recipient, payload: &Payload) -> Result<(), SendError> {
         self.client_for(&recipient.endpoint)
             .post_to_connection()
             .connection_id(recipient.connection_id.as_str())
             // Empty here; `SharedBody` supplies the bytes.
             .data(Blob::new(Vec::new()))
             .customize()
-            .interceptor(SharedBody(payload.clone()))
+            .interceptor(SharedBody(payload.bytes().clone()))
             .send()
             .await
             .map(|_| ())
