@@ -23,7 +23,7 @@ use crate::protocol::{ConnectionId, Topic, UserId};
 use crate::sender::{ConnectionSender, Payload, SendError};
 use crate::store::{
     Admission, Audience, Connection, ConnectionStore, MemoryStore, PresencePage, Recipient,
-    RecipientPages, RecipientStore, Registration, Removed, Store, StoreError,
+    RecipientStore, Registration, Removed, Span, SpanPages, Store, StoreError,
 };
 
 /// The API Gateway domain and stage of every fixture connection and event.
@@ -334,7 +334,7 @@ impl ConnectionStore for FailingStore {
 
 #[async_trait]
 impl RecipientStore for FailingStore {
-    fn recipients<'a>(&'a self, _: &'a Audience) -> RecipientPages<'a> {
+    fn pages<'a>(&'a self, _: &'a Audience, _: Span) -> SpanPages<'a> {
         Box::pin(futures::stream::once(async { Err(backend_error("Query")) }))
     }
 

@@ -375,7 +375,7 @@ mod tests {
 
     use super::*;
     use crate::protocol::UserId;
-    use crate::store::{ConnectionStore, MemoryStore, Recipient, RecipientPages};
+    use crate::store::{ConnectionStore, MemoryStore, Page, Recipient, Span, SpanPages};
     use crate::test_support::{
         ENDPOINT, RecordingSender, backend_error, ids, register, store_with, subscribe_all,
         subscribers, topic,
@@ -615,15 +615,15 @@ mod tests {
 
     #[async_trait]
     impl RecipientStore for SecondPageFails {
-        fn recipients<'a>(&'a self, _: &'a Audience) -> RecipientPages<'a> {
+        fn pages<'a>(&'a self, _: &'a Audience, _: Span) -> SpanPages<'a> {
+            let page = |ids: &[&str]| Page {
+                recipients: ids.iter().map(|id| recipient(id)).collect(),
+                rest: Some(Span::all()),
+            };
             Box::pin(stream::iter(vec![
-                Ok(vec![
-                    recipient("p1-a"),
-                    recipient("p1-b"),
-                    recipient("p1-c"),
-                ]),
+                Ok(page(&["p1-a", "p1-b", "p1-c"])),
                 Err(backend_error("Query")),
-                Ok(vec![recipient("p3-a")]),
+                Ok(page(&["p3-a"])),
             ]))
         }
 

@@ -5,10 +5,12 @@
 pub mod dynamodb;
 pub mod history;
 pub mod memory;
+mod span;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use crate::channels::{Grants, TopicPattern};
@@ -18,6 +20,7 @@ use crate::protocol::{ConnectionId, Topic, UserId};
 pub use dynamodb::DynamoDbStore;
 pub use history::HistoryStore;
 pub use memory::MemoryStore;
+pub use span::{Page, Span};
 
 /// How long after `connectedAt` a 410 does not mean gone: `$connect` registers the
 /// connection, but API Gateway answers posts to it with 410 until `$connect` returns, which
@@ -115,8 +118,7 @@ pub struct PresencePage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Audience {
     /// Connections subscribed to any of these keys: topics, and the wildcard patterns that
-    /// match them (`list:*` for `list:7`). A connection holding several is read once per
-    /// key; fan-out delivers once.
+    /// match them (`list:*` for `list:7`). A connection holding several is read once.
     Subscribers(Vec<TopicPattern>),
     User(UserId),
     /// These connections; ids that are not live are left out.
@@ -220,6 +222,9 @@ impl StoreError {
 /// One page of recipients at a time, so fan-out can send while the next page loads.
 pub type RecipientPages<'a> = BoxStream<'a, Result<Vec<Recipient>, StoreError>>;
 
+/// An audience's pages in connection-id order, each with where the rest of its span starts.
+pub type SpanPages<'a> = BoxStream<'a, Result<Page, StoreError>>;
+
 /// What the WebSocket routes and the server API need: register, admit frames, look up,
 /// subscribe, forget.
 #[async_trait]
@@ -289,9 +294,19 @@ pub trait ConnectionStore: Send + Sync {
 /// What broadcast needs: whom to send to, how many are connected, and forgetting the gone.
 #[async_trait]
 pub trait RecipientStore: Send + Sync {
-    /// The live connections of an audience, page by page; each connection once per
-    /// subscription key it holds.
-    fn recipients<'a>(&'a self, audience: &'a Audience) -> RecipientPages<'a>;
+    /// The live connections of an audience in `span`, page by page in id order, each
+    /// connection once (however many of the audience's subscription keys it holds). Each
+    /// page says where the rest of the span starts, so a reader stopped after any page can be
+    /// resumed by another; the stream ends with the page that ends the span.
+    fn pages<'a>(&'a self, audience: &'a Audience, span: Span) -> SpanPages<'a>;
+
+    /// The whole audience, page by page.
+    fn recipients<'a>(&'a self, audience: &'a Audience) -> RecipientPages<'a> {
+        Box::pin(
+            self.pages(audience, Span::all())
+                .map(|page| page.map(|page| page.recipients)),
+        )
+    }
 
     /// Live connections, all users.
     async fn count_connections(&self) -> Result<u64, StoreError>;

@@ -21,7 +21,7 @@ use crate::store::{Connection, Recipient, StoreError};
 pub(super) type Item = HashMap<String, AttributeValue>;
 
 /// Sort key of a connection row.
-const CONNECTION_SK: &str = "conn";
+pub(super) const CONNECTION_SK: &str = "conn";
 /// Sort key of a user row.
 const USER_SK: &str = "conns";
 

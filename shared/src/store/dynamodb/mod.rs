@@ -6,6 +6,7 @@ mod history;
 mod items;
 pub mod metering;
 mod presence;
+mod recipients;
 mod registry;
 pub mod schema;
 mod subscriptions;
@@ -25,16 +26,16 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use rand::Rng;
 
 use super::{
-    Admission, Audience, Connection, ConnectionStore, Failure, PresencePage, RecipientPages,
-    RecipientStore, Registration, Removed, StoreError,
+    Admission, Audience, Connection, ConnectionStore, Failure, PresencePage, RecipientStore,
+    Registration, Removed, Span, SpanPages, StoreError,
 };
 use crate::channels::TopicPattern;
 use crate::clock::Clock;
 use crate::limits::{ConnectionLimit, RateLimit};
 use crate::protocol::{ConnectionId, Topic, UserId};
-use items::{Item, connection_key, live, n, recipient_of, s, subscription_key, topic_pk};
+use items::{Item, connection_key, live, n, s, subscription_key};
 pub use metering::{CapacityMeter, ConsumedCapacity, OperationCounts};
-use schema::{BY_SHARD_INDEX, BY_USER_INDEX, GSI_SHARD, GSI_USER, PK, SHARDS, TTL_ATTRIBUTE};
+use schema::{BY_SHARD_INDEX, GSI_SHARD, SHARDS, TTL_ATTRIBUTE};
 
 /// BatchGetItem's and BatchWriteItem's per-call limits.
 const BATCH_GET_LIMIT: usize = 100;
@@ -247,47 +248,6 @@ impl DynamoDbStore {
             .filter(|item| live(item, self.clock.now_seconds())))
     }
 
-    /// Pages of a Query, following `LastEvaluatedKey` to the end.
-    fn query_pages(
-        &self,
-        index: Option<&'static str>,
-        key_attribute: &'static str,
-        key_value: String,
-    ) -> RecipientPages<'_> {
-        let pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .set_index_name(index.map(str::to_owned))
-            // A topic's subscribers, on the table, strongly consistent: a connection told
-            // "subscribed" gets every message sent after, and a recovering subscribe misses
-            // nothing between its history read and live delivery. Indexes cannot be.
-            .consistent_read(index.is_none())
-            .key_condition_expression("#k = :k")
-            .filter_expression("#ttl > :now")
-            .projection_expression(RECIPIENT_PROJECTION)
-            .expression_attribute_names("#k", key_attribute)
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_values(":k", s(key_value))
-            .expression_attribute_values(":now", n(self.clock.now_seconds()))
-            .set_limit(self.page_size)
-            .set_return_consumed_capacity(self.return_consumed_capacity())
-            .into_paginator()
-            .send();
-        Box::pin(
-            stream::unfold(pages, |mut pages| async move {
-                pages.next().await.map(|page| (page, pages))
-            })
-            .map(move |page| {
-                let page = page.map_err(|e| backend("Query", e))?;
-                if let Some(consumed) = &self.consumed {
-                    consumed.add(page.consumed_capacity());
-                }
-                page.items().iter().map(recipient_of).collect()
-            }),
-        )
-    }
-
     /// Connection rows by id, expired ones included, in batches of 100, unprocessed keys
     /// retried.
     async fn connection_rows(
@@ -475,38 +435,8 @@ const SHARDS_IN_FLIGHT: usize = 4;
 
 #[async_trait]
 impl RecipientStore for DynamoDbStore {
-    fn recipients<'a>(&'a self, audience: &'a Audience) -> RecipientPages<'a> {
-        match audience {
-            // One partition per subscription key, read one after the other: a topic and the
-            // few patterns that match it.
-            Audience::Subscribers(keys) => Box::pin(
-                stream::iter(keys)
-                    .map(|key| self.query_pages(None, PK, topic_pk(key.as_str())))
-                    .flatten(),
-            ),
-            Audience::User(user) => {
-                self.query_pages(Some(BY_USER_INDEX), GSI_USER, user.to_string())
-            }
-            Audience::All => Box::pin(
-                stream::iter(0..SHARDS)
-                    .map(|shard| {
-                        self.query_pages(Some(BY_SHARD_INDEX), GSI_SHARD, shard.to_string())
-                    })
-                    .flatten_unordered(SHARDS_IN_FLIGHT),
-            ),
-            Audience::Connections(ids) => Box::pin(stream::iter(ids.chunks(BATCH_GET_LIMIT)).then(
-                move |chunk| async move {
-                    let rows = self
-                        .connection_rows(chunk, "connection_id, user_id, endpoint, expires_at")
-                        .await?;
-                    let now = self.clock.now_seconds();
-                    rows.iter()
-                        .filter(|row| live(row, now))
-                        .map(recipient_of)
-                        .collect()
-                },
-            )),
-        }
+    fn pages<'a>(&'a self, audience: &'a Audience, span: Span) -> SpanPages<'a> {
+        self.span_pages(audience, span)
     }
 
     async fn count_connections(&self) -> Result<u64, StoreError> {

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use futures::stream;
 
 use super::{
-    Admission, Audience, Connection, ConnectionStore, PresencePage, Recipient, RecipientPages,
-    RecipientStore, Registration, Removed, Session, StoreError,
+    Admission, Audience, Connection, ConnectionStore, Page, PresencePage, Recipient,
+    RecipientStore, Registration, Removed, Session, Span, SpanPages, StoreError,
 };
 use crate::channels::TopicPattern;
 use crate::clock::Clock;
@@ -17,6 +17,7 @@ use crate::limits::{ConnectionLimit, Decision, LimitPolicy, RateLimit};
 use crate::protocol::{ConnectionId, Topic, UserId};
 
 mod history;
+mod recipients;
 
 #[derive(Default)]
 struct State {
@@ -175,39 +176,22 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn snapshot(&self, audience: &Audience) -> Vec<Recipient> {
+    /// The next page of `audience` in `span`: up to a page of ids in order, the live ones
+    /// as recipients, and where the rest starts.
+    fn page(&self, audience: &Audience, span: &Span) -> Page {
         let now = self.clock.now_seconds();
         let state = self.state();
-        let live = |id: &ConnectionId| {
-            state
-                .connections
-                .get(id)
-                .filter(|entry| entry.live(now))
-                .map(Entry::recipient)
-        };
-        match audience {
-            Audience::Subscribers(keys) => {
-                let ids: BTreeSet<&ConnectionId> = keys
-                    .iter()
-                    .filter_map(|key| state.subscribers.get(key))
-                    .flatten()
-                    .collect();
-                ids.into_iter().filter_map(live).collect()
-            }
-            Audience::User(user) => state
-                .connections
-                .values()
-                .filter(|entry| entry.live(now) && &entry.connection.user_id == user)
-                .map(Entry::recipient)
-                .collect(),
-            Audience::Connections(ids) => ids.iter().filter_map(live).collect(),
-            Audience::All => state
-                .connections
-                .values()
-                .filter(|entry| entry.live(now))
-                .map(Entry::recipient)
-                .collect(),
-        }
+        let ids = recipients::next_ids(&state, audience, span, self.page_size, now);
+        let rest = (ids.len() == self.page_size)
+            .then(|| ids.last().map(|last| span.after(last)))
+            .flatten();
+        let recipients = ids
+            .iter()
+            .filter_map(|id| state.connections.get(id))
+            .filter(|entry| entry.live(now))
+            .map(Entry::recipient)
+            .collect();
+        Page { recipients, rest }
     }
 }
 
@@ -404,13 +388,14 @@ impl ConnectionStore for MemoryStore {
 
 #[async_trait]
 impl RecipientStore for MemoryStore {
-    fn recipients<'a>(&'a self, audience: &'a Audience) -> RecipientPages<'a> {
-        let recipients = self.snapshot(audience);
-        let pages: Vec<Result<Vec<Recipient>, StoreError>> = recipients
-            .chunks(self.page_size)
-            .map(|page| Ok(page.to_vec()))
-            .collect();
-        Box::pin(stream::iter(pages))
+    fn pages<'a>(&'a self, audience: &'a Audience, span: Span) -> SpanPages<'a> {
+        // Read page by page, each under the lock once: a connection that subscribes while
+        // the fan-out runs is reached if its id is still ahead of the reader, as in DynamoDB.
+        Box::pin(stream::unfold(Some(span), move |span| async move {
+            let page = self.page(audience, &span?);
+            let rest = page.rest.clone();
+            Some((Ok(page), rest))
+        }))
     }
 
     async fn count_connections(&self) -> Result<u64, StoreError> {
