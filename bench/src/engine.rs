@@ -2,11 +2,12 @@
 //! against the raw capacity of a local `@connections` sink, measured in the same run by a
 //! plain concurrent HTTP load loop with the same concurrency and payload.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use wsbridge::sender::ApiGatewaySender;
+use wsbridge::sender::{ApiGatewaySender, ConnectionSender};
 use wsbridge::store::MemoryStore;
 
 use crate::fixtures::{memory_store, payload, sdk_config, topic};
@@ -63,7 +64,7 @@ impl Pair {
 struct SinkRuns<'a> {
     sink: &'a Sink,
     raw: RawClient,
-    sender: ApiGatewaySender,
+    sender: Arc<dyn ConnectionSender>,
     store: &'a MemoryStore,
     payload: &'a Bytes,
     /// The smallest topic: warms connection pools up before timing.
@@ -76,7 +77,10 @@ impl<'a> SinkRuns<'a> {
         Self {
             sink,
             raw: raw_client(),
-            sender: ApiGatewaySender::new(&sdk_config(None), Some(sink.endpoint())),
+            sender: Arc::new(ApiGatewaySender::new(
+                &sdk_config(None),
+                Some(sink.endpoint()),
+            )),
             store,
             payload,
             warm_up,

@@ -13,6 +13,7 @@ use lambda_http::http::Method;
 use serde_json::{Value, json};
 use wsbridge::channels::Channels;
 use wsbridge::config::{BroadcastConfig, FanoutConfig, SessionConfig};
+use wsbridge::fanout::Fanout;
 use wsbridge::handlers::{Context, broadcast};
 use wsbridge::sender::ConnectionSender;
 use wsbridge::store::DynamoDbStore;
@@ -51,15 +52,18 @@ fn median(mut times: Vec<Duration>) -> Duration {
 async fn once(
     store: &DynamoDbStore,
     meter: &CapacityMeter,
-    sender: &dyn ConnectionSender,
+    sender: &Arc<dyn ConnectionSender>,
     channels: &Channels,
     size: usize,
     concurrency: usize,
 ) -> Result<(Duration, (f64, f64))> {
-    let (session, fanout) = (SessionConfig::default(), FanoutConfig { concurrency });
+    let (session, fanout) = (
+        SessionConfig::default(),
+        Fanout::new(FanoutConfig { concurrency }),
+    );
     let ctx = Context {
         store,
-        sender,
+        sender: sender.clone(),
         session: &session,
         channels,
         fanout: &fanout,
@@ -86,7 +90,7 @@ pub async fn measure(
     client: &Client,
     table: &str,
     sizes: &[usize],
-    sender: &dyn ConnectionSender,
+    sender: &Arc<dyn ConnectionSender>,
     concurrency: usize,
 ) -> Result<Vec<Row>> {
     let meter = Arc::new(CapacityMeter::default());

@@ -2,6 +2,7 @@
 //! load loop on the HTTP stack the SDK uses (hyper 1 through hyper-util's pooled client, TCP
 //! no-delay, as `aws-smithy-http-client` builds it), and the fan-out engine itself.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -112,7 +113,7 @@ pub async fn raw_posts(
 /// Fans `payload` out to `topic` with the engine; fails unless every recipient got it.
 pub async fn engine_posts(
     store: &dyn RecipientStore,
-    sender: &dyn ConnectionSender,
+    sender: &Arc<dyn ConnectionSender>,
     topic: &Topic,
     expected: usize,
     concurrency: usize,

@@ -5,6 +5,7 @@
 //! response is back the process's peak RSS (`VmHWM`) is read, before it is killed.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,8 +23,9 @@ use lambda_http::{Request, service_fn};
 use wsbridge::config::{
     BroadcastConfig, ChannelsConfig, FanoutConfig, ManagementConfig, SessionConfig, StoreConfig,
 };
+use wsbridge::fanout::Fanout;
 use wsbridge::handlers::{Context, broadcast};
-use wsbridge::sender::ApiGatewaySender;
+use wsbridge::sender::{ApiGatewaySender, ConnectionSender};
 use wsbridge::store::DynamoDbStore;
 
 const PEAK_TARGET_MIB: f64 = 32.0;
@@ -89,11 +91,12 @@ pub async fn broadcast_function(page_size: Option<i32>) -> Result<()> {
     let management = ManagementConfig::from_env()?;
     let session = SessionConfig::from_env()?;
     let channels = ChannelsConfig::from_env()?.channels;
-    let fanout = FanoutConfig::from_env()?;
-    let sender = ApiGatewaySender::new(&aws, management.endpoint_override);
+    let fanout = Fanout::new(FanoutConfig::from_env()?);
+    let sender: Arc<dyn ConnectionSender> =
+        Arc::new(ApiGatewaySender::new(&aws, management.endpoint_override));
     let ctx = Context {
         store: &store,
-        sender: &sender,
+        sender,
         session: &session,
         channels: &channels,
         fanout: &fanout,

@@ -20,13 +20,13 @@ use crate::report::{Result, Table, fmt_count, machine, ms};
 use crate::sink::Sink;
 
 /// Remembers when the first post of a fan-out started.
-struct FirstSend<'a> {
-    inner: &'a dyn ConnectionSender,
+struct FirstSend {
+    inner: Arc<dyn ConnectionSender>,
     first: OnceLock<Instant>,
 }
 
 #[async_trait]
-impl ConnectionSender for FirstSend<'_> {
+impl ConnectionSender for FirstSend {
     async fn send(
         &self,
         recipient: &Recipient,
@@ -107,7 +107,10 @@ pub async fn run(
     let mut fanouts = Vec::new();
     for &latency_ms in latencies_ms {
         let sink = Sink::spawn(Duration::from_millis(latency_ms)).await?;
-        let sender = ApiGatewaySender::new(&sdk_config(None), Some(sink.endpoint()));
+        let sender: Arc<dyn ConnectionSender> = Arc::new(ApiGatewaySender::new(
+            &sdk_config(None),
+            Some(sink.endpoint()),
+        ));
         // Warm the connection pool up, as a warm Lambda's is.
         let smallest = sizes.iter().copied().min().unwrap_or_default();
         engine_posts(
@@ -122,12 +125,21 @@ pub async fn run(
         for &size in sizes {
             let consumed = Arc::new(ConsumedCapacity::default());
             let store = counted(&consumed);
-            let first = FirstSend {
-                inner: &sender,
+            let first = Arc::new(FirstSend {
+                inner: sender.clone(),
                 first: OnceLock::new(),
-            };
+            });
             let started = Instant::now();
-            engine_posts(&store, &first, &topic(size)?, size, concurrency, &payload).await?;
+            let first_sender: Arc<dyn ConnectionSender> = first.clone();
+            engine_posts(
+                &store,
+                &first_sender,
+                &topic(size)?,
+                size,
+                concurrency,
+                &payload,
+            )
+            .await?;
             let total = started.elapsed();
             let first_send = first
                 .first
@@ -155,7 +167,10 @@ pub async fn run(
     // What history adds, at the slowest post latency measured.
     let history_latency = latencies_ms.last().copied().unwrap_or(20);
     let sink = Sink::spawn(Duration::from_millis(history_latency)).await?;
-    let sender = ApiGatewaySender::new(&sdk_config(None), Some(sink.endpoint()));
+    let sender: Arc<dyn ConnectionSender> = Arc::new(ApiGatewaySender::new(
+        &sdk_config(None),
+        Some(sink.endpoint()),
+    ));
     let history_rows = history::measure(&client, &table, sizes, &sender, concurrency).await?;
     sink.stop().await;
     print_tables(&reads, &fanouts, concurrency);

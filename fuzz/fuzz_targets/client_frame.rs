@@ -28,6 +28,7 @@ use streams::{EPOCH_BYTES, Read, Streams, strip_timestamps};
 use wsbridge::auth::now_seconds;
 use wsbridge::channels::{Channels, Grants, History, PublishRefusal, TopicPattern};
 use wsbridge::config::{FanoutConfig, SessionConfig};
+use wsbridge::fanout::Fanout;
 use wsbridge::handlers::history::REPLY_BYTES;
 use wsbridge::handlers::{Context, default};
 use wsbridge::limits::{ConnectionLimit, LimitPolicy};
@@ -114,10 +115,10 @@ async fn run_session(frames: &[&str], channels: &Channels, grants: &Grants) {
         rate_limit: None,
         ..SessionConfig::default()
     };
-    let fanout = FanoutConfig::default();
+    let fanout = Fanout::new(FanoutConfig::default());
     let ctx = Context {
         store: &store,
-        sender: &sender,
+        sender: std::sync::Arc::new(sender.clone()),
         session: &session,
         channels,
         fanout: &fanout,

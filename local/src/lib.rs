@@ -30,8 +30,9 @@ use tokio::task::JoinHandle;
 use wsbridge::auth::TokenVerifier;
 use wsbridge::channels::Channels;
 use wsbridge::config::{AuthConfig, BroadcastConfig, ConfigError, FanoutConfig, SessionConfig};
+use wsbridge::fanout::Fanout;
 use wsbridge::handlers::Context;
-use wsbridge::sender::ApiGatewaySender;
+use wsbridge::sender::{ApiGatewaySender, ConnectionSender};
 use wsbridge::store::dynamodb::schema;
 use wsbridge::store::{DynamoDbStore, MemoryStore, Store, StoreError};
 
@@ -125,10 +126,10 @@ pub(crate) struct Bridge {
     pub verifier: TokenVerifier,
     pub session: SessionConfig,
     pub broadcast: BroadcastConfig,
-    pub fanout: FanoutConfig,
+    pub fanout: Fanout,
     pub channels: Channels,
     pub sigv4: Option<SigV4Credentials>,
-    pub sender: ApiGatewaySender,
+    pub sender: Arc<dyn ConnectionSender>,
     pub connections: Registry,
     pub outbox_limits: Arc<OutboxLimits>,
 }
@@ -139,7 +140,7 @@ impl Bridge {
     pub(crate) fn context(&self) -> Context<'_> {
         Context {
             store: self.store.as_ref(),
-            sender: &self.sender,
+            sender: self.sender.clone(),
             session: &self.session,
             channels: &self.channels,
             fanout: &self.fanout,
@@ -328,10 +329,10 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         verifier: TokenVerifier::new(&config.auth)?,
         session: config.session,
         broadcast: config.broadcast.clone(),
-        fanout: config.fanout,
+        fanout: Fanout::new(config.fanout),
         channels: config.channels.clone(),
         sigv4: config.sigv4.clone(),
-        sender,
+        sender: Arc::new(sender),
         connections: Registry::new(limits.max_connections),
         outbox_limits: Arc::new(OutboxLimits::new(
             limits.outbox_messages,

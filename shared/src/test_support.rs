@@ -3,8 +3,8 @@
 //! and a store that always fails.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,7 +16,8 @@ use tokio::sync::watch;
 
 use crate::auth::now_seconds;
 use crate::channels::{Channels, Grants, TopicPattern};
-use crate::config::{FanoutConfig, SessionConfig};
+use crate::config::SessionConfig;
+use crate::fanout::Fanout;
 use crate::handlers::Context;
 use crate::limits::{ConnectionLimit, LimitPolicy, RateLimit};
 use crate::protocol::{ConnectionId, Topic, UserId};
@@ -142,18 +143,19 @@ pub struct Post {
 
 /// A `ConnectionSender` that records what it posts and closes, answers chosen connections
 /// with an error, can take its time or hold every post until told, and remembers how many
-/// posts were ever in flight at once.
-#[derive(Default)]
+/// posts were ever in flight at once. Clones share what they record: a handler's context
+/// holds one, the test reads another.
+#[derive(Default, Clone)]
 pub struct RecordingSender {
     failures: HashMap<ConnectionId, SendError>,
     delay: Option<Duration>,
-    gate: Option<watch::Sender<bool>>,
-    posts: Mutex<Vec<Post>>,
-    closed: Mutex<Vec<Recipient>>,
-    attempts: AtomicUsize,
-    close_attempts: AtomicUsize,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
+    gate: Option<Arc<watch::Sender<bool>>>,
+    posts: Arc<Mutex<Vec<Post>>>,
+    closed: Arc<Mutex<Vec<Recipient>>>,
+    attempts: Arc<AtomicUsize>,
+    close_attempts: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Arc<AtomicUsize>,
 }
 
 impl RecordingSender {
@@ -176,7 +178,7 @@ impl RecordingSender {
     /// Every post waits until `open_gate`: a test then sees how many are in flight at once
     /// without depending on how fast the machine is.
     pub fn gated(mut self) -> Self {
-        self.gate = Some(watch::Sender::new(false));
+        self.gate = Some(Arc::new(watch::Sender::new(false)));
         self
     }
 
@@ -389,19 +391,19 @@ impl crate::store::HistoryStore for FailingStore {
 pub struct Settings {
     pub session: SessionConfig,
     pub channels: Channels,
-    pub fanout: FanoutConfig,
+    pub fanout: Fanout,
 }
 
 impl Settings {
-    /// A handler context on `store` and `sender`, with no deadline.
-    pub fn context<'a>(
+    /// A handler context on `store` and (a clone of) `sender`, with no deadline.
+    pub fn context<'a, S: ConnectionSender + Clone + 'static>(
         &'a self,
         store: &'a dyn Store,
-        sender: &'a dyn ConnectionSender,
+        sender: &S,
     ) -> Context<'a> {
         Context {
             store,
-            sender,
+            sender: Arc::new(sender.clone()),
             session: &self.session,
             channels: &self.channels,
             fanout: &self.fanout,

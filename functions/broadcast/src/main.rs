@@ -1,12 +1,15 @@
 //! The server HTTP API: app backends broadcast, and manage connections' subscriptions.
 
+use std::sync::Arc;
+
 use lambda_http::{Error, Request, run, service_fn};
 use wsbridge::config::{
     BroadcastConfig, ChannelsConfig, FanoutConfig, ManagementConfig, SessionConfig, StoreConfig,
 };
+use wsbridge::fanout::Fanout;
 use wsbridge::handlers::{Context, broadcast};
 use wsbridge::secrets;
-use wsbridge::sender::ApiGatewaySender;
+use wsbridge::sender::{ApiGatewaySender, ConnectionSender};
 use wsbridge::store::DynamoDbStore;
 
 #[tokio::main]
@@ -22,16 +25,17 @@ async fn main() -> Result<(), Error> {
     };
     let session = SessionConfig::from_env()?;
     let channels = ChannelsConfig::from_env()?.channels;
-    let fanout = FanoutConfig::from_env()?;
+    let fanout = Fanout::new(FanoutConfig::from_env()?);
     let management = ManagementConfig::from_env()?;
     // Pages of 1 000 rows instead of DynamoDB's 1 MB (~5 000): fan-out holds up to three
     // pages at once, and smaller ones keep memory flat in the number of recipients at the
     // same read cost (BENCHMARKS.md, "Memory").
     let store = DynamoDbStore::from_sdk_config(&aws, table).with_page_size(1_000);
-    let sender = ApiGatewaySender::new(&aws, management.endpoint_override);
+    let sender: Arc<dyn ConnectionSender> =
+        Arc::new(ApiGatewaySender::new(&aws, management.endpoint_override));
     let ctx = Context {
         store: &store,
-        sender: &sender,
+        sender,
         session: &session,
         channels: &channels,
         fanout: &fanout,

@@ -1,15 +1,17 @@
 //! `$connect`: verifies the client's JWT and registers the connection within its user's limit.
 
+use std::sync::Arc;
+
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use wsbridge::auth::TokenVerifier;
 use wsbridge::config::{
     AuthConfig, ChannelsConfig, FanoutConfig, ManagementConfig, SessionConfig, StoreConfig,
 };
-use wsbridge::fanout::deadline_at;
+use wsbridge::fanout::{Fanout, deadline_at};
 use wsbridge::handlers::{Context, connect};
 use wsbridge::secrets;
-use wsbridge::sender::ApiGatewaySender;
+use wsbridge::sender::{ApiGatewaySender, ConnectionSender};
 use wsbridge::store::DynamoDbStore;
 
 #[tokio::main]
@@ -18,7 +20,7 @@ async fn main() -> Result<(), Error> {
     let table = StoreConfig::from_env()?.table_name;
     let session = SessionConfig::from_env()?;
     let channels = ChannelsConfig::from_env()?.channels;
-    let fanout = FanoutConfig::from_env()?;
+    let fanout = Fanout::new(FanoutConfig::from_env()?);
     let management = ManagementConfig::from_env()?;
     let aws = aws_config::load_from_env().await;
     // JWT_SECRET_ID names the HS256 secret in Secrets Manager: read once, here.
@@ -26,7 +28,8 @@ async fn main() -> Result<(), Error> {
     let verifier = TokenVerifier::new(&AuthConfig::from_lookup(env)?)?;
     let store = DynamoDbStore::from_sdk_config(&aws, table);
     // Closes a user's oldest connection under CONNECTION_LIMIT_POLICY=close_oldest.
-    let sender = ApiGatewaySender::new(&aws, management.endpoint_override);
+    let sender: Arc<dyn ConnectionSender> =
+        Arc::new(ApiGatewaySender::new(&aws, management.endpoint_override));
 
     // The handler borrows what main built once; `run` never returns while it is in use.
     let (verifier, store, sender) = (&verifier, &store, &sender);
@@ -35,7 +38,7 @@ async fn main() -> Result<(), Error> {
         move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
             let ctx = Context {
                 store,
-                sender,
+                sender: sender.clone(),
                 session,
                 channels,
                 fanout,

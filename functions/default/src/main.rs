@@ -1,13 +1,15 @@
 //! `$default`: the client protocol (subscribe, unsubscribe, publish, presence, ping, whoami).
 
+use std::sync::Arc;
+
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use wsbridge::config::{
     ChannelsConfig, FanoutConfig, ManagementConfig, SessionConfig, StoreConfig,
 };
-use wsbridge::fanout::deadline_at;
+use wsbridge::fanout::{Fanout, deadline_at};
 use wsbridge::handlers::{Context, default};
-use wsbridge::sender::ApiGatewaySender;
+use wsbridge::sender::{ApiGatewaySender, ConnectionSender};
 use wsbridge::store::DynamoDbStore;
 
 #[tokio::main]
@@ -16,12 +18,13 @@ async fn main() -> Result<(), Error> {
     let table = StoreConfig::from_env()?.table_name;
     let session = SessionConfig::from_env()?;
     let channels = ChannelsConfig::from_env()?.channels;
-    let fanout = FanoutConfig::from_env()?;
+    let fanout = Fanout::new(FanoutConfig::from_env()?);
     let management = ManagementConfig::from_env()?;
     let aws = aws_config::load_from_env().await;
     let store = DynamoDbStore::from_sdk_config(&aws, table).with_page_size(1_000);
     // Client publishes and join/leave events post to connections.
-    let sender = ApiGatewaySender::new(&aws, management.endpoint_override);
+    let sender: Arc<dyn ConnectionSender> =
+        Arc::new(ApiGatewaySender::new(&aws, management.endpoint_override));
 
     // The handler borrows what main built once; `run` never returns while it is in use.
     let (store, sender) = (&store, &sender);
@@ -31,7 +34,7 @@ async fn main() -> Result<(), Error> {
             // A publish fans out within the invocation, bounded by its deadline.
             let ctx = Context {
                 store,
-                sender,
+                sender: sender.clone(),
                 session,
                 channels,
                 fanout,

@@ -52,7 +52,7 @@ pub fn emf(
         "Retries": summary.retries,
         "Duration": summary.elapsed.as_secs_f64() * 1_000.0,
         "BroadcastId": broadcast_id,
-        "DeadlineReached": summary.deadline_reached,
+        "DeadlineReached": summary.deadline_reached(),
     })
 }
 
@@ -74,9 +74,8 @@ mod tests {
                 failed: 1,
             },
             retries: 3,
-            unsent: 0,
-            deadline_reached: false,
             elapsed: Duration::from_millis(42),
+            ..FanoutSummary::default()
         };
         let line = emf(&summary, &Target::All, "b-1", 1_700_000_000_000);
         let declared = &line["_aws"]["CloudWatchMetrics"][0];

@@ -104,7 +104,7 @@ async fn tell(
     };
     let outcome = fan_out(
         ctx.store,
-        ctx.sender,
+        &ctx.sender,
         &audience,
         &exclusions,
         &payload,

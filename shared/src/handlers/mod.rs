@@ -13,8 +13,10 @@ use aws_lambda_events::encodings::Body;
 use tokio::time::Instant;
 
 use crate::channels::Channels;
-use crate::config::{FanoutConfig, SessionConfig};
-use crate::fanout::FanoutOptions;
+use std::sync::Arc;
+
+use crate::config::SessionConfig;
+use crate::fanout::{Fanout, FanoutOptions};
 use crate::protocol::ConnectionId;
 use crate::sender::ConnectionSender;
 use crate::store::Store;
@@ -22,13 +24,14 @@ use crate::store::Store;
 /// What every route's handler works with: the store and the management API, the limits and
 /// channel rules, how fan-outs run, and when the invocation ends. Built once per invocation
 /// from what a function's `main` (or the local gateway) built once at start-up.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Context<'a> {
     pub store: &'a dyn Store,
-    pub sender: &'a dyn ConnectionSender,
+    /// Shared with the tasks that post: fan-out spreads them over the runtime's threads.
+    pub sender: Arc<dyn ConnectionSender>,
     pub session: &'a SessionConfig,
     pub channels: &'a Channels,
-    pub fanout: &'a FanoutConfig,
+    pub fanout: &'a Fanout,
     /// When the invocation ends (Lambda's deadline, see `fanout::deadline_at`); `None`
     /// outside Lambda. Every fan-out stops before it.
     pub deadline: Option<Instant>,
@@ -37,7 +40,7 @@ pub struct Context<'a> {
 impl Context<'_> {
     /// How a fan-out of this invocation runs.
     pub fn fanout_options(&self) -> FanoutOptions {
-        FanoutOptions::new(self.fanout.concurrency).with_deadline(self.deadline)
+        FanoutOptions::with_limit(self.fanout.limit.clone()).with_deadline(self.deadline)
     }
 }
 

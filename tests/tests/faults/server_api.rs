@@ -12,7 +12,7 @@ use wsbridge::test_support::{RecordingSender, Settings};
 /// The server API's settings: the defaults, with a few posts in flight.
 pub(super) fn settings() -> Settings {
     Settings {
-        fanout: FanoutConfig { concurrency: 4 },
+        fanout: wsbridge::fanout::Fanout::new(FanoutConfig { concurrency: 4 }),
         ..Settings::default()
     }
 }

@@ -72,7 +72,10 @@ pub async fn handle(
         .lambda_context_ref()
         .and_then(|context| deadline_at(context.deadline))
         .or(ctx.deadline);
-    let ctx = &Context { deadline, ..*ctx };
+    let ctx = &Context {
+        deadline,
+        ..ctx.clone()
+    };
     // The key is checked first, so that a caller without it learns nothing, not even
     // which routes exist.
     if let Some(expected) = &config.api_key {

@@ -178,7 +178,7 @@ async fn deliver(
     let audience = ctx.channels.audience(&broadcast.target);
     let outcome = fan_out(
         ctx.store,
-        ctx.sender,
+        &ctx.sender,
         &audience,
         &broadcast.exclusions,
         &Payload::new(payload),
@@ -224,7 +224,7 @@ async fn deliver(
         id,
         report,
         retries: summary.retries,
-        deadline_reached: summary.deadline_reached,
+        deadline_reached: summary.deadline_reached(),
         store_failed: failure.is_some(),
         offset: position.as_ref().map(|p| p.offset),
         epoch: position.map(|p| p.epoch),

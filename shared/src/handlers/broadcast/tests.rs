@@ -11,7 +11,6 @@ use crate::channels::Channels;
 use crate::clock::now_millis;
 use crate::config::SessionConfig;
 use crate::protocol::{ConnectionId, MAX_MESSAGE_BYTES};
-use crate::sender::ConnectionSender;
 use crate::sender::SendError;
 use crate::store::Store;
 use crate::store::{Connection, ConnectionStore, MemoryStore};
@@ -25,7 +24,7 @@ const API_KEY: &str = "backend-key-0123456789";
 pub(super) async fn call(
     request: &Request,
     store: &dyn Store,
-    sender: &dyn ConnectionSender,
+    sender: &RecordingSender,
     config: &BroadcastConfig,
 ) -> Response<Body> {
     let settings = Settings::default();

@@ -71,7 +71,7 @@ pub(super) async fn publish(
     };
     let summary = fan_out(
         ctx.store,
-        ctx.sender,
+        &ctx.sender,
         &audience,
         &exclusions,
         &Payload::new(payload),
@@ -87,7 +87,7 @@ pub(super) async fn publish(
         message_id = %id,
         recipients = report.recipients,
         delivered = report.delivered,
-        deadline_reached = summary.deadline_reached,
+        deadline_reached = summary.deadline_reached(),
         "published"
     );
     for (user, left) in summary.left {

@@ -1,0 +1,71 @@
+//! One attempt at one recipient, as a task of its own: posts spread over every worker thread
+//! of the runtime, while the engine that launches them only counts.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::{Instant, timeout_at};
+
+use crate::sender::{ConnectionSender, Payload, SendError};
+use crate::store::Recipient;
+
+/// A recipient on its way: where it was read, and what was tried so far.
+#[derive(Debug)]
+pub(super) struct Job {
+    pub recipient: Recipient,
+    /// The page it was read in (see `Ledger`).
+    pub page: u64,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    /// Of those, the ones answered 429.
+    pub throttled: u32,
+}
+
+/// What one attempt came to.
+#[derive(Debug)]
+pub(super) struct Attempted {
+    pub job: Job,
+    pub sent_at: Instant,
+    pub result: Result<(), SendError>,
+    /// The attempt was cut short: the invocation's time is up.
+    pub out_of_time: bool,
+}
+
+/// What the attempt task needs, shared by every attempt of a fan-out.
+#[derive(Clone)]
+pub(super) struct Poster {
+    pub sender: Arc<dyn ConnectionSender>,
+    pub payload: Arc<Payload>,
+    /// No attempt runs past this.
+    pub give_up_at: Option<Instant>,
+    pub results: UnboundedSender<Attempted>,
+}
+
+impl Poster {
+    /// Starts one attempt on the runtime; its result arrives on `results`.
+    pub fn launch(&self, job: Job) {
+        let poster = self.clone();
+        tokio::spawn(async move {
+            let sent_at = Instant::now();
+            let send = poster.sender.send(&job.recipient, &poster.payload);
+            let (result, out_of_time) = match poster.give_up_at {
+                Some(at) => match timeout_at(at, send).await {
+                    Ok(result) => (result, false),
+                    Err(_) => (
+                        Err(SendError::Transient("deadline reached mid-post".into())),
+                        true,
+                    ),
+                },
+                None => (send.await, false),
+            };
+            // The engine is gone only when its caller dropped the fan-out: nobody is
+            // counting any more.
+            let _ = poster.results.send(Attempted {
+                job,
+                sent_at,
+                result,
+                out_of_time,
+            });
+        });
+    }
+}
