@@ -116,9 +116,12 @@ export class WsBridgeClient {
   }
 
   /** Resolves when the connection is next open (at once if it is); rejects if the client
-   * closes first. */
+   * closes or gives up first, or already has (nothing would open it but `reconnect()`). */
   opened() {
     if (this.#closed) return Promise.reject(new WsBridgeError('closed', 'close() was called'));
+    if (this.#connection.gaveUp) {
+      return Promise.reject(new WsBridgeError('handshake_refused', 'the client gave up: call reconnect()'));
+    }
     if (this.#state === 'open') return Promise.resolve();
     return new Promise((resolve, reject) => {
       const offs = [

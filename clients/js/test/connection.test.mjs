@@ -8,7 +8,7 @@ import { connect } from '../src/index.js';
 import { clientsOf } from './support/clients.mjs';
 import { startGateway } from './support/gateway.mjs';
 import { startProxy } from './support/proxy.mjs';
-import { eventually, nextEvent, sleep } from './support/wait.mjs';
+import { eventually, nextEvent, settled, sleep } from './support/wait.mjs';
 
 /** Idle timeout of the second gateway, which closes quiet connections with 1001. */
 const IDLE_SECONDS = 3;
@@ -90,6 +90,9 @@ describe('tokens and refused handshakes', () => {
     assert.equal(client.state, 'closed');
     assert.equal((await rejection(pending)).code, 'handshake_refused');
     assert.equal((await rejection(client.whoami())).code, 'handshake_refused');
+    // AND waiting for the connection after it gave up rejects too, instead of never settling
+    const waiting = await rejection(settled(client.opened(), 'opened() after giving up'));
+    assert.equal(waiting.code, 'handshake_refused', waiting.message);
 
     // WHEN the token is good again and the app calls reconnect()
     good = true;

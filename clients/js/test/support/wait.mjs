@@ -30,6 +30,16 @@ export async function eventually(check, what = 'a condition') {
   }
 }
 
+/** `promise`, or a failure naming `what` when it has not settled within PATIENCE_MS (a
+ * promise that never settles is the defect some tests are about). */
+export function settled(promise, what) {
+  let timer;
+  const bound = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${PATIENCE_MS} ms`)), PATIENCE_MS);
+  });
+  return Promise.race([promise, bound]).finally(() => clearTimeout(timer));
+}
+
 /** A promise with its resolve function: a gate a test opens when it is ready. */
 export function gate() {
   let open;
