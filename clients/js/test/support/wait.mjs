@@ -19,14 +19,15 @@ export function nextEvent(client, event, accept = () => true) {
   });
 }
 
-/** Polls `check` until it returns a truthy value, which it resolves with. */
-export async function eventually(check, what = 'a condition') {
-  const deadline = Date.now() + PATIENCE_MS;
+/** Polls `check` every `everyMs` until it returns a truthy value, which it resolves with;
+ * `patienceMs` for what the gateway is configured to make happen later than PATIENCE_MS. */
+export async function eventually(check, what = 'a condition', { patienceMs = PATIENCE_MS, everyMs = 20 } = {}) {
+  const deadline = Date.now() + patienceMs;
   for (;;) {
     const value = await check();
     if (value) return value;
-    if (Date.now() > deadline) throw new Error(`${what} did not hold within ${PATIENCE_MS} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    if (Date.now() > deadline) throw new Error(`${what} did not hold within ${patienceMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
 }
 
