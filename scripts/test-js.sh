@@ -62,7 +62,8 @@ run() {
         status=1
 }
 run "client tests (node --test, against the real gateway)" \
-    test/client.test.mjs test/recovery.test.mjs test/resubscribe.test.mjs test/connection.test.mjs
+    test/client.test.mjs test/recovery.test.mjs test/resubscribe.test.mjs test/connection.test.mjs \
+    test/unregistered.test.mjs
 run "browser test (headless Chromium, the chat demo)" test/browser.test.mjs
 
 summary=$(awk '/^ℹ pass / { p += $3 } /^ℹ fail / { f += $3 } END { printf "js tests: %d passed, %d failed", p, f }' "$log")

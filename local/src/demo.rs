@@ -246,18 +246,31 @@ mod tests {
     #[tokio::test]
     async fn the_page_and_the_client_are_served_as_they_are_in_the_repository() {
         let app = || routes::<()>(&wsbridge::dev::auth_config(), WS_URL);
-        let (status, content_type, page) = call(app(), "GET", "/", "").await;
-        assert_eq!((status, content_type.as_str()), (StatusCode::OK, HTML));
-        assert!(page.contains("<title>wsbridge chat</title>"), "{page}");
-        let (status, content_type, module) =
-            call(app(), "GET", "/clients/js/src/index.js", "").await;
-        assert_eq!((status, content_type.as_str()), (StatusCode::OK, JS));
-        let on_disk = std::fs::read_to_string(format!(
-            "{}/../clients/js/src/index.js",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
-        assert_eq!(module, on_disk);
+        let root = format!("{}/..", env!("CARGO_MANIFEST_DIR"));
+        for &(path, expected_type, _) in FILES {
+            // GIVEN the file a path names: the page for the two directory paths
+            let file = match path {
+                "/" | "/demo/" => "/demo/index.html",
+                file => file,
+            };
+            let on_disk = std::fs::read_to_string(format!("{root}{file}")).unwrap();
+            // WHEN it is asked for
+            let (status, content_type, body) = call(app(), "GET", path, "").await;
+            // THEN it is that file, byte for byte, with its extension's type
+            assert_eq!(status, StatusCode::OK, "{path}");
+            let by_extension = match file.rsplit('.').next() {
+                Some("html") => HTML,
+                Some("js") => JS,
+                Some("css") => CSS,
+                other => panic!("{path}: no content type for {other:?}"),
+            };
+            assert_eq!(
+                (content_type.as_str(), expected_type),
+                (by_extension, by_extension),
+                "{path}"
+            );
+            assert!(body == on_disk, "{path} is not {file} as it is on disk");
+        }
     }
 
     #[tokio::test]

@@ -116,9 +116,12 @@ export class WsBridgeClient {
   }
 
   /** Resolves when the connection is next open (at once if it is); rejects if the client
-   * closes first. */
+   * closes or gives up first, or already has (nothing would open it but `reconnect()`). */
   opened() {
     if (this.#closed) return Promise.reject(new WsBridgeError('closed', 'close() was called'));
+    if (this.#connection.gaveUp) {
+      return Promise.reject(new WsBridgeError('handshake_refused', 'the client gave up: call reconnect()'));
+    }
     if (this.#state === 'open') return Promise.resolve();
     return new Promise((resolve, reject) => {
       const offs = [
@@ -232,7 +235,7 @@ export class WsBridgeClient {
       return Promise.reject(new WsBridgeError('handshake_refused', 'the client gave up: call reconnect()'));
     }
     return new Promise((resolve, reject) => {
-      this.#submit({ frame, kind, resolve, reject, rateRetries: 0, ...hooks });
+      this.#submit({ frame, kind, resolve, reject, rateRetries: 0, resentAfterNotConnected: false, ...hooks });
     });
   }
 
@@ -287,6 +290,19 @@ export class WsBridgeClient {
         else if (this.#isOpen()) this.#send(request);
       }, frame.retry_after_ms ?? 100);
       return;
+    }
+    if (frame.error === 'not_connected' && !request.internal) {
+      // The bridge no longer has this connection registered (its row expired, or was removed
+      // by a close that never reached the socket): it refuses every frame but ping before
+      // carrying it out, and sends this socket nothing more. Replace the connection, and
+      // send the request again on the next one — a publish too, since none of it was
+      // applied. Once only: a new connection is registered before it opens.
+      this.#connection.declareDead('not_connected');
+      if (!request.resentAfterNotConnected) {
+        request.resentAfterNotConnected = true;
+        this.#requests.enqueue(request);
+        return;
+      }
     }
     const error = new WsBridgeError(frame.error, frame.details ?? '', withoutRef(frame));
     request.onError?.(error);

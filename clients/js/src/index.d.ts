@@ -188,7 +188,8 @@ export declare class WsBridgeClient {
   readonly state: ConnectionState;
   on<K extends keyof ClientEvents>(event: K, listener: (payload: ClientEvents[K]) => void): () => void;
   off<K extends keyof ClientEvents>(event: K, listener: (payload: ClientEvents[K]) => void): void;
-  /** Resolves when the connection is (next) open; rejects if the client closes first. */
+  /** Resolves when the connection is (next) open; rejects if the client closes or gives up
+   * on refused handshakes first (or already has). */
   opened(): Promise<void>;
   /** Hears every message of a topic or wildcard pattern; returns a remover. */
   listen(pattern: string, listener: MessageListener): () => void;

@@ -1,5 +1,6 @@
-// Keeping the connection: tokens on every connect, giving up on refused handshakes, close
-// codes and backoff, keepalive and dead-connection detection — against the real gateway.
+// Keeping the connection: tokens on every connect, giving up on refused handshakes, the
+// backoff's growth and cap, close codes, keepalive and dead-connection detection — against
+// the real gateway.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -8,7 +9,7 @@ import { connect } from '../src/index.js';
 import { clientsOf } from './support/clients.mjs';
 import { startGateway } from './support/gateway.mjs';
 import { startProxy } from './support/proxy.mjs';
-import { eventually, nextEvent, sleep } from './support/wait.mjs';
+import { eventually, nextEvent, settled, sleep } from './support/wait.mjs';
 
 /** Idle timeout of the second gateway, which closes quiet connections with 1001. */
 const IDLE_SECONDS = 3;
@@ -90,6 +91,9 @@ describe('tokens and refused handshakes', () => {
     assert.equal(client.state, 'closed');
     assert.equal((await rejection(pending)).code, 'handshake_refused');
     assert.equal((await rejection(client.whoami())).code, 'handshake_refused');
+    // AND waiting for the connection after it gave up rejects too, instead of never settling
+    const waiting = await rejection(settled(client.opened(), 'opened() after giving up'));
+    assert.equal(waiting.code, 'handshake_refused', waiting.message);
 
     // WHEN the token is good again and the app calls reconnect()
     good = true;
@@ -98,6 +102,45 @@ describe('tokens and refused handshakes', () => {
 
     // THEN it connects
     assert.equal((await client.whoami()).user_id, 'bea');
+    client.close();
+  });
+});
+
+describe('backoff', () => {
+  it('doubles the ceiling of its random wait with each failed attempt, up to the cap', async () => {
+    // GIVEN a client refused at every handshake, whose random source is fixed near 1, so
+    // each wait is (almost) the ceiling: base 10 ms, cap 30 ms
+    let draws = 0;
+    const client = connect({
+      url: gateway.wsUrl,
+      token: () => 'not-a-token',
+      maxHandshakeRefusals: 5,
+      reconnectBaseMs: 10,
+      reconnectMaxMs: 30,
+      random: () => {
+        draws += 1;
+        return 0.999;
+      },
+    });
+    const disconnects = [];
+    client.on('disconnect', (event) => disconnects.push(event));
+
+    // WHEN it gives up
+    await nextEvent(client, 'closed');
+
+    // THEN the waits grew 10, 20, then stayed at the 30 cap, each a draw below its ceiling,
+    // and the fifth refusal ended the attempts
+    assert.deepEqual(
+      disconnects.map((e) => [e.refusals, e.delayMs]),
+      [
+        [1, 9],
+        [2, 19],
+        [3, 29],
+        [4, 29],
+        [5, null],
+      ],
+    );
+    assert.equal(draws, 4, 'one random draw per wait');
     client.close();
   });
 });

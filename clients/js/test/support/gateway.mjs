@@ -102,6 +102,15 @@ export async function startGateway({ channels = TEST_CHANNELS, args = [], env: e
       return report;
     },
 
+    /** `GET /online?user_id=`: whether the gateway has a live connection of `user`
+     * registered. */
+    async online(user) {
+      const response = await fetch(`${httpUrl}/online?user_id=${encodeURIComponent(user)}`);
+      const report = await response.json();
+      if (!response.ok) throw new Error(`GET /online: ${response.status} ${JSON.stringify(report)}`);
+      return report.online;
+    },
+
     /** `POST @connections/{id}`: a raw post to one connection, as a backend's retry makes. */
     async post(connectionId, body) {
       const response = await fetch(`${managementUrl}/@connections/${encodeURIComponent(connectionId)}`, {

@@ -40,8 +40,9 @@ class Client:
     ``auth=SigV4()`` signs with botocore's credential chain, ``api_key="…"`` sends
     ``x-api-key``; neither sends no credentials (the local gateway's default).
     ``timeout`` applies per attempt (seconds or an ``httpx.Timeout``; default 5 s to connect,
-    35 s in all), ``retry`` bounds the attempts. ``http_client`` is an ``httpx.Client`` of
-    your own (proxies, TLS settings, transports); it is then yours to close.
+    35 s for each read or write), ``retry`` bounds the attempts. ``http_client`` is an
+    ``httpx.Client`` of your own (proxies, TLS settings, transports); it is then yours to
+    close.
     """
 
     def __init__(
