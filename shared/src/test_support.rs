@@ -386,6 +386,40 @@ impl crate::store::HistoryStore for FailingStore {
     }
 }
 
+#[async_trait]
+impl crate::store::JobStore for FailingStore {
+    async fn create_job(&self, _: &crate::store::jobs::Job) -> Result<(), StoreError> {
+        Err(backend_error("TransactWriteItems"))
+    }
+
+    async fn job(&self, _: &str) -> Result<Option<crate::store::jobs::Job>, StoreError> {
+        Err(backend_error("Query"))
+    }
+
+    async fn claim_part(
+        &self,
+        _: &str,
+        _: u32,
+        _: &str,
+        _: i64,
+        _: i64,
+    ) -> Result<crate::store::jobs::Claim, StoreError> {
+        Err(backend_error("GetItem"))
+    }
+
+    async fn save_part(
+        &self,
+        _: &str,
+        _: u32,
+        _: &str,
+        _: &crate::store::jobs::Progress,
+        _: bool,
+        _: i64,
+    ) -> Result<(), StoreError> {
+        Err(backend_error("UpdateItem"))
+    }
+}
+
 /// The settings handlers run with in unit tests: the defaults unless a test changes them.
 #[derive(Default)]
 pub struct Settings {

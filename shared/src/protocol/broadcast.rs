@@ -54,7 +54,7 @@ pub enum Target {
 }
 
 /// Recipients to leave out, so a user acting in the app does not get their own echo.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exclusions {
     pub user: Option<UserId>,
     pub connection: Option<ConnectionId>,

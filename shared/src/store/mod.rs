@@ -4,6 +4,7 @@
 
 pub mod dynamodb;
 pub mod history;
+pub mod jobs;
 pub mod memory;
 mod span;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
 
 use crate::channels::{Grants, TopicPattern};
 use crate::limits::{ConnectionLimit, RateLimit};
@@ -19,6 +21,7 @@ use crate::protocol::{ConnectionId, Topic, UserId};
 
 pub use dynamodb::DynamoDbStore;
 pub use history::HistoryStore;
+pub use jobs::JobStore;
 pub use memory::MemoryStore;
 pub use span::{Page, Span};
 
@@ -114,8 +117,10 @@ pub struct PresencePage {
 
 /// Whose connections to read for a fan-out: what a broadcast's target resolves to once the
 /// channel configuration has said which subscription keys a topic is reached through
-/// (`Channels::audience`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// (`Channels::audience`). Kept with a broadcast that runs in parts, so every part reads
+/// the same audience whatever the configuration does meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Audience {
     /// Connections subscribed to any of these keys: topics, and the wildcard patterns that
     /// match them (`list:*` for `list:7`). A connection holding several is read once.
@@ -134,7 +139,7 @@ impl Audience {
 }
 
 /// Who a message goes to: what fan-out needs of a connection, nothing more.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Recipient {
     pub connection_id: ConnectionId,
     pub user_id: UserId,
@@ -172,6 +177,12 @@ pub enum StoreError {
     },
     #[error("item {key} is malformed: {reason}")]
     MalformedItem { key: String, reason: String },
+    /// A broadcast with this id is already recorded.
+    #[error("broadcast {0} is already recorded")]
+    Exists(String),
+    /// Another runner took over this part of a broadcast (this one's lease ran out).
+    #[error("part {part} of broadcast {id} is no longer held by this runner")]
+    LeaseLost { id: String, part: u32 },
 }
 
 /// What kind of backend failure it was: whether trying again later can help.
@@ -325,6 +336,6 @@ pub trait RecipientStore: Send + Sync {
 
 /// Every part, for code that runs every route in one process (the local gateway, tests)
 /// and for the handlers' context.
-pub trait Store: ConnectionStore + RecipientStore + HistoryStore {}
+pub trait Store: ConnectionStore + RecipientStore + HistoryStore + JobStore {}
 
-impl<T: ConnectionStore + RecipientStore + HistoryStore> Store for T {}
+impl<T: ConnectionStore + RecipientStore + HistoryStore + JobStore> Store for T {}

@@ -4,6 +4,7 @@
 mod admission;
 mod history;
 mod items;
+mod jobs;
 pub mod metering;
 mod presence;
 mod recipients;

@@ -17,6 +17,7 @@ use crate::limits::{ConnectionLimit, Decision, LimitPolicy, RateLimit};
 use crate::protocol::{ConnectionId, Topic, UserId};
 
 mod history;
+mod jobs;
 mod recipients;
 
 #[derive(Default)]
@@ -135,6 +136,8 @@ pub struct MemoryStore {
     /// Topic streams and idempotency keys: apart from the connections, as in DynamoDB,
     /// where they are rows no connection operation touches.
     history: Mutex<history::Streams>,
+    /// Broadcasts running in parts, by id.
+    jobs: Mutex<std::collections::HashMap<String, crate::store::jobs::Job>>,
     page_size: usize,
     clock: Clock,
 }
@@ -150,6 +153,7 @@ impl MemoryStore {
         Self {
             state: Mutex::default(),
             history: Mutex::default(),
+            jobs: Mutex::default(),
             page_size: 100,
             clock: Clock::wall(),
         }
