@@ -190,15 +190,15 @@ impl<'a> Engine<'a> {
             if self.ledger.settle() {
                 self.unsaved = true;
             }
-            self.checkpoint(false).await;
+            self.checkpoint().await;
         }
         if !self.gone.is_empty() {
             let batch = std::mem::take(&mut self.gone);
             removals.push(Box::pin(remove(self.store, batch, self.audience)));
         }
         super::finish_removals(removals, &mut self.summary.left, self.options.deadline).await;
+        // No last checkpoint: the caller saves the end with what it decides (continue or not).
         self.ledger.settle();
-        self.checkpoint(true).await;
         let found = self.found.take();
         (self.summary, self.ledger, self.failure, found)
     }
@@ -384,14 +384,14 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Saves what is settled, at most every [`CHECKPOINT_EVERY`] unless `last`. A failed save
-    /// (the lease lost to another runner, the store down) stops the fan-out: sending on
-    /// would repeat what the next runner sends.
-    async fn checkpoint(&mut self, last: bool) {
+    /// Saves what is settled, at most every [`CHECKPOINT_EVERY`]. A failed save (the lease
+    /// lost to another runner, the store down) stops the fan-out: sending on would repeat
+    /// what the next runner sends.
+    async fn checkpoint(&mut self) {
         let Some(checkpoints) = self.checkpoints else {
             return;
         };
-        if !self.unsaved || (!last && self.saved_at.elapsed() < CHECKPOINT_EVERY) {
+        if !self.unsaved || self.saved_at.elapsed() < CHECKPOINT_EVERY {
             return;
         }
         let settled = self.ledger.settled();
@@ -399,6 +399,7 @@ impl<'a> Engine<'a> {
             rest: settled.rest.clone(),
             report: settled.report,
             retries: settled.retries,
+            unsent: settled.unsent.clone(),
         };
         self.saved_at = Instant::now();
         self.unsaved = false;

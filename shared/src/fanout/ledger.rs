@@ -23,8 +23,11 @@ pub(super) enum Final {
 pub(super) struct Settled {
     /// Where the rest starts; `None`: nothing is left.
     pub rest: Option<Span>,
+    /// Outcomes of settled recipients, the unsent left out: they have none yet.
     pub report: FanoutReport,
     pub retries: u64,
+    /// Settled, but not posted to: whoever continues sends them first.
+    pub unsent: Vec<Recipient>,
 }
 
 #[derive(Debug)]
@@ -37,6 +40,7 @@ struct Entry {
     rest: Option<Span>,
     report: FanoutReport,
     retries: u64,
+    unsent: Vec<Recipient>,
 }
 
 #[derive(Debug)]
@@ -71,6 +75,7 @@ impl Ledger {
             rest,
             report: FanoutReport::default(),
             retries: 0,
+            unsent: Vec::new(),
         });
         page
     }
@@ -99,12 +104,16 @@ impl Ledger {
         entry.finished += 1;
         entry.retries += u64::from(retries);
         let report = &mut entry.report;
-        report.recipients += 1;
         match outcome {
             Final::Delivered => report.delivered += 1,
             Final::Gone => report.gone += 1,
-            Final::Failed | Final::Unsent(_) => report.failed += 1,
+            Final::Failed => report.failed += 1,
+            Final::Unsent(recipient) => {
+                entry.unsent.push(recipient.clone());
+                return;
+            }
         }
+        report.recipients += 1;
     }
 
     /// Settles the oldest finished pages; true when any settled.
@@ -121,6 +130,7 @@ impl Ledger {
             let settled = &mut self.settled;
             settled.rest = entry.rest;
             settled.retries += entry.retries;
+            settled.unsent.extend(entry.unsent);
             let (total, page) = (&mut settled.report, entry.report);
             total.recipients += page.recipients;
             total.delivered += page.delivered;
@@ -177,6 +187,29 @@ mod tests {
             }
         );
         assert_eq!(settled.retries, 3);
+    }
+
+    #[test]
+    fn unsent_recipients_settle_apart_from_the_counts() {
+        // GIVEN a page of two: one delivered, one the deadline left unsent
+        let mut ledger = Ledger::new(Span::all());
+        let page = ledger.open(None);
+        ledger.launched(page);
+        ledger.launched(page);
+        ledger.dispatched(page);
+        ledger.finished(page, &Final::Delivered, 0);
+        let late = Recipient {
+            connection_id: ConnectionId::new("late="),
+            user_id: crate::protocol::UserId::new("u"),
+            endpoint: "https://e/prod".into(),
+        };
+        ledger.finished(page, &Final::Unsent(late.clone()), 1);
+        // THEN the page settles: the unsent one is handed on, not counted
+        assert!(ledger.settle());
+        let settled = ledger.settled();
+        assert_eq!(settled.report.recipients, 1);
+        assert_eq!(settled.report.failed, 0);
+        assert_eq!(settled.unsent, vec![late]);
     }
 
     #[test]

@@ -174,6 +174,20 @@ impl FanoutSummary {
     pub fn deadline_reached(&self) -> bool {
         self.rest.is_some() || !self.unsent.is_empty()
     }
+
+    /// Where it ended, as a checkpoint: the unsent handed on instead of counted as failed.
+    pub fn checkpoint(&self) -> Checkpoint {
+        let unsent = self.unsent.len() as u64;
+        let mut report = self.report;
+        report.recipients -= unsent;
+        report.failed -= unsent;
+        Checkpoint {
+            rest: self.rest.clone(),
+            report,
+            retries: self.retries,
+            unsent: self.unsent.clone(),
+        }
+    }
 }
 
 /// Reading recipients failed part-way; `summary` covers every recipient read before that
@@ -187,13 +201,16 @@ pub struct FanoutError {
 }
 
 /// How far a fan-out has got, counting only settled pages: everyone before `rest` has their
-/// outcome, nobody after it was counted.
+/// outcome or is in `unsent`, nobody after it was counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     /// Where the rest starts; `None`: nothing is left.
     pub rest: Option<Span>,
+    /// Outcomes so far, the unsent left out.
     pub report: FanoutReport,
     pub retries: u64,
+    /// Read but not posted to (the deadline came): to be sent by whoever continues.
+    pub unsent: Vec<Recipient>,
 }
 
 /// Where a long fan-out keeps its checkpoints (a broadcast shard's row).

@@ -1,7 +1,10 @@
 //! One attempt at one recipient, as a task of its own: posts spread over every worker thread
 //! of the runtime, while the engine that launches them only counts.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures::FutureExt;
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::{Instant, timeout_at};
@@ -47,7 +50,13 @@ impl Poster {
         let poster = self.clone();
         tokio::spawn(async move {
             let sent_at = Instant::now();
-            let send = poster.sender.send(&job.recipient, &poster.payload);
+            // A sender that panics must still answer, or the engine would wait for it
+            // forever (where panics unwind: release builds abort).
+            let send = AssertUnwindSafe(poster.sender.send(&job.recipient, &poster.payload))
+                .catch_unwind()
+                .map(|sent| {
+                    sent.unwrap_or_else(|_| Err(SendError::Failed("the sender panicked".into())))
+                });
             let (result, out_of_time) = match poster.give_up_at {
                 Some(at) => match timeout_at(at, send).await {
                     Ok(result) => (result, false),
