@@ -99,3 +99,21 @@ pub async fn memory_store(sizes: &[usize]) -> Result<MemoryStore> {
     }
     Ok(store)
 }
+
+/// For scenarios whose broadcasts all finish in the call: one handed to the background
+/// would be a mistake of the scenario, so starting a part fails.
+pub struct NoBackground;
+
+#[async_trait::async_trait]
+impl wsbridge::shards::ShardLauncher for NoBackground {
+    async fn launch(
+        &self,
+        shard: &wsbridge::shards::Shard,
+    ) -> std::result::Result<(), wsbridge::shards::LaunchError> {
+        Err(wsbridge::shards::LaunchError {
+            broadcast_id: shard.broadcast_id.clone(),
+            part: shard.part,
+            reason: "this scenario runs no background broadcasts".into(),
+        })
+    }
+}

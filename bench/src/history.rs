@@ -77,7 +77,13 @@ async fn once(
         .body(Body::from(body.to_string()))?;
     meter.reset();
     let started = Instant::now();
-    let response = broadcast::handle(&request, &ctx, &BroadcastConfig::default()).await;
+    let response = broadcast::handle(
+        &request,
+        &ctx,
+        &BroadcastConfig::default(),
+        &crate::fixtures::NoBackground,
+    )
+    .await;
     let elapsed = started.elapsed();
     let report: Value = serde_json::from_slice(response.body())?;
     if report["delivered"].as_u64() != Some(size as u64) {

@@ -102,9 +102,10 @@ pub async fn broadcast_function(page_size: Option<i32>) -> Result<()> {
         fanout: &fanout,
         deadline: None,
     };
-    let (ctx, config) = (&ctx, &config);
+    let launcher = wsbridge::shards::LambdaLauncher::this_function(&aws)?;
+    let (ctx, config, launcher) = (&ctx, &config, &launcher);
     lambda_http::run(service_fn(move |request: Request| async move {
-        Ok::<_, lambda_http::Error>(broadcast::handle(&request, ctx, config).await)
+        Ok::<_, lambda_http::Error>(broadcast::handle(&request, ctx, config, launcher).await)
     }))
     .await
 }

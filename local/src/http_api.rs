@@ -72,7 +72,13 @@ pub(crate) async fn handle(
                 .into_response();
         }
     };
-    let response = broadcast::handle(&event, &bridge.context(), &bridge.broadcast).await;
+    let response = broadcast::handle(
+        &event,
+        &bridge.context(),
+        &bridge.broadcast,
+        &bridge.launcher,
+    )
+    .await;
     let (parts_out, body_out) = response.into_parts();
     let body_out: Vec<u8> = body_out.as_ref().to_vec();
     info!(

@@ -13,6 +13,7 @@ mod outbox;
 mod registry;
 mod serve;
 mod session;
+mod shards;
 mod sigv4;
 pub mod tokens;
 mod websocket;
@@ -43,6 +44,10 @@ use crate::outbox::OutboxLimits;
 use crate::registry::Registry;
 pub use crate::sigv4::{Refusal as SigV4Refusal, SigV4Credentials};
 
+/// A run of a background broadcast's part: as long as the template's broadcast function
+/// may run.
+pub const DEFAULT_SHARD_RUN_TIME: std::time::Duration = std::time::Duration::from_secs(29);
+
 /// Where connections and subscriptions are kept.
 #[derive(Debug, Clone)]
 pub enum Storage {
@@ -72,6 +77,9 @@ pub struct GatewayConfig {
     /// credentials, as the deployed API does in IAM mode.
     pub sigv4: Option<SigV4Credentials>,
     pub storage: Storage,
+    /// How long one run of a background broadcast's part lasts before it continues itself:
+    /// a Lambda invocation's time (the template's 29 s).
+    pub shard_run_time: std::time::Duration,
 }
 
 impl GatewayConfig {
@@ -90,6 +98,7 @@ impl GatewayConfig {
             channels: Channels::default(),
             sigv4: None,
             storage: Storage::Memory,
+            shard_run_time: DEFAULT_SHARD_RUN_TIME,
         }
     }
 }
@@ -132,6 +141,10 @@ pub(crate) struct Bridge {
     pub sender: Arc<dyn ConnectionSender>,
     pub connections: Registry,
     pub outbox_limits: Arc<OutboxLimits>,
+    /// Runs the parts of background broadcasts as tasks.
+    pub launcher: shards::TaskLauncher,
+    /// How long one run of such a part lasts, as a Lambda invocation's time does.
+    pub shard_run_time: std::time::Duration,
 }
 
 impl Bridge {
@@ -319,6 +332,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         Some(format!("http://{}", management_address(ws_address))),
     );
     let limits = config.limits.clone();
+    let (launcher, parts) = shards::launcher();
     let bridge = Arc::new(Bridge {
         api: ApiInfo {
             api_id: "local".into(),
@@ -339,6 +353,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
             limits.outbox_bytes,
         )),
         limits,
+        launcher,
+        shard_run_time: config.shard_run_time,
     });
 
     let head_timeout = bridge.limits.handshake_timeout;
@@ -350,6 +366,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
             head_timeout,
         )),
         tokio::spawn(serve::serve(http_listener, http_app, head_timeout)),
+        tokio::spawn(shards::run_queue(Arc::downgrade(&bridge), parts)),
     ];
     Ok(RunningGateway {
         ws_address,

@@ -77,6 +77,10 @@ struct ServeArgs {
     /// Seconds a client has to send a request head (the WebSocket upgrade included).
     #[arg(long, env = "WSBRIDGE_HANDSHAKE_TIMEOUT_SECONDS", default_value_t = Limits::default().handshake_timeout.as_secs())]
     handshake_timeout_seconds: u64,
+    /// Seconds one run of a background broadcast's part lasts before it continues itself in
+    /// a new run, as a Lambda invocation of the broadcast function does (the template: 29).
+    #[arg(long, env = "WSBRIDGE_SHARD_RUN_SECONDS", default_value_t = wsbridge_local::DEFAULT_SHARD_RUN_TIME.as_secs(), value_parser = clap::value_parser!(u64).range(6..=900))]
+    shard_run_seconds: u64,
     /// Require SigV4-signed requests on the broadcast API, as the deployed API does in IAM mode:
     /// signed for execute-api in AWS_REGION (default us-east-1) with AWS_ACCESS_KEY_ID and
     /// AWS_SECRET_ACCESS_KEY (default: local / local).
@@ -193,6 +197,7 @@ fn gateway_config(args: &ServeArgs, channels: Channels) -> Result<GatewayConfig,
             },
             None => Storage::Memory,
         },
+        shard_run_time: Duration::from_secs(args.shard_run_seconds),
     })
 }
 

@@ -318,18 +318,50 @@ impl Default for FanoutConfig {
     }
 }
 
-/// Who may call the server API, and what it reports.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// How long `POST /broadcast` sends before it hands the rest to the background and answers
+/// 202, unless `BROADCAST_SYNC_SECONDS` says otherwise: about 100 000 recipients at the
+/// account's 10 000 posts/s, while a caller's HTTP client is still waiting.
+pub const DEFAULT_SYNC_SECONDS: u64 = 10;
+/// Parts a broadcast handed to the background runs in, unless `BROADCAST_SHARDS` says
+/// otherwise: one part at the default concurrency can fill the account's 10 000/s alone
+/// (BENCHMARKS.md), so a few are enough to keep it full while one continues.
+pub const DEFAULT_SHARDS: u32 = 4;
+/// Most parts: API Gateway connection ids spread over 62 first characters, and the job's
+/// rows are written in one transaction.
+pub const MAX_SHARDS: u32 = 16;
+
+/// Who may call the server API, what it reports, and when a broadcast goes to the
+/// background.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BroadcastConfig {
     /// When set, every server API route needs `x-api-key: <key>`.
     pub api_key: Option<String>,
     /// Print one CloudWatch Embedded Metric Format line per broadcast (in Lambda).
     pub emit_metrics: bool,
+    /// Sending time a request waits for before the rest goes to the background.
+    pub sync_budget: Duration,
+    /// Parts a background broadcast runs in.
+    pub shards: u32,
+}
+
+impl Default for BroadcastConfig {
+    fn default() -> Self {
+        Self {
+            api_key: None,
+            emit_metrics: false,
+            sync_budget: Duration::from_secs(DEFAULT_SYNC_SECONDS),
+            shards: DEFAULT_SHARDS,
+        }
+    }
 }
 
 impl BroadcastConfig {
-    pub const ENV_VARS: &'static [&'static str] =
-        &["BROADCAST_API_KEY", "BROADCAST_API_KEY_SECRET_ID"];
+    pub const ENV_VARS: &'static [&'static str] = &[
+        "BROADCAST_API_KEY",
+        "BROADCAST_API_KEY_SECRET_ID",
+        "BROADCAST_SYNC_SECONDS",
+        "BROADCAST_SHARDS",
+    ];
 
     /// The API key, in plain text or named in Secrets Manager.
     pub const SECRETS: &'static [SecretVar] = &[SecretVar {
@@ -345,6 +377,14 @@ impl BroadcastConfig {
         Ok(Self {
             api_key: secret(&lookup, &Self::SECRETS[0])?,
             emit_metrics: false,
+            // Under API Gateway's 30 s integration timeout, with time to hand the rest on.
+            sync_budget: Duration::from_secs(number(
+                &lookup,
+                "BROADCAST_SYNC_SECONDS",
+                DEFAULT_SYNC_SECONDS,
+                1..=25,
+            )?),
+            shards: number(&lookup, "BROADCAST_SHARDS", DEFAULT_SHARDS, 1..=MAX_SHARDS)?,
         })
     }
 }

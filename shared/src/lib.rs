@@ -15,6 +15,7 @@ pub mod logging;
 pub mod protocol;
 pub mod secrets;
 pub mod sender;
+pub mod shards;
 pub mod store;
 
 #[cfg(any(test, feature = "test-support"))]

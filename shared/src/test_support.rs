@@ -420,6 +420,53 @@ impl crate::store::JobStore for FailingStore {
     }
 }
 
+/// A `ShardLauncher` that records the parts it is asked to start (and can refuse them):
+/// a test runs them itself, when it wants, as Lambda would.
+#[derive(Default, Clone)]
+pub struct RecordingLauncher {
+    launched: Arc<Mutex<Vec<crate::shards::Shard>>>,
+    refuse: bool,
+}
+
+impl RecordingLauncher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every launch fails, as an Invoke the account refuses.
+    pub fn refusing() -> Self {
+        Self {
+            refuse: true,
+            ..Self::default()
+        }
+    }
+
+    /// The parts started so far, in order.
+    pub fn launched(&self) -> Vec<crate::shards::Shard> {
+        self.launched.lock().unwrap().clone()
+    }
+
+    /// Takes the parts started and not yet taken.
+    pub fn take(&self) -> Vec<crate::shards::Shard> {
+        std::mem::take(&mut *self.launched.lock().unwrap())
+    }
+}
+
+#[async_trait]
+impl crate::shards::ShardLauncher for RecordingLauncher {
+    async fn launch(&self, shard: &crate::shards::Shard) -> Result<(), crate::shards::LaunchError> {
+        if self.refuse {
+            return Err(crate::shards::LaunchError {
+                broadcast_id: shard.broadcast_id.clone(),
+                part: shard.part,
+                reason: "refused".into(),
+            });
+        }
+        self.launched.lock().unwrap().push(shard.clone());
+        Ok(())
+    }
+}
+
 /// The settings handlers run with in unit tests: the defaults unless a test changes them.
 #[derive(Default)]
 pub struct Settings {

@@ -20,7 +20,9 @@ use wsbridge::limits::{ConnectionLimit, LimitPolicy, RateLimit};
 use wsbridge::sender::SendError;
 use wsbridge::store::dynamodb::OperationCounts;
 use wsbridge::store::{ConnectionStore, DynamoDbStore};
-use wsbridge::test_support::{RecordingSender, Settings, connection, pattern, put, ws_request};
+use wsbridge::test_support::{
+    RecordingLauncher, RecordingSender, Settings, connection, pattern, put, ws_request,
+};
 
 use crate::fresh_dynamodb_store;
 use crate::gateway::token;
@@ -332,7 +334,7 @@ async fn exercise_broadcast(
             .uri(path)
             .body(Body::from(body))
             .expect("a request");
-        let response = broadcast::handle(&request, &ctx, &config).await;
+        let response = broadcast::handle(&request, &ctx, &config, &RecordingLauncher::new()).await;
         assert_eq!(response.status().as_u16(), 200, "{path}");
     }
 }

@@ -1,4 +1,5 @@
-//! The server HTTP API: app backends broadcast, and manage connections' subscriptions.
+//! The server HTTP API: app backends broadcast, and manage connections' subscriptions; and
+//! the parts of broadcasts sent in the background, as asynchronous invocations of itself.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use wsbridge::fanout::Fanout;
 use wsbridge::handlers::{Context, broadcast};
 use wsbridge::secrets;
 use wsbridge::sender::{ApiGatewaySender, ConnectionSender};
+use wsbridge::shards::LambdaLauncher;
 use wsbridge::store::DynamoDbStore;
 
 #[tokio::main]
@@ -43,10 +45,13 @@ async fn main() -> Result<(), Error> {
         deadline: None,
     };
 
+    // Broadcasts too large for one invocation go on in invocations of this function.
+    let launcher = LambdaLauncher::this_function(&aws)?;
+
     // The handler borrows what main built once; `run` never returns while it is in use.
-    let (ctx, config) = (&ctx, &config);
+    let (ctx, config, launcher) = (&ctx, &config, &launcher);
     run(service_fn(move |request: Request| async move {
-        Ok::<_, Error>(broadcast::handle(&request, ctx, config).await)
+        Ok::<_, Error>(broadcast::handle(&request, ctx, config, launcher).await)
     }))
     .await
 }

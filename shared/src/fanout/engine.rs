@@ -103,7 +103,7 @@ impl<'a> Engine<'a> {
         options: &'a FanoutOptions,
         checkpoints: Option<&'a dyn Checkpoints>,
         poster: Poster,
-        start: Span,
+        start: Option<Span>,
         pending: Vec<Recipient>,
     ) -> Self {
         Self {

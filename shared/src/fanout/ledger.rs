@@ -51,13 +51,13 @@ pub(super) struct Ledger {
 }
 
 impl Ledger {
-    /// A ledger whose reader starts at `start`.
-    pub fn new(start: Span) -> Self {
+    /// A ledger whose reader starts at `start` (`None`: it has nothing to read).
+    pub fn new(start: Option<Span>) -> Self {
         Self {
             pages: VecDeque::new(),
             next: 0,
             settled: Settled {
-                rest: Some(start),
+                rest: start,
                 ..Settled::default()
             },
         }
@@ -158,7 +158,7 @@ mod tests {
     #[test]
     fn a_page_settles_only_after_every_page_before_it() {
         // GIVEN two pages of two recipients each
-        let mut ledger = Ledger::new(Span::all());
+        let mut ledger = Ledger::new(Some(Span::all()));
         let (first, second) = (ledger.open(at("b")), ledger.open(None));
         for page in [first, first, second, second] {
             ledger.launched(page);
@@ -192,7 +192,7 @@ mod tests {
     #[test]
     fn unsent_recipients_settle_apart_from_the_counts() {
         // GIVEN a page of two: one delivered, one the deadline left unsent
-        let mut ledger = Ledger::new(Span::all());
+        let mut ledger = Ledger::new(Some(Span::all()));
         let page = ledger.open(None);
         ledger.launched(page);
         ledger.launched(page);
@@ -214,7 +214,7 @@ mod tests {
 
     #[test]
     fn a_page_still_being_dispatched_does_not_settle() {
-        let mut ledger = Ledger::new(Span::all());
+        let mut ledger = Ledger::new(Some(Span::all()));
         let page = ledger.open(at("x"));
         ledger.launched(page);
         ledger.finished(page, &Final::Delivered, 0);

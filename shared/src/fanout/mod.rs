@@ -233,7 +233,7 @@ pub async fn fan_out(
     options: &FanoutOptions,
 ) -> Result<FanoutSummary, FanoutError> {
     let start = Resume {
-        span: Span::all(),
+        span: Some(Span::all()),
         unsent: Vec::new(),
     };
     fan_out_from(
@@ -245,7 +245,8 @@ pub async fn fan_out(
 /// Where a fan-out resumes: the recipients an earlier run left unsent, then a span.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resume {
-    pub span: Span,
+    /// What is left to read; `None`: nothing.
+    pub span: Option<Span>,
     pub unsent: Vec<Recipient>,
 }
 
@@ -274,6 +275,10 @@ pub async fn fan_out_from(
     let (pages_in, pages) = mpsc::channel::<Result<Page, StoreError>>(1);
     let span = start.span.clone();
     let producer = async move {
+        let Some(span) = span else {
+            // Nothing to read: the closed channel tells the engine.
+            return;
+        };
         let mut reader = store.pages(audience, span);
         while let Some(page) = reader.next().await {
             let last = page.as_ref().map_or(true, |p| p.rest.is_none());
@@ -296,10 +301,14 @@ pub async fn fan_out_from(
     let ((), (mut summary, ledger, failure, found)) =
         futures::join!(producer, engine.run(pages, results));
     summary.rest = ledger.settled().rest.clone();
-    if let (Audience::Connections(ids), Some(found), None, false) =
-        (audience, found, &failure, summary.deadline_reached())
-    {
-        count_unknown(&mut summary, ids, &found, &start.span, exclusions);
+    if let (Audience::Connections(ids), Some(found), None, false, Some(span)) = (
+        audience,
+        found,
+        &failure,
+        summary.deadline_reached(),
+        &start.span,
+    ) {
+        count_unknown(&mut summary, ids, &found, span, exclusions);
     }
     if summary.deadline_reached() && !summary.checkpoint_failed {
         warn!(

@@ -501,7 +501,7 @@ async fn a_fan_out_stopped_between_pages_is_resumed_by_another_without_gap_or_re
 
     // WHEN a second fan-out resumes there
     let start = Resume {
-        span: rest,
+        span: Some(rest),
         unsent: first.unsent.clone(),
     };
     let second = fan_out_from(
@@ -557,7 +557,7 @@ async fn at_the_deadline_what_was_not_posted_is_handed_back_and_sent_by_the_next
 
     // WHEN the next run starts with them
     let start = Resume {
-        span: Span::all().after(&ConnectionId::new("c-99")),
+        span: None,
         unsent: first.unsent.clone(),
     };
     let second = fan_out_from(
@@ -613,7 +613,10 @@ async fn checkpoints_promise_only_settled_pages() {
         &store,
         &shared(&sender),
         &to_topic("board:big"),
-        Resume::default(),
+        Resume {
+            span: Some(Span::all()),
+            unsent: Vec::new(),
+        },
         &no_exclusions(),
         &payload(),
         &options(2),
@@ -657,7 +660,10 @@ async fn a_checkpoint_that_cannot_be_saved_stops_the_fan_out() {
         &store,
         &shared(&sender),
         &to_topic("board:big"),
-        Resume::default(),
+        Resume {
+            span: Some(Span::all()),
+            unsent: Vec::new(),
+        },
         &no_exclusions(),
         &payload(),
         &options(2),

@@ -36,6 +36,10 @@ pub struct BroadcastRequest {
     /// The backend's own message id, delivered in the envelope and kept as an idempotency
     /// key: the same id again within the window is not sent twice.
     pub id: Option<String>,
+    /// Answer 202 at once and send in the background, in parallel parts, however large
+    /// the audience (`GET /broadcasts/{id}` tells how far it got).
+    #[serde(rename = "async")]
+    pub run_async: Option<bool>,
 }
 
 /// Longest message id a backend may give, in bytes.
@@ -81,6 +85,8 @@ pub struct Broadcast {
     pub exclusions: Exclusions,
     /// The backend's message id (and idempotency key), when it gave one.
     pub id: Option<String>,
+    /// Sent in the background from the start (`"async": true`).
+    pub run_async: bool,
 }
 
 /// The envelope clients receive for `event` + `data` messages: backend broadcasts, client
@@ -352,6 +358,7 @@ impl BroadcastRequest {
                     .transpose()?,
             },
             id,
+            run_async: self.run_async.unwrap_or(false),
         })
     }
 }
@@ -424,11 +431,25 @@ pub struct FanoutReport {
     pub failed: u64,
 }
 
-/// The 200 body of `POST /broadcast`.
+/// Whether a broadcast has reached everyone it will reach.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BroadcastState {
+    /// Every recipient has its outcome.
+    #[default]
+    Done,
+    /// Parts of it are still being sent in the background.
+    Running,
+}
+
+/// The body of `POST /broadcast`: 200 when `status` is `done`, 202 when `running` (the
+/// counts are then what was sent before the rest was handed to the background).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BroadcastResponse {
     /// The broadcast's id, as in the envelope clients receive.
     pub id: String,
+    #[serde(default)]
+    pub status: BroadcastState,
     #[serde(flatten)]
     pub report: FanoutReport,
     /// Posts tried again after a 429 or 5xx.
@@ -447,6 +468,12 @@ pub struct BroadcastResponse {
     /// This answers a repeat of an `id` already sent: nothing was sent this time.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// Where to follow a running broadcast: `GET` it (relative to the API's base URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_url: Option<String>,
+    /// Parts sending the rest in the background.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u32>,
 }
 
 /// The 200 body of a batch: one report per message, in the batch's order.

@@ -5,6 +5,7 @@
 pub mod broadcast;
 pub mod client;
 pub mod manage;
+pub mod status;
 
 use std::fmt;
 

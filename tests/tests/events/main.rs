@@ -882,6 +882,7 @@ async fn run_broadcast_with(
         request,
         &settings.context(store, sender),
         &BroadcastConfig::default(),
+        &wsbridge::test_support::RecordingLauncher::new(),
     )
     .await
 }

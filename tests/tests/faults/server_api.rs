@@ -37,6 +37,7 @@ pub(super) async fn handle_in(
         request,
         &settings.context(store, sender),
         &BroadcastConfig::default(),
+        &wsbridge::test_support::RecordingLauncher::new(),
     )
     .await
 }

@@ -1,11 +1,15 @@
-//! The server HTTP API, one Lambda for all its routes: `POST /broadcast`,
-//! `GET /connections/count`, connection management (`POST /subscribe`,
-//! `POST /unsubscribe`, `POST /disconnect`), who is there (`GET /presence`, `GET /online`)
-//! and what was said (`GET /history`).
+//! The server HTTP API, one Lambda for all its routes: `POST /broadcast` and
+//! `GET /broadcasts/{id}`, `GET /connections/count`, connection management
+//! (`POST /subscribe`, `POST /unsubscribe`, `POST /disconnect`), who is there
+//! (`GET /presence`, `GET /online`) and what was said (`GET /history`). The same function
+//! runs the parts of broadcasts sent in the background: its own asynchronous invocations.
 
+mod background;
 mod manage;
 mod query;
 mod send;
+
+pub use background::{CONTINUE_MARGIN, RunError, RunOutcome, STALL_AFTER_MS, run_part, status_of};
 
 use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
@@ -14,11 +18,13 @@ use subtle::ConstantTimeEq;
 use tracing::error;
 
 use lambda_http::RequestExt;
+use lambda_http::request::RequestContext;
 
 use super::Context;
 use crate::config::BroadcastConfig;
 use crate::fanout::deadline_at;
 use crate::protocol::broadcast::{ApiError, ApiErrorCode, ConnectionCount};
+use crate::shards::{Shard, ShardLauncher};
 
 /// Header that carries the API key when `BROADCAST_API_KEY` is set.
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -48,25 +54,42 @@ const ROUTES: [(&str, Method, Route); 8] = [
     ("/history", Method::GET, Route::History),
 ];
 
+/// Where a background broadcast's status is read: `GET /broadcasts/{id}`. Ids may hold `/`.
+const STATUS_PREFIX: &str = "/broadcasts/";
+
 /// Every route as API Gateway's HTTP API keys it (`POST /broadcast`): what the template
 /// must route to this function.
 pub fn route_keys() -> Vec<String> {
     ROUTES
         .iter()
         .map(|(path, method, _)| format!("{method} {path}"))
+        .chain(std::iter::once(format!("GET {STATUS_PREFIX}{{id+}}")))
         .collect()
+}
+
+/// The broadcast id a status path names (percent-decoded), if it is one.
+fn status_id(path: &str) -> Option<String> {
+    let at = path.find(STATUS_PREFIX)?;
+    let id = &path[at + STATUS_PREFIX.len()..];
+    let id = percent_encoding::percent_decode_str(id)
+        .decode_utf8()
+        .ok()?;
+    (!id.is_empty()).then(|| id.into_owned())
 }
 
 fn route_list() -> String {
     route_keys().join(", ")
 }
 
-/// Answers one request of the server API. In Lambda the invocation's deadline rides in the
-/// request and bounds every fan-out; `config` says who may call.
+/// Answers one request of the server API, or runs a part of a background broadcast when
+/// the invocation is one of this function's own (`launcher` starts parts). In Lambda the
+/// invocation's deadline rides in the request and bounds every fan-out; `config` says who
+/// may call.
 pub async fn handle(
     request: &Request,
     ctx: &Context<'_>,
     config: &BroadcastConfig,
+    launcher: &dyn ShardLauncher,
 ) -> Response<Body> {
     let deadline = request
         .lambda_context_ref()
@@ -76,6 +99,11 @@ pub async fn handle(
         deadline,
         ..ctx.clone()
     };
+    // Not an HTTP request: an asynchronous invocation, which only a principal allowed to
+    // invoke the function can make (API Gateway's requests always carry their context).
+    if let Some(RequestContext::PassThrough) = request.request_context_ref() {
+        return shard(request, ctx, config, launcher).await;
+    }
     // The key is checked first, so that a caller without it learns nothing, not even
     // which routes exist.
     if let Some(expected) = &config.api_key {
@@ -93,6 +121,15 @@ pub async fn handle(
         }
     }
     let path = request.uri().path().trim_end_matches('/');
+    if let Some(id) = status_id(path) {
+        if request.method() != Method::GET {
+            return error_response(ApiError::new(
+                ApiErrorCode::MethodNotAllowed,
+                format!("use GET {path}"),
+            ));
+        }
+        return background::status(&id, ctx, launcher).await;
+    }
     let Some((_, allowed, route)) = ROUTES.iter().find(|(suffix, _, _)| path.ends_with(suffix))
     else {
         return error_response(ApiError::new(
@@ -107,7 +144,7 @@ pub async fn handle(
         ));
     }
     match route {
-        Route::Broadcast => send::broadcast(request, ctx, config).await,
+        Route::Broadcast => send::broadcast(request, ctx, config, launcher).await,
         Route::Count => match ctx.store.count_connections().await {
             Ok(count) => json_response(StatusCode::OK, &ConnectionCount { count }),
             Err(e) => {
@@ -121,6 +158,47 @@ pub async fn handle(
         Route::Presence => query::presence(request, ctx).await,
         Route::Online => query::online(request, ctx).await,
         Route::History => query::history(request, ctx).await,
+    }
+}
+
+/// Runs the part an asynchronous invocation names. A failed run answers 500, which fails
+/// the invocation, so that Lambda retries it.
+async fn shard(
+    request: &Request,
+    ctx: &Context<'_>,
+    config: &BroadcastConfig,
+    launcher: &dyn ShardLauncher,
+) -> Response<Body> {
+    let shard = match Shard::from_event(request.body()) {
+        Some(Ok(shard)) => shard,
+        Some(Err(e)) => {
+            error!(error = %e, "malformed shard event");
+            return error_response(ApiError::new(ApiErrorCode::InvalidRequest, e.to_string()));
+        }
+        None => {
+            error!("an invocation that is neither an HTTP request nor a shard event");
+            return error_response(ApiError::new(
+                ApiErrorCode::InvalidRequest,
+                "not an HTTP API request, nor a broadcast part",
+            ));
+        }
+    };
+    // Lambda retries a failed invocation with its request id: the retry takes the part
+    // back at once instead of waiting for the lease to run out.
+    let runner = request
+        .lambda_context_ref()
+        .map(|c| c.request_id.clone())
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    match run_part(&shard, &runner, ctx, config, launcher).await {
+        Ok(outcome) => json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "outcome": format!("{outcome:?}") }),
+        ),
+        Err(e) => {
+            error!(broadcast_id = %shard.broadcast_id, part = shard.part, error = %e, "part run failed");
+            error_response(internal_error())
+        }
     }
 }
 

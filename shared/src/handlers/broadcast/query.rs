@@ -171,6 +171,7 @@ mod tests {
             &get(path),
             &settings.context(store, &sender),
             &BroadcastConfig::default(),
+            &crate::test_support::RecordingLauncher::new(),
         )
         .await;
         let body = serde_json::from_slice(response.body()).unwrap();

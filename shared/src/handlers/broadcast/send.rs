@@ -4,33 +4,38 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use tracing::{error, info};
 
+use super::background::{Handover, hand_over};
 use super::{error_response, internal_error, json_response, with_content_type_hint};
 use crate::clock::now_millis;
 use crate::config::BroadcastConfig;
-use crate::fanout::{fan_out, metrics};
+use crate::fanout::{Checkpoint, fan_out, metrics};
 use crate::handlers::Context;
 use crate::handlers::announce::{Change, announce};
 use crate::handlers::history::{StampError, history_of, stamp};
 use crate::protocol::Topic;
 use crate::protocol::broadcast::{
-    ApiError, ApiErrorCode, BatchResponse, Broadcast, BroadcastBody, BroadcastResponse, Message,
-    Target,
+    ApiError, ApiErrorCode, BatchResponse, Broadcast, BroadcastBody, BroadcastResponse,
+    BroadcastState, FanoutReport, Message, Target,
 };
 use crate::sender::Payload;
+use crate::shards::ShardLauncher;
+use crate::store::Span;
 use crate::store::history::Claim;
+use tokio::time::Instant;
 
 pub(super) async fn broadcast(
     request: &Request,
     ctx: &Context<'_>,
     config: &BroadcastConfig,
+    launcher: &dyn ShardLauncher,
 ) -> Response<Body> {
     let body = match BroadcastBody::parse(request.body()) {
         Ok(body) => body,
         Err(mistake) => return error_response(with_content_type_hint(request, mistake)),
     };
     match body {
-        BroadcastBody::One(broadcast) => match send_one(&broadcast, ctx, config).await {
-            Ok(report) => json_response(StatusCode::OK, &report),
+        BroadcastBody::One(broadcast) => match send_one(&broadcast, ctx, config, launcher).await {
+            Ok(report) => json_response(status_of(&[&report]), &report),
             Err(e) => error_response(e),
         },
         BroadcastBody::Batch(batch) => {
@@ -38,7 +43,7 @@ pub(super) async fn broadcast(
             // stops the batch there and says how far it got.
             let mut results = Vec::with_capacity(batch.len());
             for (at, broadcast) in batch.iter().enumerate() {
-                match send_one(broadcast, ctx, config).await {
+                match send_one(broadcast, ctx, config, launcher).await {
                     Ok(report) => results.push(report),
                     Err(mut e) => {
                         e.details = format!(
@@ -49,8 +54,17 @@ pub(super) async fn broadcast(
                     }
                 }
             }
-            json_response(StatusCode::OK, &BatchResponse { results })
+            let reports: Vec<&BroadcastResponse> = results.iter().collect();
+            json_response(status_of(&reports), &BatchResponse { results })
         }
+    }
+}
+
+/// 202 when any of the broadcasts goes on in the background, else 200.
+fn status_of(reports: &[&BroadcastResponse]) -> StatusCode {
+    match reports.iter().any(|r| r.status == BroadcastState::Running) {
+        true => StatusCode::ACCEPTED,
+        false => StatusCode::OK,
     }
 }
 
@@ -67,9 +81,10 @@ async fn send_one(
     broadcast: &Broadcast,
     ctx: &Context<'_>,
     config: &BroadcastConfig,
+    launcher: &dyn ShardLauncher,
 ) -> Result<BroadcastResponse, ApiError> {
     let Some(key) = &broadcast.id else {
-        return deliver(broadcast, ctx, config).await;
+        return deliver(broadcast, ctx, config, launcher).await;
     };
     match ctx.store.claim(key, CLAIM_LEASE_SECONDS).await {
         Ok(Claim::Claimed) => {}
@@ -95,7 +110,7 @@ async fn send_one(
             return Err(internal_error());
         }
     }
-    let outcome = deliver(broadcast, ctx, config).await;
+    let outcome = deliver(broadcast, ctx, config, launcher).await;
     let kept = match &outcome {
         Ok(report) => match serde_json::to_string(report) {
             Ok(answer) => {
@@ -144,11 +159,13 @@ fn check_history(broadcast: &Broadcast, ctx: &Context<'_>) -> Result<(), ApiErro
 }
 
 /// Sends one broadcast: kept in its topic's stream first when the topic has history, then
-/// its payload once to the audience its target resolves to.
+/// its payload once to the audience its target resolves to, for as long as the synchronous
+/// budget allows; what is left then goes to the background.
 async fn deliver(
     broadcast: &Broadcast,
     ctx: &Context<'_>,
     config: &BroadcastConfig,
+    launcher: &dyn ShardLauncher,
 ) -> Result<BroadcastResponse, ApiError> {
     check_history(broadcast, ctx)?;
     let id = broadcast
@@ -176,13 +193,36 @@ async fn deliver(
         }
     })?;
     let audience = ctx.channels.audience(&broadcast.target);
+    let payload = Payload::new(payload);
+    let handover = |rest: Checkpoint| Handover {
+        id: &id,
+        target: &broadcast.target,
+        audience: audience.clone(),
+        exclusions: broadcast.exclusions.clone(),
+        payload: &payload,
+        rest,
+        position: position.as_ref(),
+        accepted_at,
+    };
+    if broadcast.run_async {
+        let everyone = Checkpoint {
+            rest: Some(Span::all()),
+            report: FanoutReport::default(),
+            retries: 0,
+            unsent: Vec::new(),
+        };
+        return hand_over(handover(everyone), ctx, config, launcher).await;
+    }
+    let options = ctx
+        .fanout_options()
+        .stopping_reading_at(Some(Instant::now() + config.sync_budget));
     let outcome = fan_out(
         ctx.store,
         &ctx.sender,
         &audience,
         &broadcast.exclusions,
-        &Payload::new(payload),
-        &ctx.fanout_options(),
+        &payload,
+        &options,
     )
     .await;
     let (summary, failure) = match &outcome {
@@ -198,6 +238,10 @@ async fn deliver(
             "{}",
             metrics::emf(summary, &broadcast.target, &id, accepted_at)
         );
+    }
+    if failure.is_none() && summary.deadline_reached() {
+        // Out of time with recipients left: they go on in the background.
+        return hand_over(handover(summary.checkpoint()), ctx, config, launcher).await;
     }
     let report = summary.report;
     if let Some(e) = failure {
@@ -222,6 +266,7 @@ async fn deliver(
     );
     Ok(BroadcastResponse {
         id,
+        status: BroadcastState::Done,
         report,
         retries: summary.retries,
         deadline_reached: summary.deadline_reached(),
@@ -229,5 +274,7 @@ async fn deliver(
         offset: position.as_ref().map(|p| p.offset),
         epoch: position.map(|p| p.epoch),
         replayed: false,
+        status_url: None,
+        shards: None,
     })
 }

@@ -15,7 +15,8 @@ use crate::sender::SendError;
 use crate::store::Store;
 use crate::store::{Connection, ConnectionStore, MemoryStore};
 use crate::test_support::{
-    RecordingSender, Settings, connection, ids, store_with, subscribe_all, subscribers,
+    RecordingLauncher, RecordingSender, Settings, connection, ids, store_with, subscribe_all,
+    subscribers,
 };
 
 const API_KEY: &str = "backend-key-0123456789";
@@ -28,7 +29,13 @@ pub(super) async fn call(
     config: &BroadcastConfig,
 ) -> Response<Body> {
     let settings = Settings::default();
-    handle(request, &settings.context(store, sender), config).await
+    handle(
+        request,
+        &settings.context(store, sender),
+        config,
+        &RecordingLauncher::new(),
+    )
+    .await
 }
 
 fn open_config() -> BroadcastConfig {
@@ -93,13 +100,17 @@ async fn the_lambda_deadline_is_honoured_only_when_it_is_usable() {
         assert_eq!(body["deadline_reached"], reached, "deadline {deadline}");
         assert_eq!(body["delivered"], 3, "deadline {deadline}");
     }
-    // 100 ms ahead is inside the safety margin: nothing is sent, and the answer says why
+    // 100 ms ahead is inside the safety margin: nothing is sent here, everything goes to the
+    // background, and the answer says so
     let sender = RecordingSender::new();
     let mut context = lambda_http::Context::default();
     context.deadline = now_ms + 100;
     let request = post_broadcast(&card_moved()).with_lambda_context(context);
-    let body = json_of(&call(&request, &store, &sender, &open_config()).await);
-    assert_eq!(body["deadline_reached"], true);
+    let response = call(&request, &store, &sender, &open_config()).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let body = json_of(&response);
+    assert_eq!(body["status"], "running");
+    assert_eq!(body["deadline_reached"], false);
     assert_eq!(body["delivered"], 0);
     assert!(sender.posts().is_empty());
 }
@@ -389,6 +400,7 @@ async fn manage(
         &post(path, body),
         &settings.context(store, sender),
         &open_config(),
+        &RecordingLauncher::new(),
     )
     .await;
     (response.status(), json_of(&response))
