@@ -151,3 +151,47 @@ pub(super) fn request(
     *request.headers_mut() = headers;
     Ok(request)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("eu-west-1"))
+            .build()
+    }
+
+    #[tokio::test]
+    async fn a_bad_endpoint_fails_each_post_with_its_reason_before_anything_is_sent() {
+        // GIVEN a bad override, and a bad stored endpoint
+        let overridden = Poster::new(&config(), Some("ftp://example.com/prod"));
+        let stored = Poster::new(&config(), None);
+        let payload = Payload::new(Bytes::from_static(b"m"));
+        // WHEN posts go out
+        let through_override = overridden
+            .post("https://ok.example.com", "c1", &payload)
+            .await;
+        let through_stored = stored.post("no scheme/prod", "c1", &payload).await;
+        // THEN both fail for good, naming the endpoint
+        for result in [through_override, through_stored] {
+            assert!(
+                matches!(&result, Err(SendError::Failed(reason)) if reason.contains("endpoint")),
+                "{result:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_connection_id_is_refused_as_the_sdk_refuses_it() {
+        let poster = Poster::new(&config(), None);
+        let result = poster
+            .post("https://h.example.com/prod", "", &Payload::new(Vec::new()))
+            .await;
+        assert_eq!(
+            result,
+            Err(SendError::Failed("the connection id is empty".into()))
+        );
+    }
+}
