@@ -1,17 +1,21 @@
-//! The fan-out engine through the real `aws-sdk-apigatewaymanagement` client to a local
-//! `@connections` endpoint, with recipients read from DynamoDB Local. The endpoint is a small
-//! stand-in for API Gateway's management API, because its faults (410, 429, 5xx, slowness)
-//! cannot be provoked from the real one here; it answers as API Gateway does (status and
-//! `x-amzn-ErrorType`).
+//! The fan-out engine through the real sender (posts signed with SigV4 over its own hyper
+//! pool, see `wsbridge::sender`) to a local `@connections` endpoint, with recipients read from
+//! DynamoDB Local. The endpoint is a small stand-in for API Gateway's management API, because
+//! its faults (410, 429, 5xx, slowness) cannot be provoked from the real one here; it answers
+//! as API Gateway does (status and `x-amzn-ErrorType`), and keeps every request it got so that
+//! the signatures can be checked the way API Gateway checks them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use axum::Router;
 use axum::body::Bytes as BodyBytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::routing::post;
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -24,15 +28,19 @@ use wsbridge::sender::{ApiGatewaySender, ConnectionSender, Payload, SendError};
 use wsbridge::store::{
     Audience, Connection, ConnectionStore, DynamoDbStore, Recipient, RecipientStore,
 };
-use wsbridge_local::local_sdk_config;
+use wsbridge_local::{SigV4Credentials, local_sdk_config};
 use wsbridge_tests::fresh_dynamodb_store;
 
 /// (stage, connection id, body) of a POST answered 200.
 type Received = (String, String, Vec<u8>);
 
+/// Every POST as it arrived: URI, headers, body.
+type Request = (Uri, HeaderMap, BodyBytes);
+
 #[derive(Clone, Default)]
 struct Sink {
     received: Arc<Mutex<Vec<Received>>>,
+    requests: Arc<Mutex<Vec<Request>>>,
     /// Calls per connection id, retries included.
     calls: Arc<Mutex<HashMap<String, u32>>>,
 }
@@ -54,8 +62,14 @@ impl Sink {
 async fn post_to_connection(
     State(sink): State<Sink>,
     Path((stage, id)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
     body: BodyBytes,
 ) -> (StatusCode, HeaderMap, &'static str) {
+    sink.requests
+        .lock()
+        .unwrap()
+        .push((uri, headers, body.clone()));
     let call = {
         let mut calls = sink.calls.lock().unwrap();
         let count = calls.entry(id.clone()).or_default();
@@ -155,7 +169,7 @@ async fn subscribers(store: &DynamoDbStore, topic: &str) -> Vec<ConnectionId> {
 }
 
 #[tokio::test]
-async fn sdk_sender_posts_to_the_stage_path_and_classifies_each_answer_once() {
+async fn the_sender_posts_to_the_stage_path_and_classifies_each_answer_once() {
     let sink = Sink::default();
     let base = start_sink(sink.clone()).await;
     let endpoint = format!("{base}/prod");
@@ -190,7 +204,7 @@ async fn sdk_sender_posts_to_the_stage_path_and_classifies_each_answer_once() {
         send("forbidden-1").await,
         Err(SendError::Failed(_))
     ));
-    // the SDK does not retry on its own: the engine decides, and counts
+    // the sender does not retry on its own: the engine decides, and counts
     for id in ["gone-1", "busy-1", "broken-1", "forbidden-1"] {
         assert_eq!(sink.calls(id), 1, "{id}");
     }
@@ -350,4 +364,147 @@ async fn at_the_deadline_the_fan_out_stops_and_counts_what_it_did_not_send() {
     assert!(summary.unsent.len() >= 20, "{summary:?}");
     assert!(report.failed >= summary.unsent.len() as u64);
     assert_eq!(report.gone, 0);
+}
+
+const REGION: &str = "eu-west-1";
+const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+
+/// Role credentials, as a Lambda function has them: with a session token.
+fn role_config() -> SdkConfig {
+    let credentials = Credentials::new(
+        "ASIAEXAMPLE",
+        SECRET,
+        Some("IQoJb3JpZ2luX2VjEXAMPLE/session+token==".into()),
+        None,
+        "test",
+    );
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .build()
+}
+
+/// What API Gateway would check: the signature aws-sigv4's full signer computes from the
+/// request as it arrived, over the headers it says it signed.
+fn verify(request: &Request, secret: &str) -> Result<(), wsbridge_local::SigV4Refusal> {
+    let (uri, headers, body) = request;
+    SigV4Credentials {
+        access_key_id: "ASIAEXAMPLE".into(),
+        secret_access_key: secret.into(),
+        region: REGION.into(),
+    }
+    .verify(&Method::POST, uri, headers, body, SystemTime::now())
+}
+
+#[tokio::test]
+async fn posts_are_signed_as_api_gateway_checks_and_carry_the_id_as_sent() {
+    // GIVEN a sender with role credentials, and connection ids that need percent-encoding
+    let sink = Sink::default();
+    let base = start_sink(sink.clone()).await;
+    let endpoint = format!("{base}/prod");
+    let sender = ApiGatewaySender::new(&role_config(), None);
+    let ids = ["L0SM9cOFvHcCIhw=", "a b/c+d=", "é日本?#%41", "x"];
+    let payload = Payload::new(Bytes::from_static(b"{\"event\":\"signed\"}"));
+
+    // WHEN one payload is posted to each
+    for id in ids {
+        sender
+            .send(&recipient(id, &endpoint), &payload)
+            .await
+            .unwrap();
+    }
+
+    // THEN each arrived at its id, decoded as sent, with the payload
+    let received = sink.received.lock().unwrap().clone();
+    let arrived: Vec<&str> = received.iter().map(|(_, id, _)| id.as_str()).collect();
+    assert_eq!(arrived, ids);
+    assert!(
+        received
+            .iter()
+            .all(|(_, _, body)| body == &payload.bytes()[..])
+    );
+    // AND each carries a signature of host, date and session token that verifies, and that
+    // another secret does not
+    let requests = sink.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), ids.len());
+    for request in &requests {
+        let headers = &request.1;
+        verify(request, SECRET).unwrap_or_else(|refusal| panic!("{}: {refusal}", request.0));
+        assert!(verify(request, "another-secret-access-key-of-forty-bytes").is_err());
+        assert!(
+            headers["authorization"]
+                .to_str()
+                .unwrap()
+                .contains("SignedHeaders=host;x-amz-date;x-amz-security-token,")
+        );
+        assert_eq!(
+            headers["x-amz-security-token"],
+            "IQoJb3JpZ2luX2VjEXAMPLE/session+token=="
+        );
+        assert_eq!(headers["content-type"], "application/octet-stream");
+        assert_eq!(
+            headers["content-length"],
+            payload.bytes().len().to_string().as_str()
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_a_credentials_provider_posts_go_unsigned_and_without_a_region_they_fail() {
+    // GIVEN a config with no credentials at all (a local run), and one without a region
+    let sink = Sink::default();
+    let base = start_sink(sink.clone()).await;
+    let endpoint = format!("{base}/prod");
+    let anonymous = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .build();
+    let regionless = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "AKID", "secret", None, None, "test",
+        )))
+        .build();
+    let payload = Payload::new(Bytes::from_static(b"m"));
+
+    // WHEN each posts
+    let unsigned = ApiGatewaySender::new(&anonymous, None)
+        .send(&recipient("c1", &endpoint), &payload)
+        .await;
+    let unsignable = ApiGatewaySender::new(&regionless, None)
+        .send(&recipient("c2", &endpoint), &payload)
+        .await;
+
+    // THEN the first is delivered without a signature (the local gateway checks none), and
+    // the second fails, saying why, without reaching the endpoint
+    assert_eq!(unsigned, Ok(()));
+    let requests = sink.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    assert!(!requests[0].1.contains_key("authorization"));
+    assert!(
+        matches!(&unsignable, Err(SendError::Failed(reason)) if reason.contains("AWS_REGION")),
+        "{unsignable:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_post_to_an_unreachable_endpoint_is_transient_and_says_why() {
+    // GIVEN an endpoint nothing listens on
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = format!("http://{}/prod", listener.local_addr().unwrap());
+    drop(listener);
+    let sender = ApiGatewaySender::new(&role_config(), None);
+    // WHEN a post goes there
+    let result = sender
+        .send(
+            &recipient("c1", &closed),
+            &Payload::new(Bytes::from_static(b"m")),
+        )
+        .await;
+    // THEN it is worth another try, and the reason names the cause
+    assert!(
+        matches!(&result, Err(SendError::Transient(reason)) if reason.contains("onnect")),
+        "{result:?}"
+    );
 }

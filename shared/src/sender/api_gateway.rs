@@ -1,37 +1,32 @@
-//! The management API through `aws-sdk-apigatewaymanagement`.
+//! The management API: posts through the lean path (`post`), every other call through
+//! `aws-sdk-apigatewaymanagement`.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
-use aws_sdk_apigatewaymanagement::config::interceptors::BeforeTransmitInterceptorContextMut;
-use aws_sdk_apigatewaymanagement::config::{
-    ConfigBag, Intercept, RuntimeComponents, retry::RetryConfig, timeout::TimeoutConfig,
-};
-use aws_sdk_apigatewaymanagement::error::{BoxError, DisplayErrorContext, SdkError};
-use aws_sdk_apigatewaymanagement::primitives::Blob;
-use aws_smithy_types::body::SdkBody;
-use bytes::Bytes;
+use aws_sdk_apigatewaymanagement::config::{retry::RetryConfig, timeout::TimeoutConfig};
+use aws_sdk_apigatewaymanagement::error::{DisplayErrorContext, SdkError};
 
+use super::post::Poster;
+use super::transport::ATTEMPT_TIMEOUT;
 use super::{ConnectionSender, Payload, SendError};
 use crate::store::Recipient;
 
-/// Most a post may take before it counts as a transient failure.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// PostToConnection through `aws-sdk-apigatewaymanagement`. The management API lives at the
-/// WebSocket API's own `https://{domain}/{stage}`, so there is one client per endpoint; all
-/// share the SDK config's HTTP client, hence one connection pool.
+/// API Gateway's management API, which lives at the WebSocket API's own
+/// `https://{domain}/{stage}`. PostToConnection, the call fan-out makes once per recipient,
+/// goes through `Poster`, signed with the SDK config's credentials and region; the other
+/// calls through the SDK, one client per endpoint, all sharing the SDK config's HTTP client.
 ///
-/// The SDK's own retries are off: fan-out retries 429 and 5xx itself, within the
-/// invocation's deadline, and counts them.
+/// Neither retries on its own: fan-out retries 429 and 5xx itself, within the invocation's
+/// deadline, and counts them.
 pub struct ApiGatewaySender {
     config: aws_config::SdkConfig,
     endpoint_override: Option<String>,
     clients: RwLock<HashMap<String, Client>>,
+    poster: Poster,
 }
 
 impl ApiGatewaySender {
@@ -40,6 +35,7 @@ impl ApiGatewaySender {
     pub fn new(config: &aws_config::SdkConfig, endpoint_override: Option<String>) -> Self {
         Self {
             config: config.clone(),
+            poster: Poster::new(config, endpoint_override.as_deref()),
             endpoint_override,
             clients: RwLock::default(),
         }
@@ -77,46 +73,16 @@ impl ApiGatewaySender {
     }
 }
 
-/// Puts the shared payload into the request just before signing. The SDK's `Blob` owns a
-/// `Vec<u8>`, which would copy the message once per recipient; a `Bytes` body is a
-/// reference-counted view of the one buffer.
-#[derive(Debug)]
-struct SharedBody(Bytes);
-
-impl Intercept for SharedBody {
-    fn name(&self) -> &'static str {
-        "wsbridge::SharedBody"
-    }
-
-    fn modify_before_signing(
-        &self,
-        context: &mut BeforeTransmitInterceptorContextMut<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let request = context.request_mut();
-        request
-            .headers_mut()
-            .insert("content-length", self.0.len().to_string());
-        *request.body_mut() = SdkBody::from(self.0.clone());
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl ConnectionSender for ApiGatewaySender {
     async fn send(&self, recipient: &Recipient, payload: &Payload) -> Result<(), SendError> {
-        self.client_for(&recipient.endpoint)
-            .post_to_connection()
-            .connection_id(recipient.connection_id.as_str())
-            // Empty here; `SharedBody` supplies the bytes.
-            .data(Blob::new(Vec::new()))
-            .customize()
-            .interceptor(SharedBody(payload.bytes().clone()))
-            .send()
+        self.poster
+            .post(
+                &recipient.endpoint,
+                recipient.connection_id.as_str(),
+                payload,
+            )
             .await
-            .map(|_| ())
-            .map_err(classify)
     }
 
     async fn close(&self, recipient: &Recipient) -> Result<(), SendError> {

@@ -2,6 +2,16 @@
 //! API Gateway's management API.
 
 mod api_gateway;
+mod credentials;
+mod endpoint;
+mod post;
+mod sigv4;
+mod transport;
+
+#[cfg(test)]
+mod random;
+#[cfg(test)]
+mod signature_tests;
 
 use std::sync::OnceLock;
 
