@@ -241,4 +241,6 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
 }
 
 #[cfg(test)]
+mod background_tests;
+#[cfg(test)]
 mod tests;
