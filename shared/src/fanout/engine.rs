@@ -90,6 +90,8 @@ pub(super) struct Engine<'a> {
     found: Option<HashSet<ConnectionId>>,
     saved_at: Instant,
     unsaved: bool,
+    /// Pages taken from the store: reading stops early only once there is one.
+    pages_read: u64,
 }
 
 type Removals<'a> = FuturesUnordered<BoxFuture<'a, Vec<(UserId, Topic)>>>;
@@ -127,6 +129,7 @@ impl<'a> Engine<'a> {
             found: matches!(audience, Audience::Connections(_)).then(HashSet::new),
             saved_at: Instant::now(),
             unsaved: false,
+            pages_read: 0,
         }
     }
 
@@ -158,7 +161,9 @@ impl<'a> Engine<'a> {
             if give_up_at.is_some_and(|at| at <= now) && !self.given_up {
                 self.give_up();
             }
-            if stop_reading_at.is_some_and(|at| at <= now) {
+            // At least one page is read before stopping: a run stopped before it read anything
+            // would hand its continuation exactly what it was given, for ever.
+            if stop_reading_at.is_some_and(|at| at <= now) && self.pages_read > 0 {
                 self.reading = Reading::Closed;
             }
             self.launch_what_fits();
@@ -181,7 +186,7 @@ impl<'a> Engine<'a> {
                 page = pages.recv(), if want_page => self.on_page(page),
                 () = sleep_until(next_retry.unwrap_or_else(Instant::now)), if next_retry.is_some() => {}
                 () = sleep_until(stop_reading_at.unwrap_or_else(Instant::now)),
-                    if stop_reading_at.is_some() && self.reading == Reading::Open => {
+                    if stop_reading_at.is_some() && self.reading == Reading::Open && self.pages_read > 0 => {
                     self.reading = Reading::Closed;
                 }
                 () = sleep_until(give_up_at.unwrap_or_else(Instant::now)),
@@ -266,6 +271,7 @@ impl<'a> Engine<'a> {
                 return;
             }
         };
+        self.pages_read += 1;
         if page.rest.is_none() {
             self.reading = Reading::Closed;
         }

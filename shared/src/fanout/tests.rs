@@ -724,3 +724,29 @@ async fn posts_run_on_every_worker_thread_at_once() {
     assert_eq!(summary.report, report(60, 60, 0, 0));
     assert!(busy.most_at_once.load(Ordering::SeqCst) >= 2);
 }
+
+#[tokio::test]
+async fn a_fan_out_told_to_stop_before_it_starts_still_sends_one_page() {
+    // GIVEN 10 subscribers, three per page, and a stop already past
+    let store = topic_with_subscribers(MemoryStore::new().with_page_size(3), 10).await;
+    let sender = RecordingSender::new();
+    let options = options(4).stopping_reading_at(Some(tokio::time::Instant::now()));
+
+    // WHEN it fans out
+    let summary = fan_out(
+        &store,
+        &shared(&sender),
+        &to_topic("board:big"),
+        &no_exclusions(),
+        &payload(),
+        &options,
+    )
+    .await
+    .unwrap();
+
+    // THEN one page went out and the rest is handed back: a run that stopped before
+    // reading anything would hand on what it was given, and nothing would ever progress
+    assert_eq!(summary.report, report(3, 3, 0, 0));
+    let rest = summary.rest.expect("stopped early");
+    assert_eq!(rest.after, Some(ConnectionId::new("c-02")));
+}

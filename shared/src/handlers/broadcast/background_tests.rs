@@ -194,7 +194,10 @@ async fn a_broadcast_over_its_budget_sends_what_it_can_then_the_rest_in_the_back
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let accepted = json_of(&response);
     let sent = accepted["delivered"].as_u64().unwrap();
-    assert!(sent > 0 && sent < 100 && sent.is_multiple_of(7), "{accepted}");
+    assert!(
+        sent > 0 && sent < 100 && sent.is_multiple_of(7),
+        "{accepted}"
+    );
     assert_eq!(sender.posts().len() as u64, sent);
 
     // WHEN the parts run, THEN everyone has it once, and the totals hold the call's part
