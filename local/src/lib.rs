@@ -273,7 +273,8 @@ async fn open_store(storage: &Storage) -> Result<Arc<dyn Store>, GatewayError> {
         Storage::DynamoDb { endpoint, table } => {
             let client = aws_sdk_dynamodb::Client::new(&local_sdk_config(Some(endpoint)));
             schema::create_table(&client, table).await?;
-            Arc::new(DynamoDbStore::new(client, table.clone()))
+            // Pages of 1 000 rows, as the functions read them.
+            Arc::new(DynamoDbStore::new(client, table.clone()).with_page_size(1_000))
         }
     })
 }
