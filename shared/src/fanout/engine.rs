@@ -92,6 +92,8 @@ pub(super) struct Engine<'a> {
     unsaved: bool,
     /// Pages taken from the store: reading stops early only once there is one.
     pages_read: u64,
+    /// Reading was stopped before the end: throttled posts are handed back, not retried.
+    stopped_early: bool,
 }
 
 type Removals<'a> = FuturesUnordered<BoxFuture<'a, Vec<(UserId, Topic)>>>;
@@ -130,6 +132,7 @@ impl<'a> Engine<'a> {
             saved_at: Instant::now(),
             unsaved: false,
             pages_read: 0,
+            stopped_early: false,
         }
     }
 
@@ -164,7 +167,7 @@ impl<'a> Engine<'a> {
             // At least one page is read before stopping: a run stopped before it read anything
             // would hand its continuation exactly what it was given, for ever.
             if stop_reading_at.is_some_and(|at| at <= now) && self.pages_read > 0 {
-                self.reading = Reading::Closed;
+                self.stop_reading();
             }
             self.launch_what_fits();
             if self.is_done() {
@@ -187,7 +190,7 @@ impl<'a> Engine<'a> {
                 () = sleep_until(next_retry.unwrap_or_else(Instant::now)), if next_retry.is_some() => {}
                 () = sleep_until(stop_reading_at.unwrap_or_else(Instant::now)),
                     if stop_reading_at.is_some() && self.reading == Reading::Open && self.pages_read > 0 => {
-                    self.reading = Reading::Closed;
+                    self.stop_reading();
                 }
                 () = sleep_until(give_up_at.unwrap_or_else(Instant::now)),
                     if give_up_at.is_some() && !self.given_up => self.give_up(),
@@ -291,6 +294,26 @@ impl<'a> Engine<'a> {
         });
     }
 
+    /// The time to stop reading has come: the page in hand is finished, and retries still
+    /// waiting are handed back as unsent, for whoever continues (waiting for them would
+    /// hold the caller past its budget).
+    fn stop_reading(&mut self) {
+        if self.reading == Reading::Closed {
+            return;
+        }
+        self.reading = Reading::Closed;
+        self.stopped_early = true;
+        for Reverse(due) in std::mem::take(&mut self.due).into_vec() {
+            let Job {
+                recipient,
+                page,
+                attempts,
+                ..
+            } = due.job;
+            self.finish(page, Final::Unsent(recipient), attempts);
+        }
+    }
+
     /// The invocation's time is up: nothing more is launched, and what was not posted to
     /// is handed back as unsent.
     fn give_up(&mut self) {
@@ -326,12 +349,12 @@ impl<'a> Engine<'a> {
         let limit = &self.options.limit;
         let error = match result {
             Ok(()) => {
-                limit.succeeded();
+                limit.succeeded(sent_at);
                 self.finish(job.page, Final::Delivered, job.attempts);
                 return None;
             }
             Err(SendError::Gone) => {
-                limit.succeeded();
+                limit.succeeded(sent_at);
                 debug!(connection_id = %job.recipient.connection_id, "gone");
                 self.gone.push(job.recipient.connection_id.clone());
                 self.finish(job.page, Final::Gone, job.attempts);
@@ -347,7 +370,12 @@ impl<'a> Engine<'a> {
             SendError::Throttled(_) => {
                 limit.throttled(sent_at);
                 job.throttled += 1;
-                job.throttled < MAX_THROTTLED_ATTEMPTS
+                if job.throttled >= MAX_THROTTLED_ATTEMPTS || self.stopped_early {
+                    debug!(connection_id = %job.recipient.connection_id, throttled = job.throttled, "still throttled: handed back unsent");
+                    self.finish(job.page, Final::Unsent(job.recipient), job.attempts);
+                    return None;
+                }
+                true
             }
             SendError::Transient(_) => {
                 job.attempts - job.throttled + 1 < self.options.retry.max_attempts

@@ -52,7 +52,7 @@ pub fn emf(
         "Retries": summary.retries,
         "Duration": summary.elapsed.as_secs_f64() * 1_000.0,
         "BroadcastId": broadcast_id,
-        "DeadlineReached": summary.deadline_reached(),
+        "DeadlineReached": summary.unfinished(),
     })
 }
 

@@ -45,8 +45,10 @@ use crate::store::{Audience, Page, Recipient, RecipientStore, Span, StoreError};
 pub const GONE_BATCH: usize = 25;
 
 /// Attempts of a post answered 429 each time, apart from the policy's attempts for 5xx: the
-/// adaptive limit slows the whole fan-out down on 429s, so a post gets more chances, and one
-/// throttled this often means other traffic is holding the account at its limit.
+/// adaptive limit slows the whole fan-out down on 429s, so a post gets more chances. One
+/// throttled this often (other traffic is holding the account at its limit) is not failed
+/// but handed back unsent, for the background or the next run to send later: a 429 says
+/// "not now", never "never".
 pub const MAX_THROTTLED_ATTEMPTS: u32 = 8;
 
 /// Time kept back before the deadline: for in-flight posts to finish, gone rows to be
@@ -170,8 +172,9 @@ pub struct FanoutSummary {
 }
 
 impl FanoutSummary {
-    /// The deadline (or a stop) ended the fan-out before every recipient was posted to.
-    pub fn deadline_reached(&self) -> bool {
+    /// Recipients are left: not read (the deadline or a stop came first), or read and not
+    /// delivered yet (unsent: the deadline, or the account's rate limit, held them back).
+    pub fn unfinished(&self) -> bool {
         self.rest.is_some() || !self.unsent.is_empty()
     }
 
@@ -301,16 +304,12 @@ pub async fn fan_out_from(
     let ((), (mut summary, ledger, failure, found)) =
         futures::join!(producer, engine.run(pages, results));
     summary.rest = ledger.settled().rest.clone();
-    if let (Audience::Connections(ids), Some(found), None, false, Some(span)) = (
-        audience,
-        found,
-        &failure,
-        summary.deadline_reached(),
-        &start.span,
-    ) {
+    if let (Audience::Connections(ids), Some(found), None, false, Some(span)) =
+        (audience, found, &failure, summary.unfinished(), &start.span)
+    {
         count_unknown(&mut summary, ids, &found, span, exclusions);
     }
-    if summary.deadline_reached() && !summary.checkpoint_failed {
+    if summary.unfinished() && !summary.checkpoint_failed {
         warn!(
             unsent = summary.unsent.len(),
             delivered = summary.report.delivered,

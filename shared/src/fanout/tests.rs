@@ -550,7 +550,7 @@ async fn at_the_deadline_what_was_not_posted_is_handed_back_and_sent_by_the_next
     // counted as failed, and the page is settled; as a checkpoint, they are handed on
     assert_eq!(first.report, report(10, 4, 0, 6));
     assert_eq!(first.unsent.len(), 6);
-    assert!(first.deadline_reached());
+    assert!(first.unfinished());
     assert_eq!(first.rest, None);
     let end = first.checkpoint();
     assert_eq!((end.report, end.unsent.len()), (report(4, 4, 0, 0), 6));

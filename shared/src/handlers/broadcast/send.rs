@@ -239,7 +239,7 @@ async fn deliver(
             metrics::emf(summary, &broadcast.target, &id, accepted_at)
         );
     }
-    if failure.is_none() && summary.deadline_reached() {
+    if failure.is_none() && summary.unfinished() {
         // Out of time with recipients left: they go on in the background.
         return hand_over(handover(summary.checkpoint()), ctx, config, launcher).await;
     }
@@ -269,7 +269,7 @@ async fn deliver(
         status: BroadcastState::Done,
         report,
         retries: summary.retries,
-        deadline_reached: summary.deadline_reached(),
+        deadline_reached: summary.unfinished(),
         store_failed: failure.is_some(),
         offset: position.as_ref().map(|p| p.offset),
         epoch: position.map(|p| p.epoch),

@@ -87,7 +87,7 @@ pub(super) async fn publish(
         message_id = %id,
         recipients = report.recipients,
         delivered = report.delivered,
-        deadline_reached = summary.deadline_reached(),
+        deadline_reached = summary.unfinished(),
         "published"
     );
     for (user, left) in summary.left {
