@@ -423,7 +423,7 @@ async fn broadcast_topic_reaches_the_subscribers_except_the_excluded_connection(
     assert!(!id.is_empty());
     assert_eq!(
         report,
-        json!({"id": id, "recipients": 1, "delivered": 1, "gone": 0, "failed": 0, "retries": 0, "deadline_reached": false, "store_failed": false})
+        json!({"id": id, "status": "done", "recipients": 1, "delivered": 1, "gone": 0, "failed": 0, "retries": 0, "deadline_reached": false, "store_failed": false})
     );
     let sent: Vec<(ConnectionId, Vec<u8>)> = sender
         .posts()
@@ -478,7 +478,7 @@ async fn broadcast_user_reaches_every_connection_of_alice_and_none_of_bob() {
         .to_owned();
     assert_eq!(
         report,
-        json!({"id": id, "recipients": 2, "delivered": 2, "gone": 0, "failed": 0, "retries": 0, "deadline_reached": false, "store_failed": false})
+        json!({"id": id, "status": "done", "recipients": 2, "delivered": 2, "gone": 0, "failed": 0, "retries": 0, "deadline_reached": false, "store_failed": false})
     );
     let sent: Vec<(ConnectionId, Vec<u8>)> = sender
         .posts()
