@@ -847,6 +847,57 @@ fn broadcast_routes_reach_the_broadcast_function_signed_with_iam_unless_api_key_
     }
 }
 
+// ---- parameter bounds ----
+
+#[test]
+fn numeric_parameters_allow_no_value_the_functions_refuse_and_refuse_none_they_accept() {
+    // `every_parameter_value_the_template_allows_…` starts the functions with MinValue and
+    // MaxValue; here one below and one above must stop them, so the bounds are the code's.
+    let template = template();
+    let functions = functions(&template);
+    let mut checked = BTreeSet::new();
+    for (name, spec) in template.section("Parameters") {
+        let name = scalar(name);
+        let (Some(min), Some(max)) = (spec.get("MinValue"), spec.get("MaxValue")) else {
+            continue;
+        };
+        let bound = |value: &Value| -> i64 { scalar(value).parse().expect("a number") };
+        for mode in AUTH_MODES {
+            let unchanged = template.parameters(mode);
+            for outside in [bound(min) - 1, bound(max) + 1] {
+                let outside = outside.to_string();
+                let mut overrides = mode.to_vec();
+                overrides.push((&name, &outside));
+                let parameters = template.parameters(&overrides);
+                for function in &functions {
+                    let env = template.environment(&function.id, &parameters);
+                    if env == template.environment(&function.id, &unchanged) {
+                        // Not one of this function's variables (in this mode).
+                        continue;
+                    }
+                    checked.insert(name.clone());
+                    assert!(
+                        start(function, &env, &StandInSecrets).is_err(),
+                        "{name}: the template refuses {outside}, which {} accepts; \
+                         MinValue/MaxValue are narrower than the code's bounds",
+                        function.id
+                    );
+                }
+            }
+        }
+    }
+    for name in [
+        "BroadcastSyncSeconds",
+        "BroadcastShards",
+        "FanoutConcurrency",
+    ] {
+        assert!(
+            checked.contains(name),
+            "{name} reaches no function: {checked:?}"
+        );
+    }
+}
+
 // ---- least privilege ----
 
 // What each function's code calls is not written down here: `wsbridge_tests::iam` runs every
