@@ -847,6 +847,85 @@ fn broadcast_routes_reach_the_broadcast_function_signed_with_iam_unless_api_key_
     }
 }
 
+// ---- background broadcasts ----
+
+#[test]
+fn the_broadcast_function_answers_within_the_http_api_and_its_parts_are_retried_twice() {
+    let template = template();
+    let functions = functions(&template);
+    let broadcast = function_of_binary(&functions, "wsbridge-broadcast");
+    let seconds = |value: &Value| -> u64 {
+        scalar(value)
+            .parse()
+            .unwrap_or_else(|e| panic!("{value:?}: {e}"))
+    };
+    let timeout = seconds(&template.properties(&broadcast.id)["Timeout"]);
+
+    // The same function answers the HTTP API, which waits for it 30 s at most.
+    let (api_id, _) = api(&template, "HTTP");
+    let integrations: BTreeSet<String> = routes(&template, api_id)
+        .values()
+        .map(|(route_id, _)| {
+            let target = sub_text(&template.properties(route_id)["Target"]).unwrap();
+            target["integrations/${".len()..target.len() - 1].to_owned()
+        })
+        .collect();
+    for integration in &integrations {
+        let waits_ms = seconds(&template.properties(integration)["TimeoutInMillis"]);
+        assert!(
+            waits_ms <= 30_000,
+            "{integration}: HTTP API integrations end at 30 s"
+        );
+        assert!(
+            timeout * 1_000 <= waits_ms,
+            "{}: a {timeout} s timeout outlives {integration}'s {waits_ms} ms",
+            broadcast.id
+        );
+    }
+    // The longest synchronous budget still leaves time to hand the rest over, and a part has
+    // time to send before it continues itself.
+    let parameters = template.section("Parameters");
+    let sync_max = seconds(&parameters["BroadcastSyncSeconds"]["MaxValue"]);
+    assert!(
+        sync_max < timeout,
+        "BroadcastSyncSeconds up to {sync_max} s, timeout {timeout} s"
+    );
+    assert!(wsbridge::handlers::broadcast::CONTINUE_MARGIN.as_secs() < timeout);
+    // The local gateway gives each run of a part what an invocation gets.
+    assert_eq!(
+        wsbridge_local::DEFAULT_SHARD_RUN_TIME.as_secs(),
+        timeout,
+        "the local gateway's --shard-run-seconds default"
+    );
+
+    // Its asynchronous invocations: retried twice (the local gateway's runner and the README
+    // say so), and kept long enough for those retries, and no longer than the job's rows.
+    let configs = template.resources_of("AWS::Lambda::EventInvokeConfig");
+    let [(config_id, config)] = configs.as_slice() else {
+        panic!(
+            "expected one EventInvokeConfig, for {}, found {}",
+            broadcast.id,
+            configs.len()
+        );
+    };
+    assert_eq!(
+        ref_name(&config["FunctionName"]),
+        Some(broadcast.id.as_str())
+    );
+    assert_eq!(scalar(&config["Qualifier"]), "$LATEST", "{config_id}");
+    assert_eq!(seconds(&config["MaximumRetryAttempts"]), 2, "{config_id}");
+    let age = seconds(&config["MaximumEventAgeInSeconds"]);
+    // Lambda retries after about 1 and 2 minutes; three runs of the whole timeout.
+    assert!(
+        age >= 180 + 3 * timeout,
+        "{config_id}: {age} s leaves no time for retries"
+    );
+    assert!(
+        age < wsbridge::store::jobs::JOB_TTL_SECONDS,
+        "{config_id}: an event older than a job's rows finds nothing to run"
+    );
+}
+
 // ---- parameter bounds ----
 
 #[test]
@@ -902,9 +981,9 @@ fn numeric_parameters_allow_no_value_the_functions_refuse_and_refuse_none_they_a
 
 // What each function's code calls is not written down here: `wsbridge_tests::iam` runs every
 // path of each function's handler on DynamoDB Local and reports the DynamoDB actions (the
-// items of transactions included) and `@connections` methods it used. The template must
-// grant exactly those, plus `secretsmanager:GetSecretValue` on the secret a function's
-// environment names (`*_SECRET_ID`), when it names one.
+// items of transactions included), the `@connections` methods and the Lambda API calls it
+// used. The template must grant exactly those, plus `secretsmanager:GetSecretValue` on the
+// secret a function's environment names (`*_SECRET_ID`), when it names one.
 
 #[tokio::test]
 async fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api() {
@@ -913,6 +992,19 @@ async fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api()
     for function in functions(&template) {
         let called = wsbridge_tests::iam::calls_of(&function.binary).await;
         calls.insert(function.binary.clone(), called);
+    }
+    // Lambda actions are checked below against the function's own ARN: right only while the
+    // launcher of a function that calls Lambda invokes the function it runs in.
+    let binaries = workspace_binaries();
+    for (binary, called) in calls.iter().filter(|(_, c)| !c.lambda.is_empty()) {
+        let main_rs = std::fs::read_to_string(&binaries[binary]).expect("its main.rs");
+        assert!(
+            main_rs.contains("LambdaLauncher::this_function(")
+                && !main_rs.contains("LambdaLauncher::new("),
+            "{binary} calls {:?}, so its main.rs must build its launcher with \
+             LambdaLauncher::this_function (the template allows it to invoke itself only)",
+            called.lambda
+        );
     }
     let table = &template.resources_of("AWS::DynamoDB::Table")[0]
         .0
@@ -959,6 +1051,19 @@ async fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api()
         let mut queried = BTreeSet::new();
         let mut secrets_read = BTreeSet::new();
         let mut methods = BTreeSet::new();
+        // A function's launcher invokes the function it runs in (checked below), so a
+        // Lambda action may name that function's ARN only.
+        let own_arn = || {
+            let name = template.properties(id).get("FunctionName").unwrap_or_else(|| {
+                panic!("{id} invokes a function, so it needs a FunctionName: its own policy cannot !GetAtt its ARN")
+            });
+            format!(
+                "arn:<AWS::Partition>:lambda:<AWS::Region>:<AWS::AccountId>:function:{}",
+                template
+                    .evaluate(name, &parameters)
+                    .expect("a FunctionName")
+            )
+        };
         let mut only_in_transactions = BTreeSet::new();
         let policies = template.properties(id)["Policies"]
             .as_sequence()
@@ -1005,6 +1110,13 @@ async fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api()
                                 .and_then(|r| template.evaluate(r, &parameters))
                                 .unwrap_or_else(|| panic!("{id}: {action} on nothing"));
                             secrets_read.insert(arn);
+                        } else if action.starts_with("lambda:") {
+                            let arn = template.evaluate(resource, &parameters).unwrap_or_default();
+                            assert_eq!(
+                                arn,
+                                own_arn(),
+                                "{id}: {action} on a function other than itself"
+                            );
                         } else {
                             let arn = sub_text(resource).unwrap_or_default();
                             let method = ["POST", "DELETE"]
@@ -1047,6 +1159,7 @@ async fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api()
         );
         let called = &calls[&function.binary];
         let mut expected: BTreeSet<String> = called.dynamodb.clone();
+        expected.extend(called.lambda.iter().cloned());
         if !called.management.is_empty() {
             expected.insert("execute-api:ManageConnections".into());
         }
