@@ -1,9 +1,10 @@
 //! What each Lambda function's code calls, found by running it: every route of a function's
 //! handler is driven through its paths on DynamoDB Local, with the store counting the
-//! DynamoDB operations (and the items of its transactions) and the sender recording the
-//! management API methods. The template's IAM statements are checked against this, so a
-//! new store call the template does not allow fails a test, and so does a permission the
-//! code no longer needs.
+//! DynamoDB operations (and the items of its transactions), the sender recording the
+//! management API methods, and a stand-in for the Lambda API recording the calls the real
+//! SDK client of the shard launcher makes. The template's IAM statements are checked against
+//! this, so a new call the template does not allow fails a test, and so does a permission
+//! the code no longer needs.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -18,14 +19,14 @@ use wsbridge::config::{BroadcastConfig, SessionConfig};
 use wsbridge::handlers::{broadcast, connect, default, disconnect};
 use wsbridge::limits::{ConnectionLimit, LimitPolicy, RateLimit};
 use wsbridge::sender::SendError;
+use wsbridge::shards::ShardLauncher;
 use wsbridge::store::dynamodb::OperationCounts;
 use wsbridge::store::{ConnectionStore, DynamoDbStore};
-use wsbridge::test_support::{
-    RecordingLauncher, RecordingSender, Settings, connection, pattern, put, ws_request,
-};
+use wsbridge::test_support::{RecordingSender, Settings, connection, pattern, put, ws_request};
 
 use crate::fresh_dynamodb_store;
 use crate::gateway::token;
+use crate::lambda::LambdaStandIn;
 
 /// What one function's code called.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -38,6 +39,9 @@ pub struct Calls {
     pub management: BTreeSet<&'static str>,
     /// What its Query calls read: `table`, or an index name.
     pub queried: BTreeSet<String>,
+    /// IAM actions on Lambda functions, e.g. `lambda:InvokeFunction` (the broadcast function
+    /// starting the parts of a background broadcast; its launcher invokes only itself).
+    pub lambda: BTreeSet<String>,
 }
 
 /// The calls of the function that builds `binary`, by running all of its paths.
@@ -48,11 +52,12 @@ pub async fn calls_of(binary: &str) -> Calls {
     // handler calls is counted.
     let fixtures = fresh_dynamodb_store().await;
     let store = fixtures.clone().with_operation_counts(counts.clone());
+    let lambda = LambdaStandIn::start().await;
     match binary {
         "wsbridge-connect" => exercise_connect(&fixtures, &store, &sender).await,
         "wsbridge-disconnect" => exercise_disconnect(&fixtures, &store, &sender).await,
         "wsbridge-default" => exercise_default(&fixtures, &store, &sender).await,
-        "wsbridge-broadcast" => exercise_broadcast(&fixtures, &store, &sender).await,
+        "wsbridge-broadcast" => exercise_broadcast(&fixtures, &store, &sender, &lambda).await,
         other => panic!("no exercise for {other}; add one in tests/src/iam.rs"),
     }
     let all = counts.iam_actions();
@@ -71,6 +76,7 @@ pub async fn calls_of(binary: &str) -> Calls {
         dynamodb: all,
         management: sender.management_methods(),
         queried: counts.queried(),
+        lambda: lambda.calls().into_iter().map(|call| call.action).collect(),
     }
 }
 
@@ -244,11 +250,18 @@ async fn exercise_default(
     assert!(limited, "the budget path refused a frame");
 }
 
-/// The server API: every route, every broadcast target, a 410 through a topic.
+/// The function name the exercise's launcher invokes: deployed, the launcher names the
+/// function it runs in (`LambdaLauncher::this_function`).
+const THIS_FUNCTION: &str = "wsbridge-broadcast-under-test";
+
+/// The server API: every route, every broadcast target, a 410 through a topic; then a
+/// broadcast sent in the background, its parts run as the function runs its own
+/// asynchronous invocations, and its status.
 async fn exercise_broadcast(
     fixtures: &DynamoDbStore,
     store: &DynamoDbStore,
     sender: &RecordingSender,
+    lambda: &LambdaStandIn,
 ) {
     seed(fixtures, "c-1", "alice", &["a:1", "room:1"]).await;
     seed(fixtures, "c-2", "bob", &["a:1", "room:1"]).await;
@@ -256,6 +269,7 @@ async fn exercise_broadcast(
     let config = BroadcastConfig::default();
     let settings = settings(SessionConfig::default());
     let ctx = settings.context(store, sender);
+    let launcher = lambda.launcher(THIS_FUNCTION);
     let calls: [(Method, &str, Value); 17] = [
         (
             Method::POST,
@@ -324,17 +338,78 @@ async fn exercise_broadcast(
         (Method::GET, "/history?topic=room:1", Value::Null),
     ];
     for (method, path, body) in calls {
-        let body = if body.is_null() {
-            String::new()
-        } else {
-            body.to_string()
-        };
-        let request = lambda_http::http::Request::builder()
-            .method(method)
-            .uri(path)
-            .body(Body::from(body))
-            .expect("a request");
-        let response = broadcast::handle(&request, &ctx, &config, &RecordingLauncher::new()).await;
+        let response = broadcast::handle(&http(method, path, body), &ctx, &config, &launcher).await;
         assert_eq!(response.status().as_u16(), 200, "{path}");
     }
+    exercise_background(fixtures, &ctx, &config, lambda, &launcher).await;
+}
+
+/// `"async": true` to a topic: the job recorded and one part per shard started; each part
+/// then run from the event its invocation carries, through the handler, as Lambda delivers
+/// it; the status read once every part is done.
+async fn exercise_background(
+    fixtures: &DynamoDbStore,
+    ctx: &wsbridge::handlers::Context<'_>,
+    config: &BroadcastConfig,
+    lambda: &LambdaStandIn,
+    launcher: &dyn ShardLauncher,
+) {
+    // Connections of its own: the ones above are disconnected by now.
+    seed(fixtures, "c-3", "dana", &["bg:1"]).await;
+    seed(fixtures, "c-4", "erin", &["bg:1"]).await;
+    let before = lambda.calls().len();
+    let body = json!({"topic": "bg:1", "event": "e", "async": true});
+    let response = broadcast::handle(
+        &http(Method::POST, "/broadcast", body),
+        ctx,
+        config,
+        launcher,
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 202, "an async broadcast");
+    let accepted: Value = serde_json::from_slice(response.body()).expect("a JSON report");
+    let status_url = accepted["status_url"]
+        .as_str()
+        .expect("a status_url")
+        .to_owned();
+
+    let invocations = lambda.calls().split_off(before);
+    assert_eq!(
+        invocations.len() as u64,
+        u64::from(config.shards),
+        "one invocation per part: {invocations:?}"
+    );
+    for invocation in invocations {
+        assert_eq!(invocation.function, THIS_FUNCTION);
+        assert_eq!(invocation.invocation_type.as_deref(), Some("Event"));
+        let event = lambda_http::request::from_str(&invocation.payload)
+            .unwrap_or_else(|e| panic!("the invocation's event {}: {e}", invocation.payload));
+        let response = broadcast::handle(&event, ctx, config, launcher).await;
+        assert_eq!(response.status().as_u16(), 200, "{}", invocation.payload);
+    }
+
+    let response = broadcast::handle(
+        &http(Method::GET, &status_url, Value::Null),
+        ctx,
+        config,
+        launcher,
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 200, "{status_url}");
+    let status: Value = serde_json::from_slice(response.body()).expect("a JSON status");
+    assert_eq!(status["status"], "done", "{status}");
+    assert_eq!(status["delivered"], 2, "{status}");
+}
+
+fn http(method: Method, path: &str, body: Value) -> lambda_http::Request {
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    lambda_http::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Body::from(body))
+        .expect("a request")
 }

@@ -6,6 +6,7 @@
 pub mod faults;
 pub mod gateway;
 pub mod iam;
+pub mod lambda;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -25,6 +25,7 @@ use wsbridge::config::{
 };
 use wsbridge::dev::SAM_LOCAL_SECRET;
 use wsbridge::secrets::{self, SecretError, SecretSource};
+use wsbridge::shards::SHARD_EVENT_KEY;
 use wsbridge::store::dynamodb::schema;
 use wsbridge_tests::event;
 
@@ -685,6 +686,21 @@ fn binary_of(functions: &[Function], id: &str) -> String {
         .unwrap_or_else(|| panic!("{id} is not a function of the template"))
 }
 
+/// A route's path as the source ARN of an invocation names it: the request's path, so each
+/// path parameter (`{id}`, greedy `{id+}`) is a `*`.
+fn source_arn_path(route_path: &str) -> String {
+    route_path
+        .split('/')
+        .map(
+            |segment| match segment.starts_with('{') && segment.ends_with('}') {
+                true => "*",
+                false => segment,
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Route keys of the sample events in `events/` of one kind.
 fn sample_route_keys(http: bool) -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
@@ -694,6 +710,10 @@ fn sample_route_keys(http: bool) -> BTreeSet<String> {
             continue;
         }
         let sample: Json = serde_json::from_str(&event(&name)).unwrap();
+        if sample.get(SHARD_EVENT_KEY).is_some() {
+            // The broadcast function's own asynchronous invocation: no route.
+            continue;
+        }
         let key = sample
             .get("routeKey")
             .or_else(|| sample["requestContext"].get("routeKey"))
@@ -837,7 +857,7 @@ fn broadcast_routes_reach_the_broadcast_function_signed_with_iam_unless_api_key_
             "lambda_http reads payload format 2.0"
         );
         let (method, path) = key.split_once(' ').unwrap();
-        let expected = format!("${{{api_id}}}/*/{method}{path}");
+        let expected = format!("${{{api_id}}}/*/{method}{}", source_arn_path(path));
         assert!(
             permissions
                 .iter()
@@ -847,13 +867,143 @@ fn broadcast_routes_reach_the_broadcast_function_signed_with_iam_unless_api_key_
     }
 }
 
+// ---- background broadcasts ----
+
+#[test]
+fn the_broadcast_function_answers_within_the_http_api_and_its_parts_are_retried_twice() {
+    let template = template();
+    let functions = functions(&template);
+    let broadcast = function_of_binary(&functions, "wsbridge-broadcast");
+    let seconds = |value: &Value| -> u64 {
+        scalar(value)
+            .parse()
+            .unwrap_or_else(|e| panic!("{value:?}: {e}"))
+    };
+    let timeout = seconds(&template.properties(&broadcast.id)["Timeout"]);
+
+    // The same function answers the HTTP API, which waits for it 30 s at most.
+    let (api_id, _) = api(&template, "HTTP");
+    let integrations: BTreeSet<String> = routes(&template, api_id)
+        .values()
+        .map(|(route_id, _)| {
+            let target = sub_text(&template.properties(route_id)["Target"]).unwrap();
+            target["integrations/${".len()..target.len() - 1].to_owned()
+        })
+        .collect();
+    for integration in &integrations {
+        let waits_ms = seconds(&template.properties(integration)["TimeoutInMillis"]);
+        assert!(
+            waits_ms <= 30_000,
+            "{integration}: HTTP API integrations end at 30 s"
+        );
+        assert!(
+            timeout * 1_000 <= waits_ms,
+            "{}: a {timeout} s timeout outlives {integration}'s {waits_ms} ms",
+            broadcast.id
+        );
+    }
+    // The longest synchronous budget still leaves time to hand the rest over, and a part has
+    // time to send before it continues itself.
+    let parameters = template.section("Parameters");
+    let sync_max = seconds(&parameters["BroadcastSyncSeconds"]["MaxValue"]);
+    assert!(
+        sync_max < timeout,
+        "BroadcastSyncSeconds up to {sync_max} s, timeout {timeout} s"
+    );
+    assert!(wsbridge::handlers::broadcast::CONTINUE_MARGIN.as_secs() < timeout);
+    // The local gateway gives each run of a part what an invocation gets.
+    assert_eq!(
+        wsbridge_local::DEFAULT_SHARD_RUN_TIME.as_secs(),
+        timeout,
+        "the local gateway's --shard-run-seconds default"
+    );
+
+    // Its asynchronous invocations: retried twice (the local gateway's runner and the README
+    // say so), and kept long enough for those retries, and no longer than the job's rows.
+    let configs = template.resources_of("AWS::Lambda::EventInvokeConfig");
+    let [(config_id, config)] = configs.as_slice() else {
+        panic!(
+            "expected one EventInvokeConfig, for {}, found {}",
+            broadcast.id,
+            configs.len()
+        );
+    };
+    assert_eq!(
+        ref_name(&config["FunctionName"]),
+        Some(broadcast.id.as_str())
+    );
+    assert_eq!(scalar(&config["Qualifier"]), "$LATEST", "{config_id}");
+    assert_eq!(seconds(&config["MaximumRetryAttempts"]), 2, "{config_id}");
+    let age = seconds(&config["MaximumEventAgeInSeconds"]);
+    // Lambda retries after about 1 and 2 minutes; three runs of the whole timeout.
+    assert!(
+        age >= 180 + 3 * timeout,
+        "{config_id}: {age} s leaves no time for retries"
+    );
+    assert!(
+        age < wsbridge::store::jobs::JOB_TTL_SECONDS,
+        "{config_id}: an event older than a job's rows finds nothing to run"
+    );
+}
+
+// ---- parameter bounds ----
+
+#[test]
+fn numeric_parameters_allow_no_value_the_functions_refuse_and_refuse_none_they_accept() {
+    // `every_parameter_value_the_template_allows_…` starts the functions with MinValue and
+    // MaxValue; here one below and one above must stop them, so the bounds are the code's.
+    let template = template();
+    let functions = functions(&template);
+    let mut checked = BTreeSet::new();
+    for (name, spec) in template.section("Parameters") {
+        let name = scalar(name);
+        let (Some(min), Some(max)) = (spec.get("MinValue"), spec.get("MaxValue")) else {
+            continue;
+        };
+        let bound = |value: &Value| -> i64 { scalar(value).parse().expect("a number") };
+        for mode in AUTH_MODES {
+            let unchanged = template.parameters(mode);
+            for outside in [bound(min) - 1, bound(max) + 1] {
+                let outside = outside.to_string();
+                let mut overrides = mode.to_vec();
+                overrides.push((&name, &outside));
+                let parameters = template.parameters(&overrides);
+                for function in &functions {
+                    let env = template.environment(&function.id, &parameters);
+                    if env == template.environment(&function.id, &unchanged) {
+                        // Not one of this function's variables (in this mode).
+                        continue;
+                    }
+                    checked.insert(name.clone());
+                    assert!(
+                        start(function, &env, &StandInSecrets).is_err(),
+                        "{name}: the template refuses {outside}, which {} accepts; \
+                         MinValue/MaxValue are narrower than the code's bounds",
+                        function.id
+                    );
+                }
+            }
+        }
+    }
+    for name in [
+        "BroadcastSyncSeconds",
+        "BroadcastShards",
+        "FanoutConcurrency",
+    ] {
+        assert!(
+            checked.contains(name),
+            "{name} reaches no function: {checked:?}"
+        );
+    }
+}
+
 // ---- least privilege ----
 
 // What each function's code calls is not written down here: `wsbridge_tests::iam` runs every
 // path of each function's handler on DynamoDB Local and reports the DynamoDB actions (the
-// items of transactions included) and `@connections` methods it used. The template must
-// grant exactly those, plus `secretsmanager:GetSecretValue` on the secret a function's
-// environment names (`*_SECRET_ID`), when it names one.
+// items of transactions included), the `@connections` methods and the Lambda API calls it
+// used. The template must grant exactly those, plus `secretsmanager:GetSecretValue` on the
+// secret a function's environment names (`*_SECRET_ID`), when it names one.
 
 #[tokio::test]
 async fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api() {
@@ -862,6 +1012,19 @@ async fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api()
     for function in functions(&template) {
         let called = wsbridge_tests::iam::calls_of(&function.binary).await;
         calls.insert(function.binary.clone(), called);
+    }
+    // Lambda actions are checked below against the function's own ARN: right only while the
+    // launcher of a function that calls Lambda invokes the function it runs in.
+    let binaries = workspace_binaries();
+    for (binary, called) in calls.iter().filter(|(_, c)| !c.lambda.is_empty()) {
+        let main_rs = std::fs::read_to_string(&binaries[binary]).expect("its main.rs");
+        assert!(
+            main_rs.contains("LambdaLauncher::this_function(")
+                && !main_rs.contains("LambdaLauncher::new("),
+            "{binary} calls {:?}, so its main.rs must build its launcher with \
+             LambdaLauncher::this_function (the template allows it to invoke itself only)",
+            called.lambda
+        );
     }
     let table = &template.resources_of("AWS::DynamoDB::Table")[0]
         .0
@@ -908,6 +1071,19 @@ async fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api()
         let mut queried = BTreeSet::new();
         let mut secrets_read = BTreeSet::new();
         let mut methods = BTreeSet::new();
+        // A function's launcher invokes the function it runs in (checked below), so a
+        // Lambda action may name that function's ARN only.
+        let own_arn = || {
+            let name = template.properties(id).get("FunctionName").unwrap_or_else(|| {
+                panic!("{id} invokes a function, so it needs a FunctionName: its own policy cannot !GetAtt its ARN")
+            });
+            format!(
+                "arn:<AWS::Partition>:lambda:<AWS::Region>:<AWS::AccountId>:function:{}",
+                template
+                    .evaluate(name, &parameters)
+                    .expect("a FunctionName")
+            )
+        };
         let mut only_in_transactions = BTreeSet::new();
         let policies = template.properties(id)["Policies"]
             .as_sequence()
@@ -954,6 +1130,13 @@ async fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api()
                                 .and_then(|r| template.evaluate(r, &parameters))
                                 .unwrap_or_else(|| panic!("{id}: {action} on nothing"));
                             secrets_read.insert(arn);
+                        } else if action.starts_with("lambda:") {
+                            let arn = template.evaluate(resource, &parameters).unwrap_or_default();
+                            assert_eq!(
+                                arn,
+                                own_arn(),
+                                "{id}: {action} on a function other than itself"
+                            );
                         } else {
                             let arn = sub_text(resource).unwrap_or_default();
                             let method = ["POST", "DELETE"]
@@ -996,6 +1179,7 @@ async fn each_function_may_call_only_what_its_code_calls_on_this_table_and_api()
         );
         let called = &calls[&function.binary];
         let mut expected: BTreeSet<String> = called.dynamodb.clone();
+        expected.extend(called.lambda.iter().cloned());
         if !called.management.is_empty() {
             expected.insert("execute-api:ManageConnections".into());
         }

@@ -3,7 +3,7 @@
 //! what `sam local invoke -e` feeds the functions, so a sample that drifts from what the
 //! handlers accept fails here first.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use futures::TryStreamExt;
@@ -29,6 +29,9 @@ mod rooms;
 /// The samples of history: a history read on the socket and from a backend, a recovering
 /// subscribe.
 mod history;
+
+/// The samples of a broadcast sent in the background: accepted, one part run, its status.
+mod background;
 
 // ---- the files ----
 
@@ -58,6 +61,9 @@ const BROADCAST_ONLINE: &str = "broadcast-online.json";
 const DEFAULT_HISTORY: &str = "default-history.json";
 const DEFAULT_SUBSCRIBE_SINCE: &str = "default-subscribe-since.json";
 const BROADCAST_HISTORY: &str = "broadcast-history.json";
+const BROADCAST_ASYNC: &str = "broadcast-async.json";
+const BROADCAST_STATUS: &str = "broadcast-status.json";
+const BROADCAST_SHARD: &str = "broadcast-shard.json";
 
 /// API Gateway WebSocket API events, for the `$connect`, `$disconnect` and `$default` functions.
 const WEBSOCKET_EVENTS: &[&str] = &[
@@ -91,7 +97,13 @@ const HTTP_EVENTS: &[&str] = &[
     BROADCAST_PRESENCE,
     BROADCAST_ONLINE,
     BROADCAST_HISTORY,
+    BROADCAST_ASYNC,
+    BROADCAST_STATUS,
 ];
+
+/// The broadcast function's own asynchronous invocations: a part of a background broadcast
+/// to run, which lambda_http passes through as it is.
+const SHARD_EVENTS: &[&str] = &[BROADCAST_SHARD];
 
 /// JSON files in `events/` that are not events: `sam local invoke --env-vars` input.
 const NOT_EVENTS: &[&str] = &["env.json"];
@@ -423,7 +435,7 @@ async fn broadcast_topic_reaches_the_subscribers_except_the_excluded_connection(
     assert!(!id.is_empty());
     assert_eq!(
         report,
-        json!({"id": id, "recipients": 1, "delivered": 1, "gone": 0, "failed": 0, "retries": 0, "deadline_reached": false, "store_failed": false})
+        json!({"id": id, "status": "done", "recipients": 1, "delivered": 1, "gone": 0, "failed": 0, "retries": 0, "deadline_reached": false, "store_failed": false})
     );
     let sent: Vec<(ConnectionId, Vec<u8>)> = sender
         .posts()
@@ -478,7 +490,7 @@ async fn broadcast_user_reaches_every_connection_of_alice_and_none_of_bob() {
         .to_owned();
     assert_eq!(
         report,
-        json!({"id": id, "recipients": 2, "delivered": 2, "gone": 0, "failed": 0, "retries": 0, "deadline_reached": false, "store_failed": false})
+        json!({"id": id, "status": "done", "recipients": 2, "delivered": 2, "gone": 0, "failed": 0, "retries": 0, "deadline_reached": false, "store_failed": false})
     );
     let sent: Vec<(ConnectionId, Vec<u8>)> = sender
         .posts()
@@ -768,10 +780,18 @@ fn http_events_are_http_api_payload_format_2_0() {
         let request = http_event(name);
         let method = raw["requestContext"]["http"]["method"].as_str().unwrap();
         let path = raw["rawPath"].as_str().unwrap();
-        let route = format!("{method} {path}");
+        let route = raw["routeKey"].as_str().unwrap();
         assert_eq!(raw["version"], "2.0", "{name}");
-        assert_eq!(raw["routeKey"], route.as_str(), "{name}");
-        assert_eq!(raw["requestContext"]["routeKey"], route.as_str(), "{name}");
+        assert_eq!(raw["requestContext"]["routeKey"], route, "{name}");
+        // The route the request matched, and what its path parameters took from the path.
+        let (route_method, route_path) = route.split_once(' ').unwrap();
+        assert_eq!(route_method, method, "{name}");
+        let parameters = path_parameters(route_path, path)
+            .unwrap_or_else(|| panic!("{name}: {path} does not match route {route}"));
+        let given: BTreeMap<String, String> =
+            serde_json::from_value(raw.get("pathParameters").cloned().unwrap_or(json!({})))
+                .unwrap();
+        assert_eq!(given, parameters, "{name}: pathParameters");
         assert_eq!(raw["requestContext"]["http"]["path"], path, "{name}");
         assert_eq!(raw["requestContext"]["stage"], "$default", "{name}");
         assert_eq!(raw["isBase64Encoded"], false, "{name}");
@@ -790,6 +810,30 @@ fn http_events_are_http_api_payload_format_2_0() {
     }
 }
 
+/// The path parameters an HTTP API route (`/broadcasts/{id+}`) takes from a request path, or
+/// `None` when the path does not match it: `{name}` takes one segment, `{name+}` the rest.
+fn path_parameters(route: &str, path: &str) -> Option<BTreeMap<String, String>> {
+    let mut parameters = BTreeMap::new();
+    let mut segments = path.split('/');
+    for pattern in route.split('/') {
+        let name = pattern.strip_prefix('{').and_then(|p| p.strip_suffix('}'));
+        match name {
+            Some(greedy) if greedy.ends_with('+') => {
+                let rest: Vec<&str> = segments.by_ref().collect();
+                let value = rest.join("/");
+                (!value.is_empty()).then_some(())?;
+                parameters.insert(greedy.trim_end_matches('+').to_owned(), value);
+            }
+            Some(name) => {
+                let value = segments.next().filter(|s| !s.is_empty())?;
+                parameters.insert(name.to_owned(), value.to_owned());
+            }
+            None => (segments.next()? == pattern).then_some(())?,
+        }
+    }
+    segments.next().is_none().then_some(parameters)
+}
+
 #[test]
 fn every_event_file_is_exercised() {
     let dir = event_path("");
@@ -802,7 +846,8 @@ fn every_event_file_is_exercised() {
     let untested: Vec<&String> = on_disk.difference(&listed).collect();
     assert!(
         untested.is_empty(),
-        "events without a test (add them to WEBSOCKET_EVENTS or HTTP_EVENTS and test them): \
+        "events without a test (add them to WEBSOCKET_EVENTS, HTTP_EVENTS or SHARD_EVENTS \
+         and test them): \
          {untested:?}"
     );
     let missing: Vec<&String> = listed.difference(&on_disk).collect();
@@ -812,7 +857,11 @@ fn every_event_file_is_exercised() {
 // ---- fixtures ----
 
 fn listed_events() -> impl Iterator<Item = &'static str> {
-    WEBSOCKET_EVENTS.iter().chain(HTTP_EVENTS).copied()
+    WEBSOCKET_EVENTS
+        .iter()
+        .chain(HTTP_EVENTS)
+        .chain(SHARD_EVENTS)
+        .copied()
 }
 
 /// The text of a listed event: a test reading a file the list does not name fails, so the
@@ -820,7 +869,7 @@ fn listed_events() -> impl Iterator<Item = &'static str> {
 fn load(name: &str) -> String {
     assert!(
         listed_events().any(|listed| listed == name),
-        "{name} is not in WEBSOCKET_EVENTS or HTTP_EVENTS"
+        "{name} is not in WEBSOCKET_EVENTS, HTTP_EVENTS or SHARD_EVENTS"
     );
     event(name)
 }
@@ -830,6 +879,15 @@ fn ws_event(name: &str) -> ApiGatewayWebsocketProxyRequest {
 }
 
 fn http_event(name: &str) -> Request {
+    lambda_http::request::from_str(&load(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// A shard event as the broadcast function's runtime hands it to the handler.
+fn shard_event(name: &str) -> Request {
+    assert!(
+        SHARD_EVENTS.contains(&name),
+        "{name} is not in SHARD_EVENTS"
+    );
     lambda_http::request::from_str(&load(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
