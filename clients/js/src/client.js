@@ -448,7 +448,8 @@ export class WsBridgeClient {
     this.#resubscribe();
     for (const request of this.#requests.drain()) this.#send(request);
     this.#keepaliveTimer = setInterval(() => this.#ping(), this.#options.keepaliveMs);
-    this.#setState('open');
+    // After a silent renewal (API Gateway's 1001) the state never left 'open'.
+    if (this.#state !== 'open') this.#setState('open');
     this.#events.emit('open', { reconnected });
   }
 

@@ -1,11 +1,14 @@
 // One WebSocket at a time, replaced whenever it ends: a token fetched for every attempt,
-// full-jitter backoff between attempts (none after API Gateway's 1001), and giving up after
-// too many closes before open. What travels on the socket is the client's business.
+// full-jitter backoff between attempts, and giving up after too many closes before open.
+// API Gateway's 1001 is a renewal instead: the next socket at once, and no state change
+// unless it fails. What travels on the socket is the client's business.
 
 import { fullJitter } from './backoff.js';
 
 /** API Gateway's "going away": the 10-minute idle close and the 2-hour limit. Nothing is
- * wrong, so the next connection is opened at once. */
+ * wrong, so the next connection is opened at once, and silently: a UI showing the
+ * connection's state must not flicker for what is routine (the renewal shows only if the
+ * next attempt fails). */
 const GOING_AWAY = 1001;
 /** The close code given to a connection declared dead (no pong, no reply). */
 const DEAD = 4000;
@@ -191,16 +194,18 @@ export class Connection {
         return;
       }
     }
-    const delayMs =
-      opened && code === GOING_AWAY
-        ? 0
-        : fullJitter(this.#attempt++, {
-            baseMs: this.#options.reconnectBaseMs,
-            maxMs: this.#options.reconnectMaxMs,
-            random: this.#options.random,
-          });
+    const renewal = opened && code === GOING_AWAY;
+    const delayMs = renewal
+      ? 0
+      : fullJitter(this.#attempt++, {
+          baseMs: this.#options.reconnectBaseMs,
+          maxMs: this.#options.reconnectMaxMs,
+          random: this.#options.random,
+        });
     this.#hooks.event('disconnect', { code, reason, opened, delayMs, refusals: this.#refusals });
-    this.#hooks.state('reconnecting', { code, reason, delayMs });
+    // A renewal changes no state: the client's state stays 'open' and requests wait for
+    // the new socket. If it fails, the state says so from then on, as for any other drop.
+    if (!renewal) this.#hooks.state('reconnecting', { code, reason, delayMs });
     this.#reconnectTimer = setTimeout(() => this.#connect(), delayMs);
   }
 

@@ -142,10 +142,14 @@ export interface ConnectOptions {
 
 export declare const DEFAULTS: Readonly<Required<Omit<ConnectOptions, 'url' | 'token' | 'WebSocket' | 'random'>>>;
 
+/** `'open'` also while a connection API Gateway closed with 1001 (its idle timeout or
+ * 2-hour limit) is being renewed: that renewal is silent, and shows as `'reconnecting'`
+ * only if its attempt fails. */
 export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
 
 export interface ClientEvents {
-  /** Every change of `state`; `reason` with 'closed': 'client' or 'handshake_refused'. */
+  /** Every change of `state`; `reason` with 'closed': 'client' or 'handshake_refused'.
+   * None for a 1001 renewal, which is no change: the state stays 'open'. */
   state: {
     state: ConnectionState;
     /** null for the first event. */
@@ -155,9 +159,11 @@ export interface ClientEvents {
     delayMs?: number;
     refusals?: number;
   };
-  /** The connection is open (subscriptions are being restored). */
+  /** The connection is open (subscriptions are being restored); after a 1001 renewal
+   * too, with `reconnected: true` and no `state` event. */
   open: { reconnected: boolean };
-  /** A connection ended, or an attempt failed; `delayMs` until the next (null: gave up). */
+  /** A connection ended, or an attempt failed; `delayMs` until the next (null: gave up).
+   * `code: 1001` after open is a silent renewal: `delayMs` 0, `state` stays 'open'. */
   disconnect: { code: number | null; reason: string; opened: boolean; delayMs: number | null; refusals: number };
   /** The client stopped for good: `close()` was called, or handshakes kept being refused. */
   closed: { reason: 'client' | 'handshake_refused'; refusals?: number };
@@ -188,8 +194,9 @@ export declare class WsBridgeClient {
   readonly state: ConnectionState;
   on<K extends keyof ClientEvents>(event: K, listener: (payload: ClientEvents[K]) => void): () => void;
   off<K extends keyof ClientEvents>(event: K, listener: (payload: ClientEvents[K]) => void): void;
-  /** Resolves when the connection is (next) open; rejects if the client closes or gives up
-   * on refused handshakes first (or already has). */
+  /** Resolves when the connection is (next) open — at once while `state` is 'open', a 1001
+   * renewal included (requests wait for its new socket); rejects if the client closes or
+   * gives up on refused handshakes first (or already has). */
   opened(): Promise<void>;
   /** Hears every message of a topic or wildcard pattern; returns a remover. */
   listen(pattern: string, listener: MessageListener): () => void;

@@ -3,6 +3,8 @@
 // contexts join a room, one types and posts, the other sees the typing indicator, the
 // message and who is online. Then the server drops one user's connection, messages are
 // broadcast while that user is away, and the page shows every one of them, in order, once.
+// On a gateway that closes connections with 1001 after 2 s, the page renews its connection
+// without its badge ever leaving "connected".
 //
 // Screenshots go to clients/js/test-output/browser/.
 
@@ -192,5 +194,52 @@ it('without the dev secret, the page explains, and signs in with ?token= and ?ws
   } finally {
     await context.close();
     await own.stop();
+  }
+});
+
+it("API Gateway's 1001 renews the connection without the badge ever leaving connected", async () => {
+  // GIVEN a gateway that closes every connection with 1001 after 2 s (its 2-hour limit,
+  // shortened), and the demo open on it, recording every change of its badge
+  const short = await startGateway({ channels: null, args: ['--max-connection-seconds', '2'] });
+  const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
+  context.setDefaultTimeout(PATIENCE_MS);
+  try {
+    const page = await context.newPage();
+    const errors = [];
+    page.on('pageerror', (error) => errors.push(error));
+    await page.goto(`${short.httpUrl}/?user=uma&room=renewal`);
+    await page.waitForSelector('#status[data-state="connected"]');
+    await page.waitForFunction(() => document.body.dataset.connectionId);
+    const first = await page.evaluate(() => {
+      window.badgeChanges = [];
+      const record = () =>
+        window.badgeChanges.push(
+          `${document.querySelector('#status').dataset.state}${document.querySelector('#chat').hasAttribute('data-offline') ? ' (dimmed)' : ''}`,
+        );
+      const observer = new MutationObserver(record);
+      observer.observe(document.querySelector('#status'), { attributes: true, attributeFilter: ['data-state'] });
+      observer.observe(document.querySelector('#chat'), { attributes: true, attributeFilter: ['data-offline'] });
+      return document.body.dataset.connectionId;
+    });
+
+    // WHEN the gateway closes its connection with 1001, twice
+    let seen = first;
+    for (let renewal = 1; renewal <= 2; renewal += 1) {
+      await page.waitForFunction((old) => document.body.dataset.connectionId !== old, seen);
+      seen = await page.evaluate(() => document.body.dataset.connectionId);
+    }
+
+    // THEN the page is on a new connection, still in the room: a message broadcast now shows
+    const report = await short.broadcast({ topic: 'room:renewal', event: 'message', data: { text: 'after two renewals' } });
+    await page.locator('#messages li.message', { hasText: 'after two renewals' }).waitFor();
+    assert.equal(report.delivered, 1);
+    await page.screenshot({ path: `${OUTPUT}08-after-1001-renewals.png` });
+    // AND the badge never changed, nor was the room dimmed as offline
+    assert.deepEqual(await page.evaluate(() => window.badgeChanges), []);
+    assert.equal(await page.locator('#status').getAttribute('data-state'), 'connected');
+    assert.deepEqual(errors, []);
+  } finally {
+    await context.close();
+    await short.stop();
   }
 });

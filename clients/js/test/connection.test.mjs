@@ -13,27 +13,35 @@ import { eventually, nextEvent, settled, sleep } from './support/wait.mjs';
 
 /** Idle timeout of the second gateway, which closes quiet connections with 1001. */
 const IDLE_SECONDS = 3;
+/** Longest connection of the third gateway, which then closes it with 1001 (API Gateway's
+ * 2-hour limit, shortened). */
+const MAX_CONNECTION_SECONDS = 2;
 
 let gateway;
 let idleGateway;
+let shortGateway;
 let clients;
 let idleClients;
+let shortClients;
 const proxies = [];
 
 before(async () => {
-  [gateway, idleGateway] = await Promise.all([
+  [gateway, idleGateway, shortGateway] = await Promise.all([
     startGateway(),
     startGateway({ args: ['--idle-timeout-seconds', String(IDLE_SECONDS)] }),
+    startGateway({ args: ['--max-connection-seconds', String(MAX_CONNECTION_SECONDS)] }),
   ]);
   clients = clientsOf(gateway);
   idleClients = clientsOf(idleGateway);
+  shortClients = clientsOf(shortGateway);
 });
 
 after(async () => {
   clients?.closeAll();
   idleClients?.closeAll();
+  shortClients?.closeAll();
   for (const proxy of proxies) await proxy.stop();
-  await Promise.all([gateway?.stop(), idleGateway?.stop()]);
+  await Promise.all([gateway?.stop(), idleGateway?.stop(), shortGateway?.stop()]);
 });
 
 async function rejection(promise) {
@@ -175,6 +183,93 @@ describe('close codes', () => {
     assert.equal(event.delayMs, Math.floor(0.999 * 60_000));
     assert.equal(cid.state, 'reconnecting');
     cid.close();
+  });
+});
+
+describe('1001 renewals', () => {
+  for (const [cause, gatewayOf, clientsFor] of [
+    ['the idle timeout', () => idleGateway, () => idleClients],
+    ['the connection time limit', () => shortGateway, () => shortClients],
+  ]) {
+    it(`renews a connection closed with 1001 by ${cause} without a state change, and keeps its messages`, async () => {
+      // GIVEN a subscribed client that never pings, whose backoff would wait ~60 s, and
+      // every state it reports from now on
+      const server = gatewayOf();
+      const user = `renew-${cause.split(' ').at(-1)}`;
+      const topic = `log:${user}`;
+      const client = clientsFor().make(user, {
+        keepaliveMs: 600_000,
+        reconnectBaseMs: 60_000,
+        reconnectMaxMs: 120_000,
+        random: () => 0.999,
+      });
+      await client.subscribe(topic);
+      const { connection_id: first } = await client.whoami();
+      const states = [];
+      client.on('state', (event) => states.push(event));
+      const stateAtDisconnect = [];
+      client.on('disconnect', () => stateAtDisconnect.push(client.state));
+      const received = [];
+      client.on('message', (message) => received.push(message));
+
+      // WHEN the gateway closes the connection with 1001, and the client is back
+      const disconnect = await nextEvent(client, 'disconnect');
+      const resubscribed = await nextEvent(client, 'resubscribed');
+
+      // THEN it reconnected at once and restored the subscription, and no state change was
+      // announced: the client was 'open' throughout, as far as a UI can tell
+      assert.deepEqual(disconnect, { code: 1001, reason: 'Going away', opened: true, delayMs: 0, refusals: 0 });
+      assert.deepEqual(resubscribed.topics, [topic]);
+      assert.deepEqual(states, []);
+      assert.deepEqual(stateAtDisconnect, ['open']);
+      assert.equal(client.state, 'open');
+      assert.notEqual((await client.whoami()).connection_id, first);
+
+      // AND a message broadcast on the new connection arrives once
+      const report = await server.broadcast({ topic, event: 'message', data: { text: 'after 1001' } });
+      await eventually(() => received.some((m) => m.id === report.id), 'the message after the renewal');
+      await client.whoami();
+      assert.deepEqual(
+        received.map((m) => m.id),
+        [report.id],
+      );
+      client.close();
+    });
+  }
+
+  it('shows reconnecting when the attempt after a 1001 fails', async () => {
+    // GIVEN a client whose next token request fails, on the gateway that closes
+    // connections after 2 s
+    let failNext = false;
+    const client = connect({
+      url: shortGateway.wsUrl,
+      token: async () => {
+        if (failNext) {
+          failNext = false;
+          throw new Error('the token service is down');
+        }
+        return shortGateway.token('renew-fails');
+      },
+      keepaliveMs: 600_000,
+      reconnectBaseMs: 10,
+      random: () => 0.5,
+    });
+    client.on('error', () => {});
+    await client.opened();
+    failNext = true;
+    const states = [];
+    client.on('state', ({ state, previous }) => states.push([previous, state]));
+
+    // WHEN the 1001 comes, and the renewal's token request fails
+    await nextEvent(client, 'disconnect', (e) => e.code === 1001);
+    await nextEvent(client, 'open');
+
+    // THEN the failure shows as any other: reconnecting, then open again
+    assert.deepEqual(states, [
+      ['open', 'reconnecting'],
+      ['reconnecting', 'open'],
+    ]);
+    client.close();
   });
 });
 

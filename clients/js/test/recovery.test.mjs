@@ -188,6 +188,37 @@ describe('recovery after a reconnect', () => {
   });
 });
 
+describe('broadcasts sent in the background', () => {
+  it('delivers one sent in the background between two sent at once in offset order, once', async () => {
+    // GIVEN jan in a room with history
+    const jan = heldClient('jan');
+    const heard = [];
+    await jan.client.subscribe('room:background', (m) => heard.push(m.data.text));
+
+    // WHEN a backend broadcasts one message at once, one in the background (its offset is
+    // taken when it is accepted, its posts come later, before or after the next one's),
+    // and one more at once without waiting for the background
+    const [first] = await broadcastN('room:background', 1, 'at once');
+    const accepted = await gateway.broadcast(
+      { topic: 'room:background', event: 'message', data: { text: 'in the background' }, async: true },
+      { follow: false },
+    );
+    const [last] = await broadcastN('room:background', 1, 'after');
+    const background = await gateway.finished(accepted);
+
+    // THEN the bridge answered 202 for the second, and its offset is between the others'
+    assert.equal(accepted.status, 'running');
+    assert.equal(accepted.status_url, `/broadcasts/${accepted.id}`);
+    assert.equal(background.delivered, 1);
+    assert.deepEqual([first.offset + 1, first.offset + 2], [accepted.offset, last.offset]);
+    // AND jan's client delivered the three in offset order, each once
+    await eventually(() => heard.length === 3, 'the three messages');
+    await jan.client.whoami();
+    assert.deepEqual(heard, ['at once 1', 'in the background', 'after 1']);
+    assert.equal(jan.client.position('room:background').offset, last.offset);
+  });
+});
+
 describe('recovery racing live messages', () => {
   it('delivers every message once, in order, when broadcasts race the reconnect', async () => {
     // GIVEN ida in a room, reconnecting as fast as she can (no token gate)

@@ -12,9 +12,14 @@ import pytest
 
 from wsbridge_client import AsyncClient, Client
 
-from support import CHANNELS, FlakyProxy, Gateway, Subscriber
+from support import CHANNELS, Crowd, FlakyProxy, Gateway, Subscriber, unique
 
 API_KEY = "python-client-test-key"
+
+#: Subscribers of the background gateway's crowd: a few hundred real connections.
+CROWD_SIZE = 600
+#: Parts a broadcast handed to the background is split in there.
+BACKGROUND_SHARDS = 2
 
 #: The one identity the SigV4 gateway accepts, and the region it expects.
 SIGV4_ACCESS_KEY = "AKIDWSBRIDGETEST"
@@ -45,6 +50,41 @@ def sigv4_gateway() -> Iterator[Gateway]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def background_gateway() -> Iterator[Gateway]:
+    """A gateway where a broadcast of a large message to a few hundred subscribers cannot
+    finish in its synchronous call: it sends one post at a time (about 150 of 120 KB a
+    second on loopback), for at most 1 s, and hands the rest to 2 parts, each run lasting
+    6 s (the least) and reading recipients for its first second only (5 s are kept for the
+    continuation), so a part continues itself in a new run before it is done."""
+    running = Gateway(
+        ["--channels", str(CHANNELS), "--shard-run-seconds", "6"],
+        {
+            "BROADCAST_API_KEY": API_KEY,
+            "BROADCAST_SYNC_SECONDS": "1",
+            "BROADCAST_SHARDS": str(BACKGROUND_SHARDS),
+            "FANOUT_CONCURRENCY": "1",
+            # The crowd is one user's connections: one token for all of them.
+            "MAX_CONNECTIONS_PER_USER": str(CROWD_SIZE),
+        },
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def crowd(background_gateway: Gateway) -> Iterator[Crowd]:
+    """CROWD_SIZE connections of the background gateway subscribed to one topic, each
+    counting what it receives by envelope id."""
+    gathered = Crowd(background_gateway, CROWD_SIZE, unique("list:crowd-"), unique("crowd-"))
+    try:
+        yield gathered
+    finally:
+        gathered.close()
 
 
 class Blocking:
@@ -91,6 +131,12 @@ def make_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
 def api(gateway: Gateway, make_client: Callable[..., Any]) -> Any:
     """A client of the API-key gateway (blocking, then asyncio)."""
     return make_client(gateway.http_url, api_key=API_KEY)
+
+
+@pytest.fixture
+def background_api(background_gateway: Gateway, make_client: Callable[..., Any]) -> Any:
+    """A client of the background gateway (blocking, then asyncio)."""
+    return make_client(background_gateway.http_url, api_key=API_KEY)
 
 
 @pytest.fixture

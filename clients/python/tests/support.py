@@ -4,6 +4,7 @@ connected with dev tokens, and a small HTTP proxy that fails on cue in front of 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -12,12 +13,16 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
+from websockets.asyncio.client import ClientConnection as AsyncConnection
+from websockets.asyncio.client import connect as connect_async
 from websockets.sync.client import ClientConnection, connect
 
 REPO = Path(__file__).resolve().parents[3]
@@ -49,7 +54,7 @@ def unique(prefix: str) -> str:
 # Environment variables the gateway reads for its settings.
 _GATEWAY_SETTINGS = (
     "AWS_",
-    "BROADCAST_API_KEY",
+    "BROADCAST_",
     "JWT_",
     "WSBRIDGE_",
     "CHANNELS_CONFIG",
@@ -115,6 +120,15 @@ class Gateway:
 
     def connect(self, user: str) -> Subscriber:
         return Subscriber(f"{self.ws_url}/?token={self.token(user)}", user)
+
+    def post(self, connection_ids: list[str], message: Any) -> None:
+        """`POST @connections/{id}` to each connection in turn: one message to each, as a
+        backend's own management client sends it."""
+        management = self.ws_url.replace("ws://", "http://", 1)
+        with httpx.Client(base_url=management, timeout=30) as http:
+            for connection_id in connection_ids:
+                response = http.post(f"/@connections/{connection_id}", json=message)
+                assert response.status_code == 200, (response.status_code, response.text)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -294,3 +308,103 @@ class FlakyProxy:
         self.server.shutdown()
         self.server.server_close()
         self._http.close()
+
+
+@dataclass
+class Listener:
+    """One connection of a `Crowd`: its id, and how many times each envelope id reached it."""
+
+    socket: AsyncConnection
+    connection_id: str
+    received: Counter[str] = field(default_factory=Counter)
+
+
+class Crowd:
+    """`size` real WebSocket connections of one user, all subscribed to `topic`, each
+    counting the envelopes it receives by their `id`. They run on an event loop of their own
+    thread, so blocking and asyncio tests alike can broadcast to them and read the counts."""
+
+    #: Handshakes in flight at once while the crowd connects.
+    OPENING = 25
+
+    def __init__(self, gateway: Gateway, size: int, topic: str, user: str) -> None:
+        self.gateway = gateway
+        self.topic = topic
+        self.size = size
+        self._url = f"{gateway.ws_url}/?token={gateway.token(user)}"
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._readers: list[asyncio.Task[None]] = []
+        self.listeners: list[Listener] = []
+        try:
+            self._run(self._open_all())
+        except BaseException:
+            self.close()
+            raise
+
+    def _run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=300)
+
+    async def _open_all(self) -> None:
+        opening = asyncio.Semaphore(self.OPENING)
+
+        async def one() -> Listener:
+            async with opening:
+                return await self._open()
+
+        self.listeners = list(await asyncio.gather(*(one() for _ in range(self.size))))
+
+    async def _open(self) -> Listener:
+        socket = await connect_async(self._url, open_timeout=60, max_queue=None)
+        await socket.send(json.dumps({"action": "whoami", "ref": 1}))
+        whoami = json.loads(await asyncio.wait_for(socket.recv(), RECEIVE_TIMEOUT))
+        await socket.send(json.dumps({"action": "subscribe", "topic": self.topic, "ref": 2}))
+        subscribed = json.loads(await asyncio.wait_for(socket.recv(), RECEIVE_TIMEOUT))
+        assert subscribed.get("action") == "subscribed", subscribed
+        listener = Listener(socket, whoami["connection_id"])
+        self._readers.append(asyncio.get_running_loop().create_task(self._read(listener)))
+        return listener
+
+    @staticmethod
+    async def _read(listener: Listener) -> None:
+        async for frame in listener.socket:
+            message = json.loads(frame)
+            if isinstance(message, dict) and isinstance(message.get("id"), str):
+                listener.received[message["id"]] += 1
+
+    def counts(self, message_id: str) -> list[int]:
+        """How many times each connection has received `message_id` so far."""
+        return [listener.received[message_id] for listener in self.listeners]
+
+    def wait_until(self, check: Callable[[], bool], what: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+            time.sleep(0.05)
+
+    def received_once(self, message_id: str) -> list[int]:
+        """Waits until every connection has `message_id`, then until a marker posted to
+        each connection after it has arrived (a connection's messages arrive in the order
+        posted, so a second copy posted before the marker would be counted by then), and
+        returns the counts: one per connection."""
+        self.wait_until(
+            lambda: min(self.counts(message_id)) >= 1, f"every listener got {message_id}"
+        )
+        marker = unique("marker-")
+        self.gateway.post([listener.connection_id for listener in self.listeners], {"id": marker})
+        self.wait_until(lambda: min(self.counts(marker)) >= 1, "every listener got the marker")
+        return self.counts(message_id)
+
+    def close(self) -> None:
+        async def close_all() -> None:
+            for reader in self._readers:
+                reader.cancel()
+            await asyncio.gather(*(listener.socket.close() for listener in self.listeners))
+
+        try:
+            self._run(close_all())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+            self._loop.close()

@@ -76,6 +76,15 @@ def test_credentials_from_the_environment_are_accepted_on_every_route(
     assert [m["id"] for m in page.messages] == [report.id]
     assert client.online("who+is=this").online is False
     assert client.connection_count() >= 1
+    # A signed GET whose path holds an escaped id (`/`, `:` and `+` as %2F, %3A, %2B, which
+    # SigV4 canonicalizes encoded once more)
+    background = client.broadcast(
+        topic=room, event="signed-bg", id=unique("signed/bg:1+"), background=True
+    )
+    assert background.running
+    final = client.wait_for_broadcast(background.id, timeout=60, poll_interval=0.1)
+    assert (final.status, final.delivered) == ("done", 1)
+    assert subscriber.next_message()["id"] == background.id
 
 
 def test_temporary_credentials_sign_their_session_token(

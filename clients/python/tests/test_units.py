@@ -17,8 +17,11 @@ from wsbridge_client import (
     ApiError,
     ApiKey,
     BadRequestError,
+    BatchReport,
     Broadcast,
     BroadcastReport,
+    BroadcastStatus,
+    BroadcastTimeoutError,
     Client,
     ClientError,
     ConflictError,
@@ -28,12 +31,14 @@ from wsbridge_client import (
     RateLimitedError,
     RetryPolicy,
     ServerError,
+    ShardStatus,
     SigV4,
     UnauthorizedError,
     UnexpectedResponseError,
 )
 from wsbridge_client import _calls as calls
 from wsbridge_client._exchange import Send, Sleep, exchange
+from wsbridge_client._waiting import Waiting
 from wsbridge_client.retry import parse_retry_after
 
 # --- the retry policy ---------------------------------------------------------------------
@@ -189,6 +194,122 @@ def test_a_report_is_read_field_for_field() -> None:
     )
 
 
+RUNNING: dict[str, Any] = {
+    **REPORT,
+    "status": "running",
+    "status_url": "/broadcasts/0b9c",
+    "shards": 4,
+}
+
+STATUS: dict[str, Any] = {
+    "id": "0b9c",
+    "status": "running",
+    "recipients": 5,
+    "delivered": 4,
+    "gone": 1,
+    "failed": 0,
+    "retries": 2,
+    "continuations": 1,
+    "restarts": 0,
+    "offset": 9,
+    "epoch": "9f2c",
+    "created_at": 1000,
+    "updated_at": 2000,
+    "shards": [
+        {
+            "part": 0,
+            "status": "done",
+            "recipients": 2,
+            "delivered": 2,
+            "gone": 0,
+            "failed": 0,
+            "retries": 0,
+            "runs": 2,
+            "restarts": 0,
+            "updated_at": 1500,
+        },
+        {
+            "part": 1,
+            "status": "waiting",
+            "recipients": 0,
+            "delivered": 0,
+            "gone": 0,
+            "failed": 0,
+            "retries": 0,
+            "runs": 1,
+            "restarts": 0,
+            "updated_at": 2000,
+        },
+    ],
+}
+
+
+def test_a_202_is_a_running_report_and_a_report_without_status_is_done() -> None:
+    running = run(calls.broadcast(Broadcast(all=True, event="e")), answer(202, RUNNING))
+    assert running.status == "running" and running.running
+    assert (running.status_url, running.shards) == ("/broadcasts/0b9c", 4)
+    # A bridge from before background broadcasts sends no status: its reports are all done.
+    older = run(calls.broadcast(Broadcast(all=True, event="e")), answer(200, REPORT))
+    assert older.status == "done" and not older.running
+    assert (older.status_url, older.shards) == (None, None)
+
+
+def test_a_batch_answered_202_holds_each_members_status() -> None:
+    batch = run(
+        calls.batch([Broadcast(all=True, event="a"), Broadcast(all=True, event="b")]),
+        answer(202, {"results": [{**REPORT, "status": "done"}, RUNNING]}),
+    )
+    assert isinstance(batch, BatchReport) and batch.running
+    assert [r.status for r in batch.results] == ["done", "running"]
+
+
+def test_a_status_is_read_field_for_field() -> None:
+    status = run(calls.broadcast_status("0b9c"), answer(200, STATUS))
+    assert status == BroadcastStatus(
+        id="0b9c",
+        status="running",
+        recipients=5,
+        delivered=4,
+        gone=1,
+        failed=0,
+        retries=2,
+        continuations=1,
+        restarts=0,
+        created_at=1000,
+        updated_at=2000,
+        shards=[
+            ShardStatus(0, "done", 2, 2, 0, 0, 0, runs=2, restarts=0, updated_at=1500),
+            ShardStatus(1, "waiting", 0, 0, 0, 0, 0, runs=1, restarts=0, updated_at=2000),
+        ],
+        offset=9,
+        epoch="9f2c",
+    )
+    assert status.running
+
+
+@pytest.mark.parametrize(
+    ("call", "body"),
+    [
+        (calls.broadcast_status("0b9c"), {**STATUS, "status": "finished"}),
+        (
+            calls.broadcast_status("0b9c"),
+            {**STATUS, "shards": [{**STATUS["shards"][0], "status": "lost"}]},
+        ),
+        (
+            calls.broadcast_status("0b9c"),
+            {**STATUS, "shards": [{**STATUS["shards"][0], "runs": None}]},
+        ),
+        (calls.broadcast_status("0b9c"), {k: v for k, v in STATUS.items() if k != "shards"}),
+        (calls.broadcast(Broadcast(all=True, event="e")), {**RUNNING, "status": "queued"}),
+    ],
+)
+def test_a_status_of_another_shape_is_an_unexpected_response(
+    call: calls.Call[Any], body: Any
+) -> None:
+    with pytest.raises(UnexpectedResponseError):
+        run(call, answer(200, body))
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -226,6 +347,48 @@ def test_a_broadcast_sends_only_the_fields_given() -> None:
         "event": "e",
         "data": [],
     }
+
+
+def test_background_is_sent_as_async_only_when_asked() -> None:
+    assert "async" not in Broadcast(all=True, event="e").to_json()
+    assert Broadcast(all=True, event="e", background=True).to_json() == {
+        "all": True,
+        "event": "e",
+        "async": True,
+    }
+    assert calls.broadcast(Broadcast(topic="t", event="e", background=True)).body["async"] is True
+
+
+def test_a_status_path_holds_the_id_as_one_escaped_segment() -> None:
+    call = calls.broadcast_status("order/42:paid+v=2@eu|x_y-z.w~")
+    assert call.method == "GET"
+    assert call.url("https://api.example/prod") == (
+        "https://api.example/prod/broadcasts/order%2F42%3Apaid%2Bv%3D2%40eu%7Cx_y-z.w~"
+    )
+    with pytest.raises(ValueError, match="id"):
+        calls.broadcast_status("")
+
+
+@pytest.mark.parametrize(
+    ("timeout", "poll_interval"),
+    [(-1, 1), (float("nan"), 1), (float("inf"), 1), (10, 0), (10, -1), (10, float("nan"))],
+)
+def test_a_wait_needs_a_finite_timeout_and_a_positive_interval(
+    timeout: float, poll_interval: float
+) -> None:
+    with pytest.raises(ValueError):
+        Waiting("id", timeout, poll_interval)
+
+
+def test_a_wait_pauses_at_most_its_interval_and_gives_up_after_its_timeout() -> None:
+    still = BroadcastStatus.from_json(STATUS)
+    assert Waiting("0b9c", 60, 0.5).pause(still) == 0.5
+    assert 0 < Waiting("0b9c", 0.2, 5).pause(still) <= 0.2
+    with pytest.raises(BroadcastTimeoutError) as raised:
+        Waiting("0b9c", 0, 1).pause(still)
+    assert isinstance(raised.value, TimeoutError)
+    assert raised.value.last_status is still and raised.value.broadcast_ids == ("0b9c",)
+    assert "4 of 5 delivered" in str(raised.value) and "part 1 waiting" in str(raised.value)
 
 
 def test_every_broadcast_gets_an_id_once_and_keeps_the_callers() -> None:

@@ -90,8 +90,12 @@ export async function startGateway({ channels = TEST_CHANNELS, args = [], env: e
       return (await response.json()).token;
     },
 
-    /** `POST /broadcast`; resolves with the report. */
-    async broadcast(body) {
+    /** `POST /broadcast`; resolves with the report once the broadcast is done. A 202
+     * (`status: 'running'`: the rest, or with `async: true` everything, is sent in the
+     * background) is followed at `GET /broadcasts/{id}` until it is done, and the report
+     * resolved with carries the final totals (and `accepted`, the 202's own report);
+     * `{ follow: false }` resolves with the 202's report at once. */
+    async broadcast(body, { follow = true } = {}) {
       const response = await fetch(`${httpUrl}/broadcast`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
@@ -99,7 +103,32 @@ export async function startGateway({ channels = TEST_CHANNELS, args = [], env: e
       });
       const report = await response.json();
       if (!response.ok) throw new Error(`POST /broadcast: ${response.status} ${JSON.stringify(report)}`);
-      return report;
+      if (report.status !== 'running' || !follow) return report;
+      return this.finished(report);
+    },
+
+    /** The report of a broadcast answered 202, once `GET /broadcasts/{id}` says it is
+     * done: the final totals, and `accepted`, the 202's own report. */
+    async finished(report) {
+      const deadline = Date.now() + PATIENCE_MS;
+      for (;;) {
+        const status = await this.broadcastStatus(report.id);
+        if (status.status === 'done') {
+          const { recipients, delivered, gone, failed, retries } = status;
+          return { ...report, status: 'done', recipients, delivered, gone, failed, retries, accepted: report };
+        }
+        if (Date.now() > deadline) throw new Error(`broadcast ${report.id} still running after ${PATIENCE_MS} ms`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    },
+
+    /** `GET /broadcasts/{id}`: where a broadcast answered 202 stands (the id escaped:
+     * ids may hold `/`). */
+    async broadcastStatus(id) {
+      const response = await fetch(`${httpUrl}/broadcasts/${encodeURIComponent(id)}`);
+      const status = await response.json();
+      if (!response.ok) throw new Error(`GET /broadcasts: ${response.status} ${JSON.stringify(status)}`);
+      return status;
     },
 
     /** `GET /online?user_id=`: whether the gateway has a live connection of `user`

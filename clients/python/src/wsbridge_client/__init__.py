@@ -4,6 +4,8 @@
 
     with Client("https://abc123.execute-api.eu-west-1.amazonaws.com", auth=SigV4()) as bridge:
         report = bridge.broadcast(topic="list:123", event="item.updated", data={"id": 7})
+        if report.running:  # 202: the rest is being sent in the background
+            final = bridge.wait_for_broadcast(report.id, timeout=120)
 
 ``AsyncClient`` has the same methods, awaited.
 """
@@ -15,6 +17,7 @@ from .client import Client
 from .errors import (
     ApiError,
     BadRequestError,
+    BroadcastTimeoutError,
     ClientError,
     ConflictError,
     CredentialsError,
@@ -32,6 +35,8 @@ from .models import (
     BatchReport,
     Broadcast,
     BroadcastReport,
+    BroadcastState,
+    BroadcastStatus,
     ConnectionFailure,
     DisconnectReport,
     HistoryPage,
@@ -39,6 +44,8 @@ from .models import (
     OnlineReport,
     PresenceReport,
     PresentUser,
+    ShardState,
+    ShardStatus,
     SubscriptionReport,
 )
 from .retry import DEFAULT_TIMEOUT, RetryPolicy
@@ -55,6 +62,10 @@ __all__ = [
     "Broadcast",
     "BroadcastReport",
     "BatchReport",
+    "BroadcastState",
+    "BroadcastStatus",
+    "ShardState",
+    "ShardStatus",
     "ConnectionFailure",
     "SubscriptionReport",
     "DisconnectReport",
@@ -67,6 +78,7 @@ __all__ = [
     "TransportError",
     "CredentialsError",
     "UnexpectedResponseError",
+    "BroadcastTimeoutError",
     "ApiError",
     "ClientError",
     "BadRequestError",

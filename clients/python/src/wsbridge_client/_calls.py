@@ -14,6 +14,7 @@ from .models import (
     BatchReport,
     Broadcast,
     BroadcastReport,
+    BroadcastStatus,
     DisconnectReport,
     HistoryPage,
     OnlineReport,
@@ -82,6 +83,18 @@ def batch(messages: Sequence[Broadcast]) -> Call[BatchReport]:
         BatchReport.from_json,
         body={"batch": [m.to_json() for m, _ in members]},
         broadcast_ids=tuple(message_id for _, message_id in members),
+    )
+
+
+def broadcast_status(broadcast_id: str) -> Call[BroadcastStatus]:
+    if not broadcast_id:
+        raise ValueError("broadcast_status needs a broadcast id")
+    # One path segment however many `/` the id holds (ids may hold `/ : @ | + =`): every
+    # byte but the unreserved ones escaped, as SigV4 canonicalizes it; the bridge decodes it.
+    return Call(
+        "GET",
+        f"/broadcasts/{quote(broadcast_id, safe='-_.~')}",
+        BroadcastStatus.from_json,
     )
 
 

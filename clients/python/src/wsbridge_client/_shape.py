@@ -3,8 +3,10 @@ another shape is refused with a reason instead of becoming half a report."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T", bound=str)
 
 
 class ShapeError(ValueError):
@@ -40,6 +42,15 @@ def str_field(body: Mapping[str, Any], key: str, what: str) -> str:
 def bool_field(body: Mapping[str, Any], key: str, what: str) -> bool:
     value: bool = field(body, key, bool, what)
     return value
+
+
+def choice_field(body: Mapping[str, Any], key: str, choices: Sequence[T], what: str) -> T:
+    """A string that must be one of ``choices`` (returned as the choice, typed as it)."""
+    value = str_field(body, key, what)
+    for choice in choices:
+        if value == choice:
+            return choice
+    raise ShapeError(f"{what}: {key!r} is {value!r}, not one of {', '.join(choices)}")
 
 
 def list_field(body: Mapping[str, Any], key: str, what: str) -> list[Any]:

@@ -14,11 +14,13 @@ from . import _calls as calls
 from ._calls import Call
 from ._driver import Done, Settings, advance
 from ._exchange import Sleep
+from ._waiting import Waiting
 from .auth import Auth
 from .models import (
     BatchReport,
     Broadcast,
     BroadcastReport,
+    BroadcastStatus,
     DisconnectReport,
     HistoryPage,
     OnlineReport,
@@ -99,11 +101,18 @@ class AsyncClient:
         exclude_user: str | None = None,
         exclude_connection: str | None = None,
         id: str | None = None,
+        background: bool = False,
     ) -> BroadcastReport:
         """``POST /broadcast``: one message to exactly one target (``topic``, ``topics``,
         ``user_id``, ``connection_ids`` or ``all=True``), as ``event`` + ``data`` or a raw
         ``message``, leaving out ``exclude_user``/``exclude_connection``. ``id`` defaults
-        to a new UUID, kept across retries so the message is sent once."""
+        to a new UUID, kept across retries so the message is sent once.
+
+        The report's ``status`` is ``"done"`` (200), or ``"running"`` (202) when the bridge
+        handed what it could not send within its synchronous budget to background parts;
+        ``background=True`` (the API's ``"async": true``) hands it all over at once. Either
+        way a running broadcast is followed with ``broadcast_status(report.id)`` or
+        ``wait_for_broadcast(report.id)``."""
         return await self._run(
             calls.broadcast(
                 Broadcast(
@@ -118,14 +127,39 @@ class AsyncClient:
                     exclude_user=exclude_user,
                     exclude_connection=exclude_connection,
                     id=id,
+                    background=background,
                 )
             )
         )
 
     async def broadcast_batch(self, messages: Sequence[Broadcast]) -> BatchReport:
         """``POST /broadcast`` with ``{"batch": [...]}``: 1 to 25 messages sent in order, one
-        report each in the same order. One invalid member refuses them all (400)."""
+        report each in the same order, each with its own ``status`` (a member with
+        ``background=True``, or one that outran the synchronous budget, is ``"running"``). One
+        invalid member refuses them all (400)."""
         return await self._run(calls.batch(messages))
+
+    async def broadcast_status(self, id: str) -> BroadcastStatus:
+        """``GET /broadcasts/{id}``: how far a broadcast answered ``"running"`` has got — its
+        totals so far and each background part's (``shards``). Raises ``NotFoundError`` for
+        an id the bridge does not follow (unknown, older than 24 hours, or a broadcast that
+        was done at once: only those answered 202 are followed)."""
+        return await self._run(calls.broadcast_status(id))
+
+    async def wait_for_broadcast(
+        self, id: str, *, timeout: float = 300.0, poll_interval: float = 1.0
+    ) -> BroadcastStatus:
+        """Reads ``broadcast_status(id)`` every ``poll_interval`` seconds until it is
+        ``"done"``, and returns that final status. Raises ``BroadcastTimeoutError`` (a
+        ``TimeoutError``, carrying ``last_status``) when it is still running after
+        ``timeout`` seconds — the broadcast itself goes on — and ``NotFoundError`` as
+        ``broadcast_status`` does."""
+        waiting = Waiting(id, timeout, poll_interval)
+        while True:
+            status = await self.broadcast_status(id)
+            if not status.running:
+                return status
+            await asyncio.sleep(waiting.pause(status))
 
     async def subscribe(
         self,

@@ -4,13 +4,17 @@ handles differently (fix the request, fix the credentials, wait, or retry later)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .models import BroadcastStatus
 
 __all__ = [
     "WsbridgeError",
     "TransportError",
     "CredentialsError",
     "UnexpectedResponseError",
+    "BroadcastTimeoutError",
     "ApiError",
     "ClientError",
     "BadRequestError",
@@ -59,6 +63,25 @@ class UnexpectedResponseError(WsbridgeError):
         super().__init__(message, **kwargs)
         self.status = status
         self.body = body
+
+
+class BroadcastTimeoutError(WsbridgeError, TimeoutError):
+    """``wait_for_broadcast``'s ``timeout`` passed while the broadcast was still running.
+
+    The broadcast goes on in the background all the same: wait again, or read
+    ``broadcast_status(broadcast_id)`` later. ``last_status`` is the last status read.
+    """
+
+    def __init__(self, broadcast_id: str, timeout: float, last_status: BroadcastStatus) -> None:
+        parts = ", ".join(f"part {s.part} {s.status}" for s in last_status.shards)
+        super().__init__(
+            f"broadcast {broadcast_id!r} still running after {timeout:g} s: "
+            f"{last_status.delivered} of {last_status.recipients} delivered so far ({parts})",
+            broadcast_ids=(broadcast_id,),
+        )
+        self.broadcast_id = broadcast_id
+        self.timeout = timeout
+        self.last_status = last_status
 
 
 class ApiError(WsbridgeError):
@@ -118,7 +141,9 @@ class ForbiddenError(ClientError):
 
 
 class NotFoundError(ClientError):
-    """404: no such route (check the base URL's stage)."""
+    """404: no such route (check the base URL's stage), or, from ``broadcast_status`` and
+    ``wait_for_broadcast``, no background broadcast with that id (only broadcasts answered
+    202 are followed, for 24 hours)."""
 
 
 class ConflictError(ClientError):

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ._shape import (
     bool_field,
+    choice_field,
     int_field,
     json_object,
     list_field,
@@ -22,9 +23,13 @@ from ._shape import (
 )
 
 __all__ = [
+    "BroadcastState",
+    "ShardState",
     "Broadcast",
     "BroadcastReport",
     "BatchReport",
+    "ShardStatus",
+    "BroadcastStatus",
     "ConnectionFailure",
     "SubscriptionReport",
     "DisconnectReport",
@@ -36,14 +41,28 @@ __all__ = [
 ]
 
 
+#: Whether a broadcast has reached everyone it will reach (``"done"``), or parts of it are
+#: still being sent in the background (``"running"``).
+BroadcastState = Literal["done", "running"]
+_BROADCAST_STATES: tuple[BroadcastState, ...] = ("done", "running")
+
+#: Where one background part stands: a runner is sending it (``"running"``), it is between
+#: two runs or not yet started (``"waiting"``), nobody has run it for a minute though it is
+#: not done (``"stalled"``: reading the status starts it again), or it is ``"done"``.
+ShardState = Literal["running", "waiting", "stalled", "done"]
+_SHARD_STATES: tuple[ShardState, ...] = ("running", "waiting", "stalled", "done")
+
+
 @dataclass(frozen=True)
 class Broadcast:
     """One message for ``POST /broadcast``: exactly one target, ``event`` (+ ``data``) or a raw
     ``message``, optional exclusions and an ``id``.
 
-    Fields left ``None`` (and ``all=False``) are not sent. ``id`` is the envelope's id and the
-    idempotency key; the client generates a UUID for a message without one, before its first
-    attempt, so every retry carries the same id.
+    Fields left ``None`` (and ``all=False``, ``background=False``) are not sent. ``id`` is the
+    envelope's id and the idempotency key; the client generates a UUID for a message without
+    one, before its first attempt, so every retry carries the same id. ``background=True``
+    sends the bridge's ``"async": true``: it answers 202 at once and sends everything in
+    background parts, however small the audience.
     """
 
     topic: str | None = None
@@ -57,6 +76,7 @@ class Broadcast:
     exclude_user: str | None = None
     exclude_connection: str | None = None
     id: str | None = None
+    background: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The body as sent: only the fields given. The bridge validates it (one target,
@@ -86,16 +106,23 @@ class Broadcast:
             body["exclude_connection"] = self.exclude_connection
         if self.id is not None:
             body["id"] = self.id
+        if self.background:
+            body["async"] = True
         return body
 
 
 @dataclass(frozen=True)
 class BroadcastReport:
-    """What one broadcast did (the 200 body of ``POST /broadcast``).
+    """What one broadcast did: the body of ``POST /broadcast``, 200 or 202.
 
-    ``recipients = delivered + gone + failed``. ``offset``/``epoch`` are its place in the
-    topic's stream for a topic with history; ``replayed`` is true when this answers a repeat
-    of an ``id`` already sent (nothing was sent this time).
+    ``status`` is ``"done"`` (200: every recipient has its outcome) or ``"running"`` (202: the
+    bridge sent for its synchronous budget, or nothing with ``background=True``, and handed
+    the rest to ``shards`` background parts; the counts are what was sent before that, and
+    ``status_url``, relative to the API's base URL, is where ``broadcast_status(id)`` reads how
+    far it got). ``recipients = delivered + gone + failed``. ``offset``/``epoch`` are its place
+    in the topic's stream for a topic with history; ``replayed`` is true when this answers a
+    repeat of an ``id`` already sent (nothing was sent this time; a repeat of a running
+    broadcast answers its first, running report).
     """
 
     id: str
@@ -109,6 +136,15 @@ class BroadcastReport:
     offset: int | None = None
     epoch: str | None = None
     replayed: bool = False
+    status: BroadcastState = "done"
+    status_url: str | None = None
+    shards: int | None = None
+
+    @property
+    def running(self) -> bool:
+        """Parts of it are still being sent in the background: follow it with
+        ``broadcast_status(id)`` or ``wait_for_broadcast(id)``."""
+        return self.status == "running"
 
     @classmethod
     def from_json(cls, value: Any) -> BroadcastReport:
@@ -126,14 +162,29 @@ class BroadcastReport:
             offset=optional_field(body, "offset", int, what),
             epoch=optional_field(body, "epoch", str, what),
             replayed=bool(optional_field(body, "replayed", bool, what)),
+            # A bridge from before background broadcasts answers without it: always done.
+            status=(
+                choice_field(body, "status", _BROADCAST_STATES, what)
+                if "status" in body
+                else "done"
+            ),
+            status_url=optional_field(body, "status_url", str, what),
+            shards=optional_field(body, "shards", int, what),
         )
 
 
 @dataclass(frozen=True)
 class BatchReport:
-    """One report per message of a batch, in the batch's order."""
+    """One report per message of a batch, in the batch's order; each has its own
+    ``status`` (the batch was answered 202 when any of them is running)."""
 
     results: list[BroadcastReport]
+
+    @property
+    def running(self) -> bool:
+        """Some member is still being sent in the background (the batch was answered 202):
+        ``[r for r in batch.results if r.running]`` are the ones to follow."""
+        return any(r.running for r in self.results)
 
     @classmethod
     def from_json(cls, value: Any) -> BatchReport:
@@ -142,6 +193,95 @@ class BatchReport:
             results=[
                 BroadcastReport.from_json(r) for r in list_field(body, "results", "batch report")
             ]
+        )
+
+
+@dataclass(frozen=True)
+class ShardStatus:
+    """One background part of a broadcast (an entry of ``BroadcastStatus.shards``): its
+    counts so far, ``runs`` (invocations that ran it: the first, then one per continuation
+    or restart), ``restarts`` (runs that took over from one that died part-way, and may
+    have sent again what it sent after its last checkpoint), ``updated_at`` in ms."""
+
+    part: int
+    status: ShardState
+    recipients: int
+    delivered: int
+    gone: int
+    failed: int
+    retries: int
+    runs: int
+    restarts: int
+    updated_at: int
+
+    @classmethod
+    def from_json(cls, value: Any) -> ShardStatus:
+        what = "broadcast part"
+        body = json_object(value, what)
+        return cls(
+            part=int_field(body, "part", what),
+            status=choice_field(body, "status", _SHARD_STATES, what),
+            recipients=int_field(body, "recipients", what),
+            delivered=int_field(body, "delivered", what),
+            gone=int_field(body, "gone", what),
+            failed=int_field(body, "failed", what),
+            retries=int_field(body, "retries", what),
+            runs=int_field(body, "runs", what),
+            restarts=int_field(body, "restarts", what),
+            updated_at=int_field(body, "updated_at", what),
+        )
+
+
+@dataclass(frozen=True)
+class BroadcastStatus:
+    """The body of ``GET /broadcasts/{id}``: where a broadcast answered 202 stands.
+
+    The counts are everything so far, the accepting call's own sends and every part's
+    (``recipients = delivered + gone + failed``); ``status`` turns ``"done"`` when every part
+    is. ``continuations`` counts runs that continued a part before their deadline,
+    ``restarts`` runs that took over from one that died. ``created_at``/``updated_at`` are in
+    ms since the epoch; ``offset``/``epoch`` as in the broadcast's report.
+    """
+
+    id: str
+    status: BroadcastState
+    recipients: int
+    delivered: int
+    gone: int
+    failed: int
+    retries: int
+    continuations: int
+    restarts: int
+    created_at: int
+    updated_at: int
+    shards: list[ShardStatus]
+    offset: int | None = None
+    epoch: str | None = None
+
+    @property
+    def running(self) -> bool:
+        """Some part is not done yet."""
+        return self.status == "running"
+
+    @classmethod
+    def from_json(cls, value: Any) -> BroadcastStatus:
+        what = "broadcast status"
+        body = json_object(value, what)
+        return cls(
+            id=str_field(body, "id", what),
+            status=choice_field(body, "status", _BROADCAST_STATES, what),
+            recipients=int_field(body, "recipients", what),
+            delivered=int_field(body, "delivered", what),
+            gone=int_field(body, "gone", what),
+            failed=int_field(body, "failed", what),
+            retries=int_field(body, "retries", what),
+            continuations=int_field(body, "continuations", what),
+            restarts=int_field(body, "restarts", what),
+            created_at=int_field(body, "created_at", what),
+            updated_at=int_field(body, "updated_at", what),
+            shards=[ShardStatus.from_json(s) for s in list_field(body, "shards", what)],
+            offset=optional_field(body, "offset", int, what),
+            epoch=optional_field(body, "epoch", str, what),
         )
 
 
