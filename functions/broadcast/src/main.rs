@@ -51,7 +51,9 @@ async fn main() -> Result<(), Error> {
     // The handler borrows what main built once; `run` never returns while it is in use.
     let (ctx, config, launcher) = (&ctx, &config, &launcher);
     run(service_fn(move |request: Request| async move {
-        Ok::<_, Error>(broadcast::handle(&request, ctx, config, launcher).await)
+        let response = broadcast::handle(&request, ctx, config, launcher).await;
+        // A failed part run fails its invocation: Lambda retries it.
+        broadcast::invocation_result(&request, response).map_err(Error::from)
     }))
     .await
 }

@@ -83,20 +83,33 @@ pub(super) async fn hand_over(
         expires_at: crate::clock::now_seconds() + JOB_TTL_SECONDS,
         parts: parts(rest.rest, rest.unsent, config.shards, accepted_at),
     };
-    if let Err(e) = ctx.store.create_job(&job).await {
-        error!(broadcast_id = %id, error = %e, "background broadcast not recorded");
-        // Nothing was handed over: what was sent is reported, and the rest is not sent.
-        return Err(match head.report.recipients {
-            0 => internal_error(),
-            _ => ApiError::new(
-                ApiErrorCode::InternalError,
-                format!(
-                    "{} recipients were sent to, then the rest could not be handed to the \
-                     background (the store failed); retry with the same id for the others",
-                    head.report.recipients
+    match ctx.store.create_job(&job).await {
+        Ok(()) => {}
+        // A retry of a broadcast whose first call handed it over and died before it answered
+        // (its idempotency claim then lapsed): the parts already run; follow them.
+        Err(StoreError::Exists(_)) => {
+            warn!(broadcast_id = %id, "already in the background: answering its status");
+            return match ctx.store.job(id).await {
+                Ok(Some(existing)) => Ok(accepted(&existing, now_millis())),
+                _ => Err(internal_error()),
+            };
+        }
+        Err(e) => {
+            error!(broadcast_id = %id, error = %e, "background broadcast not recorded");
+            // Nothing was handed over: what was sent is reported, and the rest is not sent.
+            return Err(match head.report.recipients {
+                0 => internal_error(),
+                _ => ApiError::new(
+                    ApiErrorCode::InternalError,
+                    format!(
+                        "{} recipients were sent to, then the rest could not be handed to the \
+                         background (the store failed); retry with \"id\": {id:?} to reach \
+                         the others without sending twice to the first",
+                        head.report.recipients
+                    ),
                 ),
-            ),
-        });
+            });
+        }
     }
     for part in &job.parts {
         start(
@@ -116,19 +129,42 @@ pub(super) async fn hand_over(
         "broadcast handed to the background"
     );
     Ok(BroadcastResponse {
-        id: id.to_owned(),
-        status: BroadcastState::Running,
         report: head.report,
         retries: head.retries,
+        ..accepted(&job, now_millis())
+    })
+}
+
+/// The 202 body for a broadcast in the background: where to follow it, and how far it got.
+fn accepted(job: &Job, now_ms: i64) -> BroadcastResponse {
+    let status = status_of(job, now_ms);
+    BroadcastResponse {
+        id: job.id.clone(),
+        status: status.status,
+        report: status.report,
+        retries: status.retries,
         deadline_reached: false,
         store_failed: false,
         offset: job.offset,
-        epoch: job.epoch,
+        epoch: job.epoch.clone(),
         replayed: false,
-        status_url: Some(format!("/broadcasts/{id}")),
+        status_url: Some(status_path(&job.id)),
         shards: Some(job.parts.len() as u32),
-    })
+    }
 }
+
+/// `/broadcasts/{id}`, the id percent-encoded as one path segment (ids may hold `/`).
+pub fn status_path(id: &str) -> String {
+    let encoded = percent_encoding::utf8_percent_encode(id, SEGMENT);
+    format!("/broadcasts/{encoded}")
+}
+
+/// What a path segment must encode: everything but RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// What is left, as parts: the span split in `shards`, the unsent with the first.
 fn parts(

@@ -18,7 +18,7 @@ use crate::config::FanoutConfig;
 use crate::fanout::Fanout;
 use crate::protocol::ConnectionId;
 use crate::store::jobs::{JOB_TTL_SECONDS, Job, Part, Progress, Tally};
-use crate::store::{Audience, JobStore, MemoryStore, Span};
+use crate::store::{Audience, HistoryStore, JobStore, MemoryStore, Span};
 use crate::test_support::{
     RecordingLauncher, RecordingSender, Settings, connection, put, subscribe_all,
 };
@@ -462,4 +462,71 @@ async fn a_batch_with_a_background_message_answers_202_with_each_status() {
     assert_eq!(results[0]["delivered"], 10);
     assert_eq!(results[1]["status"], "running");
     assert_eq!(sender.posts().len(), 10);
+}
+
+#[test]
+fn a_status_path_carries_any_id_and_reads_back() {
+    for id in ["b-1", "trail/", "a/b:c+d=e@f|g", "é 日本", "x%2Fy"] {
+        let path = background::status_path(id);
+        assert!(!path["/broadcasts/".len()..].contains('/'), "{path}");
+        assert_eq!(status_id(&path).as_deref(), Some(id), "{path}");
+        assert_eq!(status_id(&format!("/prod{path}")).as_deref(), Some(id));
+    }
+    assert_eq!(status_id("/broadcasts/"), None);
+    assert_eq!(status_id("/broadcast"), None);
+    assert_eq!(status_id("/a/b/broadcasts/x"), None);
+}
+
+#[tokio::test]
+async fn a_failed_part_run_fails_its_invocation_and_an_http_500_does_not() {
+    // GIVEN a store that is down
+    let store = crate::test_support::FailingStore;
+    let (sender, launcher) = (RecordingSender::new(), RecordingLauncher::new());
+    let settings = Settings::default();
+    let ctx = settings.context(&store, &sender);
+    let config = BroadcastConfig::default();
+    // WHEN a part event runs, THEN the invocation fails (so that Lambda retries it)
+    let event = crate::shards::Shard {
+        broadcast_id: "b-1".into(),
+        part: 0,
+    }
+    .event();
+    let request = invocation(&event);
+    let response = handle(&request, &ctx, &config, &launcher).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(invocation_result(&request, response).is_err());
+    // AND an HTTP request answered 500 is an answer, not a failed invocation
+    let count = get("/connections/count");
+    let response = handle(&count, &ctx, &config, &launcher).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(invocation_result(&count, response).is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_broadcast_already_in_the_background_answers_its_status() {
+    // GIVEN a broadcast with an id handed to the background, whose answer was lost and
+    // whose idempotency record was never written (its first call died)
+    let (store, _) = big_board(20).await;
+    let (sender, launcher) = (RecordingSender::new(), RecordingLauncher::new());
+    let settings = settings(8);
+    let ctx = settings.context(&store, &sender);
+    let config = BroadcastConfig::default();
+    let body = json!({"topic": "board:big", "event": "e", "id": "order-7", "async": true});
+    assert_eq!(
+        handle(&post(body.clone()), &ctx, &config, &launcher)
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    store.release("order-7").await.unwrap();
+    launcher.take();
+
+    // WHEN the backend retries it, THEN it is answered 202 with where to follow it, and no
+    // part is started twice
+    let retried = handle(&post(body), &ctx, &config, &launcher).await;
+    assert_eq!(retried.status(), StatusCode::ACCEPTED);
+    let retried = json_of(&retried);
+    assert_eq!(retried["id"], "order-7");
+    assert_eq!(retried["status_url"], "/broadcasts/order-7");
+    assert!(launcher.launched().is_empty());
 }

@@ -67,10 +67,15 @@ pub fn route_keys() -> Vec<String> {
         .collect()
 }
 
-/// The broadcast id a status path names (percent-decoded), if it is one.
+/// The broadcast id a status path names (percent-decoded, a trailing `/` kept), if it is
+/// one: `/broadcasts/{id}` at the start of the path, or after a stage (`/prod/broadcasts/…`).
 fn status_id(path: &str) -> Option<String> {
-    let at = path.find(STATUS_PREFIX)?;
-    let id = &path[at + STATUS_PREFIX.len()..];
+    let after_stage = path
+        .strip_prefix('/')
+        .and_then(|rest| rest.find('/').map(|at| &rest[at..]));
+    let id = path
+        .strip_prefix(STATUS_PREFIX)
+        .or_else(|| after_stage.and_then(|rest| rest.strip_prefix(STATUS_PREFIX)))?;
     let id = percent_encoding::percent_decode_str(id)
         .decode_utf8()
         .ok()?;
@@ -120,8 +125,9 @@ pub async fn handle(
             ));
         }
     }
-    let path = request.uri().path().trim_end_matches('/');
-    if let Some(id) = status_id(path) {
+    // Before trimming: an id may end in `/`.
+    if let Some(id) = status_id(request.uri().path()) {
+        let path = request.uri().path();
         if request.method() != Method::GET {
             return error_response(ApiError::new(
                 ApiErrorCode::MethodNotAllowed,
@@ -130,6 +136,7 @@ pub async fn handle(
         }
         return background::status(&id, ctx, launcher).await;
     }
+    let path = request.uri().path().trim_end_matches('/');
     let Some((_, allowed, route)) = ROUTES.iter().find(|(suffix, _, _)| path.ends_with(suffix))
     else {
         return error_response(ApiError::new(
@@ -159,6 +166,24 @@ pub async fn handle(
         Route::Online => query::online(request, ctx).await,
         Route::History => query::history(request, ctx).await,
     }
+}
+
+/// What the Lambda runtime should report for an answer: a run of the function's own
+/// asynchronous invocation (a part) that failed must fail the invocation, so that Lambda
+/// retries it; lambda_http would hand back a 500 as a successful result.
+pub fn invocation_result(
+    request: &Request,
+    response: Response<Body>,
+) -> Result<Response<Body>, String> {
+    let own = matches!(
+        request.request_context_ref(),
+        Some(RequestContext::PassThrough)
+    );
+    if own && response.status().is_server_error() {
+        let body = String::from_utf8_lossy(response.body().as_ref()).into_owned();
+        return Err(format!("part run failed ({}): {body}", response.status()));
+    }
+    Ok(response)
 }
 
 /// Runs the part an asynchronous invocation names. A failed run answers 500, which fails
