@@ -454,8 +454,10 @@ pub struct BroadcastResponse {
     pub report: FanoutReport,
     /// Posts tried again after a 429 or 5xx.
     pub retries: u64,
-    /// The invocation's deadline stopped the fan-out: recipients not yet reached are not in
-    /// `recipients`, and those read but not sent to are in `failed`.
+    /// Not everyone was reached and the rest was not handed to the background: recipients
+    /// not yet read are not in `recipients`, and those read but not sent to are in `failed`.
+    /// Only with `store_failed`, since a broadcast out of time goes on in the background
+    /// (`status: running`).
     pub deadline_reached: bool,
     /// The store failed while recipients were being read: those not yet read are in no
     /// count (the ones counted were handled). A retry with the same `id` answers this report.

@@ -45,7 +45,9 @@ pub struct BroadcastStatus {
     #[serde(flatten)]
     pub report: FanoutReport,
     pub retries: u64,
-    /// Invocations that continued a part before their deadline.
+    /// Runs that took a part up where an earlier run let go of it: mostly a part continuing
+    /// itself before its invocation's deadline (also a run started again by Lambda's retry
+    /// of a failed run, or by a status read).
     pub continuations: u64,
     pub restarts: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
