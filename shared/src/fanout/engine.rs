@@ -94,6 +94,8 @@ pub(super) struct Engine<'a> {
     pages_read: u64,
     /// Reading was stopped before the end: throttled posts are handed back, not retried.
     stopped_early: bool,
+    /// The page of the recipients an earlier run handed back.
+    pending_page: Option<u64>,
 }
 
 type Removals<'a> = FuturesUnordered<BoxFuture<'a, Vec<(UserId, Topic)>>>;
@@ -133,6 +135,7 @@ impl<'a> Engine<'a> {
             unsaved: false,
             pages_read: 0,
             stopped_early: false,
+            pending_page: None,
         }
     }
 
@@ -156,6 +159,7 @@ impl<'a> Engine<'a> {
             let page = self.ledger.open(rest);
             let recipients = std::mem::take(&mut self.pending).into_iter();
             self.current = Some(Current { page, recipients });
+            self.pending_page = Some(page);
         }
         loop {
             // Checked before anything is launched, not only when the timers below fire: a
@@ -370,12 +374,19 @@ impl<'a> Engine<'a> {
             SendError::Throttled(_) => {
                 limit.throttled(sent_at);
                 job.throttled += 1;
-                if job.throttled >= MAX_THROTTLED_ATTEMPTS || self.stopped_early {
+                let exhausted = job.throttled >= MAX_THROTTLED_ATTEMPTS;
+                // Handed back once already: a 429 that outlasts two runs is the client's own
+                // full buffer (API Gateway answers that 429 too), not the account's rate.
+                let handed_back_before = self.pending_page == Some(job.page);
+                if exhausted && handed_back_before && !self.stopped_early {
+                    false
+                } else if exhausted || self.stopped_early {
                     debug!(connection_id = %job.recipient.connection_id, throttled = job.throttled, "still throttled: handed back unsent");
                     self.finish(job.page, Final::Unsent(job.recipient), job.attempts);
                     return None;
+                } else {
+                    true
                 }
-                true
             }
             SendError::Transient(_) => {
                 job.attempts - job.throttled + 1 < self.options.retry.max_attempts

@@ -48,7 +48,8 @@ pub const GONE_BATCH: usize = 25;
 /// adaptive limit slows the whole fan-out down on 429s, so a post gets more chances. One
 /// throttled this often (other traffic is holding the account at its limit) is not failed
 /// but handed back unsent, for the background or the next run to send later: a 429 says
-/// "not now", never "never".
+/// "not now". Once: one refused as often again in that next run is failed, since API
+/// Gateway also answers 429 for a client whose own buffer is full.
 pub const MAX_THROTTLED_ATTEMPTS: u32 = 8;
 
 /// Time kept back before the deadline: for in-flight posts to finish, gone rows to be

@@ -750,3 +750,42 @@ async fn a_fan_out_told_to_stop_before_it_starts_still_sends_one_page() {
     let rest = summary.rest.expect("stopped early");
     assert_eq!(rest.after, Some(ConnectionId::new("c-02")));
 }
+
+#[tokio::test]
+async fn a_post_refused_through_two_runs_is_failed_not_handed_back_again() {
+    // GIVEN bob's connection answers 429 to every post (his own buffer is full)
+    let store = board_store().await;
+    let sender = RecordingSender::new().failing("c-bob", SendError::Throttled("429".into()));
+
+    // WHEN board:1 fans out, THEN bob is handed back unsent, for a later run
+    let first = fan_out_to(&store, &sender, &to_topic("board:1"), &no_exclusions())
+        .await
+        .unwrap();
+    let unsent: Vec<&str> = first
+        .unsent
+        .iter()
+        .map(|r| r.connection_id.as_str())
+        .collect();
+    assert_eq!(unsent, ["c-bob"]);
+
+    // WHEN the next run starts with him, THEN he is failed: 429s that outlast two runs are
+    // no passing storm, and nothing is handed on again
+    let start = Resume {
+        span: None,
+        unsent: first.unsent.clone(),
+    };
+    let second = fan_out_from(
+        &store,
+        &shared(&sender),
+        &to_topic("board:1"),
+        start,
+        &no_exclusions(),
+        &payload(),
+        &options(CONCURRENCY),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.report, report(1, 0, 0, 1));
+    assert!(!second.unfinished());
+}
