@@ -175,6 +175,31 @@ async fn status(ctx: &Context<'_>, id: &str, launcher: &RecordingLauncher) -> Va
     serde_json::from_slice(response.body()).unwrap()
 }
 
+fn settings(concurrency: usize) -> Settings {
+    Settings {
+        fanout: Fanout::new(FanoutConfig { concurrency }),
+        ..Settings::default()
+    }
+}
+
+/// Handlers on `store`, posting through the real sender.
+fn context<'a>(settings: &'a Settings, store: &'a DynamoDbStore) -> Context<'a> {
+    let sender: Arc<dyn ConnectionSender> =
+        Arc::new(ApiGatewaySender::new(&local_sdk_config(None), None));
+    Context {
+        sender,
+        ..settings.context(store, &wsbridge::test_support::RecordingSender::new())
+    }
+}
+
+/// Background broadcasts in `shards` parts.
+fn parts(shards: u32) -> BroadcastConfig {
+    BroadcastConfig {
+        shards,
+        ..BroadcastConfig::default()
+    }
+}
+
 /// A context whose invocation ends in `seconds`.
 fn invocation<'a>(ctx: &Context<'a>, seconds: u64) -> Context<'a> {
     Context {
@@ -191,21 +216,10 @@ async fn a_background_broadcast_through_a_429_storm_and_5xx_reaches_everyone_onc
     let endpoint = serve(account.clone()).await;
     let store = fresh_dynamodb_store().await.with_page_size(50);
     let ids = audience(&store, &endpoint, 240).await;
-    let sender: Arc<dyn ConnectionSender> =
-        Arc::new(ApiGatewaySender::new(&local_sdk_config(None), None));
-    let settings = Settings {
-        fanout: Fanout::new(FanoutConfig { concurrency: 64 }),
-        ..Settings::default()
-    };
-    let ctx = Context {
-        sender,
-        ..settings.context(&store, &wsbridge::test_support::RecordingSender::new())
-    };
+    let settings = settings(64);
+    let ctx = context(&settings, &store);
     let launcher = RecordingLauncher::new();
-    let config = BroadcastConfig {
-        shards: 3,
-        ..BroadcastConfig::default()
-    };
+    let config = parts(3);
 
     // WHEN it is sent in the background, and its parts run at once, in parallel
     let response = broadcast::handle(&async_broadcast(), &ctx, &config, &launcher).await;
@@ -279,21 +293,10 @@ async fn a_part_whose_invocation_dies_is_retried_and_skips_nobody() {
     let endpoint = serve(account.clone()).await;
     let store = fresh_dynamodb_store().await.with_page_size(25);
     let ids = audience(&store, &endpoint, 200).await;
-    let sender: Arc<dyn ConnectionSender> =
-        Arc::new(ApiGatewaySender::new(&local_sdk_config(None), None));
-    let settings = Settings {
-        fanout: Fanout::new(FanoutConfig { concurrency: 4 }),
-        ..Settings::default()
-    };
-    let ctx = Context {
-        sender,
-        ..settings.context(&store, &wsbridge::test_support::RecordingSender::new())
-    };
+    let settings = settings(4);
+    let ctx = context(&settings, &store);
     let launcher = RecordingLauncher::new();
-    let config = BroadcastConfig {
-        shards: 1,
-        ..BroadcastConfig::default()
-    };
+    let config = parts(1);
     let response = broadcast::handle(&async_broadcast(), &ctx, &config, &launcher).await;
     let accepted: Value = serde_json::from_slice(response.body()).unwrap();
     let id = accepted["id"].as_str().unwrap().to_owned();

@@ -307,6 +307,11 @@ impl<'a> Engine<'a> {
         }
         self.reading = Reading::Closed;
         self.stopped_early = true;
+        self.hand_back_retries();
+    }
+
+    /// Retries still waiting are handed back as unsent.
+    fn hand_back_retries(&mut self) {
         for Reverse(due) in std::mem::take(&mut self.due).into_vec() {
             let Job {
                 recipient,
@@ -330,15 +335,7 @@ impl<'a> Engine<'a> {
             }
             self.ledger.dispatched(current.page);
         }
-        for Reverse(due) in std::mem::take(&mut self.due).into_vec() {
-            let Job {
-                recipient,
-                page,
-                attempts,
-                ..
-            } = due.job;
-            self.finish(page, Final::Unsent(recipient), attempts);
-        }
+        self.hand_back_retries();
     }
 
     /// One attempt came back; returns a batch of gone connections to remove when one is full.

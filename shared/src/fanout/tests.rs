@@ -317,6 +317,35 @@ async fn a_failing_recipient_page_stops_the_fan_out_with_the_report_so_far() {
     assert_eq!(*store.removed.lock().unwrap(), ids(&["p1-b"]));
 }
 
+/// The ids `topic_with_subscribers` gives its connections, in order.
+fn subscriber_ids(count: usize) -> Vec<ConnectionId> {
+    (0..count)
+        .map(|n| ConnectionId::new(format!("c-{n:02}")))
+        .collect()
+}
+
+/// Fans `PAYLOAD` out to `target` from `start`, checkpointing to `checkpoints`.
+async fn resume(
+    store: &dyn RecipientStore,
+    sender: &RecordingSender,
+    target: &Audience,
+    start: Resume,
+    options: &FanoutOptions,
+    checkpoints: Option<&dyn Checkpoints>,
+) -> Result<FanoutSummary, FanoutError> {
+    fan_out_from(
+        store,
+        &shared(sender),
+        target,
+        start,
+        &no_exclusions(),
+        &payload(),
+        options,
+        checkpoints,
+    )
+    .await
+}
+
 async fn topic_with_subscribers(store: MemoryStore, count: usize) -> MemoryStore {
     let connections: Vec<(String, String)> = (0..count)
         .map(|n| (format!("c-{n:02}"), format!("user-{n:02}")))
@@ -391,10 +420,7 @@ async fn small_pages_still_reach_every_subscriber() {
 
     // THEN all four pages were read: each of the 10 got it once
     assert_eq!(outcome.report, report(10, 10, 0, 0));
-    let expected: Vec<ConnectionId> = (0..10)
-        .map(|n| ConnectionId::new(format!("c-{n:02}")))
-        .collect();
-    assert_eq!(sender.delivered_to(), expected);
+    assert_eq!(sender.delivered_to(), subscriber_ids(10));
 }
 
 /// A management API that holds `capacity` posts at once and answers 429 to any more, each
@@ -504,26 +530,14 @@ async fn a_fan_out_stopped_between_pages_is_resumed_by_another_without_gap_or_re
         span: Some(rest),
         unsent: first.unsent.clone(),
     };
-    let second = fan_out_from(
-        &store,
-        &shared(&sender),
-        &target,
-        start,
-        &no_exclusions(),
-        &payload(),
-        &options(2),
-        None,
-    )
-    .await
-    .unwrap();
+    let second = resume(&store, &sender, &target, start, &options(2), None)
+        .await
+        .unwrap();
 
     // THEN between them everyone got it exactly once
     assert_eq!(second.rest, None);
     assert_eq!(first.report.delivered + second.report.delivered, 10);
-    let expected: Vec<ConnectionId> = (0..10)
-        .map(|n| ConnectionId::new(format!("c-{n:02}")))
-        .collect();
-    assert_eq!(sender.delivered_to(), expected);
+    assert_eq!(sender.delivered_to(), subscriber_ids(10));
 }
 
 #[tokio::test(start_paused = true)]
@@ -560,25 +574,13 @@ async fn at_the_deadline_what_was_not_posted_is_handed_back_and_sent_by_the_next
         span: None,
         unsent: first.unsent.clone(),
     };
-    let second = fan_out_from(
-        &store,
-        &shared(&sender),
-        &target,
-        start,
-        &no_exclusions(),
-        &payload(),
-        &options(2),
-        None,
-    )
-    .await
-    .unwrap();
+    let second = resume(&store, &sender, &target, start, &options(2), None)
+        .await
+        .unwrap();
 
     // THEN everyone has it once
     assert_eq!(second.report, report(6, 6, 0, 0));
-    let expected: Vec<ConnectionId> = (0..10)
-        .map(|n| ConnectionId::new(format!("c-{n:02}")))
-        .collect();
-    assert_eq!(sender.delivered_to(), expected);
+    assert_eq!(sender.delivered_to(), subscriber_ids(10));
 }
 
 /// Checkpoints, as saved.
@@ -609,16 +611,14 @@ async fn checkpoints_promise_only_settled_pages() {
     let saved = Saved::default();
 
     // WHEN the topic fans out with checkpoints
-    let summary = fan_out_from(
+    let summary = resume(
         &store,
-        &shared(&sender),
+        &sender,
         &to_topic("board:big"),
         Resume {
             span: Some(Span::all()),
             unsent: Vec::new(),
         },
-        &no_exclusions(),
-        &payload(),
         &options(2),
         Some(&saved),
     )
@@ -656,16 +656,14 @@ async fn a_checkpoint_that_cannot_be_saved_stops_the_fan_out() {
     };
 
     // WHEN the topic fans out
-    let summary = fan_out_from(
+    let summary = resume(
         &store,
-        &shared(&sender),
+        &sender,
         &to_topic("board:big"),
         Resume {
             span: Some(Span::all()),
             unsent: Vec::new(),
         },
-        &no_exclusions(),
-        &payload(),
         &options(2),
         Some(&saved),
     )
@@ -774,13 +772,11 @@ async fn a_post_refused_through_two_runs_is_failed_not_handed_back_again() {
         span: None,
         unsent: first.unsent.clone(),
     };
-    let second = fan_out_from(
+    let second = resume(
         &store,
-        &shared(&sender),
+        &sender,
         &to_topic("board:1"),
         start,
-        &no_exclusions(),
-        &payload(),
         &options(CONCURRENCY),
         None,
     )

@@ -85,6 +85,31 @@ fn deliveries(sender: &RecordingSender) -> BTreeMap<ConnectionId, usize> {
     counts
 }
 
+/// Every subscriber got exactly one post.
+fn everyone_once(sender: &RecordingSender, ids: &[ConnectionId]) {
+    let got = deliveries(sender);
+    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), ids);
+    assert!(got.values().all(|&n| n == 1), "{got:?}");
+}
+
+/// Background broadcasts in one part.
+fn one_part() -> BroadcastConfig {
+    BroadcastConfig {
+        shards: 1,
+        ..config(Duration::from_secs(10))
+    }
+}
+
+/// `GET /broadcasts/{id}`'s body.
+async fn status(
+    ctx: &Context<'_>,
+    config: &BroadcastConfig,
+    launcher: &RecordingLauncher,
+    id: &str,
+) -> Value {
+    json_of(&handle(&get(&format!("/broadcasts/{id}")), ctx, config, launcher).await)
+}
+
 /// Runs every part the launcher was asked to start, and every continuation they start,
 /// each with `run_time` before its deadline, until none is left; returns the runs.
 async fn run_parts(
@@ -137,17 +162,14 @@ async fn an_async_broadcast_answers_202_and_its_parts_reach_everyone_once() {
     assert!(sender.posts().is_empty());
     let parts: Vec<u32> = launcher.launched().iter().map(|s| s.part).collect();
     assert_eq!(parts, vec![0, 1, 2, 3]);
-    let running =
-        json_of(&handle(&get(&format!("/broadcasts/{id}")), &ctx, &config, &launcher).await);
+    let running = status(&ctx, &config, &launcher, id).await;
     assert_eq!(running["status"], "running");
 
     // WHEN its parts run
     run_parts(&ctx, &config, &launcher, Duration::from_secs(29)).await;
 
     // THEN every subscriber got it exactly once, and the status says so
-    let got = deliveries(&sender);
-    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), ids);
-    assert!(got.values().all(|&n| n == 1));
+    everyone_once(&sender, &ids);
     let done = handle(&get(&format!("/broadcasts/{id}")), &ctx, &config, &launcher).await;
     assert_eq!(done.status(), StatusCode::OK);
     let done = json_of(&done);
@@ -202,11 +224,9 @@ async fn a_broadcast_over_its_budget_sends_what_it_can_then_the_rest_in_the_back
 
     // WHEN the parts run, THEN everyone has it once, and the totals hold the call's part
     run_parts(&ctx, &config, &launcher, Duration::from_secs(29)).await;
-    let got = deliveries(&sender);
-    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), ids);
-    assert!(got.values().all(|&n| n == 1));
+    everyone_once(&sender, &ids);
     let id = accepted["id"].as_str().unwrap();
-    let done = json_of(&handle(&get(&format!("/broadcasts/{id}")), &ctx, &config, &launcher).await);
+    let done = status(&ctx, &config, &launcher, id).await;
     assert_eq!(
         (done["status"].clone(), done["delivered"].clone()),
         (json!("done"), json!(100))
@@ -221,10 +241,7 @@ async fn a_part_continues_itself_before_its_deadline() {
     let launcher = RecordingLauncher::new();
     let settings = settings(2);
     let ctx = settings.context(&store, &sender);
-    let config = BroadcastConfig {
-        shards: 1,
-        ..config(Duration::from_secs(10))
-    };
+    let config = one_part();
     let body = json!({"topic": "board:big", "event": "e", "async": true});
     let accepted = json_of(&handle(&post(body), &ctx, &config, &launcher).await);
 
@@ -239,11 +256,9 @@ async fn a_part_continues_itself_before_its_deadline() {
 
     // THEN it took several runs, each continuing the last, and reached everyone once
     assert!(runs >= 3, "{runs} runs");
-    let got = deliveries(&sender);
-    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), ids);
-    assert!(got.values().all(|&n| n == 1));
+    everyone_once(&sender, &ids);
     let id = accepted["id"].as_str().unwrap();
-    let done = json_of(&handle(&get(&format!("/broadcasts/{id}")), &ctx, &config, &launcher).await);
+    let done = status(&ctx, &config, &launcher, id).await;
     assert_eq!(done["status"], "done");
     assert_eq!(done["continuations"], runs as u64 - 1);
     assert_eq!(done["restarts"], 0);
@@ -258,10 +273,7 @@ async fn a_part_whose_run_dies_is_taken_over_and_nobody_is_skipped() {
     let launcher = RecordingLauncher::new();
     let settings = settings(2);
     let ctx = settings.context(&store, &sender);
-    let config = BroadcastConfig {
-        shards: 1,
-        ..config(Duration::from_secs(10))
-    };
+    let config = one_part();
     let body = json!({"topic": "board:big", "event": "e", "async": true});
     let accepted = json_of(&handle(&post(body), &ctx, &config, &launcher).await);
     let id = accepted["id"].as_str().unwrap().to_owned();
@@ -302,7 +314,7 @@ async fn a_part_whose_run_dies_is_taken_over_and_nobody_is_skipped() {
     assert!(got.values().all(|&n| n <= 2));
     assert!(before > 0);
     assert!(twice <= 20 + 7 + 2, "{twice} sent twice");
-    let done = json_of(&handle(&get(&format!("/broadcasts/{id}")), &ctx, &config, &launcher).await);
+    let done = status(&ctx, &config, &launcher, &id).await;
     assert_eq!(done["status"], "done");
     assert_eq!(done["restarts"], 1);
     // the status counts each recipient once: the retry counted from the last checkpoint
