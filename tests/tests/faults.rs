@@ -155,7 +155,14 @@ where
 
 /// `rule` for assertion messages.
 fn label(rule: &Rule) -> String {
-    format!("{:?} on {} ({:?})", rule.fault, rule.operation, rule.when)
+    let holding = rule
+        .holding
+        .map(|text| format!(" holding {text}"))
+        .unwrap_or_default();
+    format!(
+        "{:?} on {}{holding} ({:?})",
+        rule.fault, rule.operation, rule.when
+    )
 }
 
 /// A deletion whose old image was lost: DynamoDB deleted the connection row, but the SDK's
