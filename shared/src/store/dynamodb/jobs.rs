@@ -10,13 +10,15 @@
 //! runner), so of two runners claiming at once one wins. A save is conditioned on the
 //! runner still holding the part.
 
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
 use serde::{Deserialize, Serialize};
 
 use super::items::{Item, malformed, n, number_attr, optional_number, s, string_attr};
 use super::schema::{PK, SK, TTL_ATTRIBUTE};
-use super::{DynamoDbStore, backend, was_cancelled_by_condition};
+use super::{DynamoDbStore, backend, contention_pause, was_cancelled_by_condition};
 use crate::protocol::broadcast::Exclusions;
 use crate::store::jobs::{Claim, Job, JobStore, Part, Progress, Tally};
 use crate::store::{Audience, StoreError};
@@ -30,6 +32,24 @@ const RESTARTS: &str = "restarts";
 const RUNNER: &str = "runner";
 const LEASE_UNTIL: &str = "lease_until";
 const UPDATED_AT: &str = "updated_at";
+
+/// Attempts at recording a broadcast whose transaction was cancelled for a conflict.
+const CREATE_ATTEMPTS: u32 = 3;
+
+/// Whether a broadcast's recording was cancelled because its id is taken: the job row,
+/// first of the transaction and the only one with a condition, failed it.
+fn job_row_taken<R>(error: &SdkError<TransactWriteItemsError, R>) -> bool {
+    match error.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+            cancelled
+                .cancellation_reasons()
+                .first()
+                .and_then(|r| r.code())
+                == Some("ConditionalCheckFailed")
+        }
+        _ => false,
+    }
+}
 
 fn job_pk(id: &str) -> String {
     format!("bcast#{id}")
@@ -199,21 +219,30 @@ impl JobStore for DynamoDbStore {
                     })?,
             );
         }
-        let written = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(
-                puts.into_iter()
-                    .map(|put| TransactWriteItem::builder().put(put).build())
-                    .collect(),
-            ))
-            .send()
-            .await;
-        match written {
-            Ok(_) => Ok(()),
-            Err(e) if was_cancelled_by_condition(&e) => Err(StoreError::Exists(job.id.clone())),
-            Err(e) => Err(backend("TransactWriteItems", e)),
+        let items: Vec<TransactWriteItem> = puts
+            .into_iter()
+            .map(|put| TransactWriteItem::builder().put(put).build())
+            .collect();
+        for attempt in 0..CREATE_ATTEMPTS {
+            let written = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            match written {
+                Ok(_) => return Ok(()),
+                Err(e) if job_row_taken(&e) => return Err(StoreError::Exists(job.id.clone())),
+                // Cancelled for a conflicting write in progress on one of its rows, which
+                // is no answer about the id: nothing was written, so try again.
+                Err(e) if was_cancelled_by_condition(&e) => contention_pause(attempt).await,
+                Err(e) => return Err(backend("TransactWriteItems", e)),
+            }
         }
+        Err(StoreError::Contended {
+            operation: "create_job",
+            attempts: CREATE_ATTEMPTS,
+        })
     }
 
     async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
