@@ -89,10 +89,24 @@ pub(super) async fn hand_over(
         // (its idempotency claim then lapsed): the parts already run; follow them.
         Err(StoreError::Exists(_)) => {
             warn!(broadcast_id = %id, "already in the background: answering its status");
-            return match ctx.store.job(id).await {
-                Ok(Some(existing)) => Ok(accepted(&existing, now_millis())),
-                _ => Err(internal_error()),
+            let existing = match ctx.store.job(id).await {
+                Ok(Some(existing)) => existing,
+                _ => return Err(internal_error()),
             };
+            // That call may have died, or lost the store's answer, before it started the
+            // parts: start those nobody runs. A part runs one invocation at a time, from
+            // its last save, so one whose event was only late runs once all the same.
+            let now = now_millis();
+            for part in &existing.parts {
+                if let ShardState::Waiting | ShardState::Stalled = shard_state(part, now) {
+                    let shard = Shard {
+                        broadcast_id: id.to_owned(),
+                        part: part.index,
+                    };
+                    start(launcher, &shard).await;
+                }
+            }
+            return Ok(accepted(&existing, now));
         }
         Err(e) => {
             error!(broadcast_id = %id, error = %e, "background broadcast not recorded");
