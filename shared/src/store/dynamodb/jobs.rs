@@ -1,14 +1,14 @@
 //! Broadcasts running in parts, on the table.
 //!
-//! | row  | pk             | sk            | attributes                                         |
-//! |------|----------------|---------------|----------------------------------------------------|
-//! | job  | `bcast#<id>`   | `job`         | doc (audience, exclusions, head, …), payload, ttl  |
-//! | part | `bcast#<id>`   | `part#<nnnn>` | progress, runs, restarts, runner, lease_until, ttl |
+//! | row  | pk             | sk            | attributes                                                |
+//! |------|----------------|---------------|-----------------------------------------------------------|
+//! | job  | `bcast#<id>`   | `job`         | doc (audience, exclusions, head, …), payload, ttl         |
+//! | part | `bcast#<id>`   | `part#<nnnn>` | progress, runs, restarts, runner, lease_until, claim, ttl |
 //!
 //! One Query reads a broadcast whole. A claim reads the part row, then writes it on the
 //! condition that it is as read (free, or held by a lease that has run out, or by the same
-//! runner), so of two runners claiming at once one wins. A save is conditioned on the
-//! runner still holding the part.
+//! runner), so of two runners claiming at once one wins; a claim that finds itself applied
+//! (its answer was lost) holds. A save is conditioned on the runner still holding the part.
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -32,6 +32,8 @@ const RESTARTS: &str = "restarts";
 const RUNNER: &str = "runner";
 const LEASE_UNTIL: &str = "lease_until";
 const UPDATED_AT: &str = "updated_at";
+/// The last claim's own id.
+const CLAIM: &str = "claim";
 
 /// Attempts at recording a broadcast whose transaction was cancelled for a conflict.
 const CREATE_ATTEMPTS: u32 = 3;
@@ -286,12 +288,19 @@ impl JobStore for DynamoDbStore {
         lease_until_ms: i64,
         now_ms: i64,
     ) -> Result<Claim, StoreError> {
+        // Marks the row as this claim's, so that the claim knows its own write again.
+        let claim = uuid::Uuid::new_v4().to_string();
         // Twice at most: a claim lost to a racing runner reads again and finds it busy.
         for _ in 0..2 {
             let Some(row) = self.part_row(id, part).await? else {
                 return Ok(Claim::Unknown);
             };
             let held = part_of(&row)?;
+            if row.get(CLAIM).and_then(|v| v.as_s().ok()) == Some(&claim) {
+                // This very claim, applied by an attempt whose answer was lost (the SDK's
+                // retry then failed the condition): it holds already, and is no restart.
+                return Ok(Claim::Claimed(held));
+            }
             if held.progress.is_done() {
                 return Ok(Claim::Done);
             }
@@ -304,10 +313,12 @@ impl JobStore for DynamoDbStore {
                 .expression_attribute_names("#lease", LEASE_UNTIL)
                 .expression_attribute_names("#runs", RUNS)
                 .expression_attribute_names("#updated", UPDATED_AT)
+                .expression_attribute_names("#claim", CLAIM)
                 .expression_attribute_values(":me", s(runner))
                 .expression_attribute_values(":lease", n(lease_until_ms))
                 .expression_attribute_values(":now", n(now_ms))
                 .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":claim", s(&claim))
                 .return_values(ReturnValue::AllNew);
             let update = match &held.runner {
                 Some(other) if other != runner && held.lease_until_ms >= now_ms => {
@@ -325,14 +336,15 @@ impl JobStore for DynamoDbStore {
                     .expression_attribute_values(":held_lease", n(held.lease_until_ms))
                     .update_expression(
                         "SET #runner = :me, #lease = :lease, #runs = #runs + :one, \
-                         #restarts = #restarts + :one, #updated = :now",
+                         #restarts = #restarts + :one, #updated = :now, #claim = :claim",
                     ),
                 None => update
                     .condition_expression(
                         "attribute_exists(#runs) AND attribute_not_exists(#runner)",
                     )
                     .update_expression(
-                        "SET #runner = :me, #lease = :lease, #runs = #runs + :one, #updated = :now",
+                        "SET #runner = :me, #lease = :lease, #runs = #runs + :one, \
+                         #updated = :now, #claim = :claim",
                     ),
             };
             match update.send().await {
