@@ -8,7 +8,9 @@
 //! One Query reads a broadcast whole. A claim reads the part row, then writes it on the
 //! condition that it is as read (free, or held by a lease that has run out, or by the same
 //! runner), so of two runners claiming at once one wins; a claim that finds itself applied
-//! (its answer was lost) holds. A save is conditioned on the runner still holding the part.
+//! (its answer was lost) holds. A save is conditioned on the runner still holding the part,
+//! or, for the save that lets go, on the row being exactly as that save leaves it (its
+//! answer was lost).
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -382,17 +384,26 @@ impl JobStore for DynamoDbStore {
         release: bool,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let expression = if release {
-            "SET #progress = :progress, #updated = :now, #lease = :zero REMOVE #runner"
+        let (expression, condition) = if release {
+            (
+                "SET #progress = :progress, #updated = :now, #lease = :zero REMOVE #runner",
+                // Or already let go by this very save: an attempt applied it and its answer
+                // was lost, and the SDK's retry must not take that for a lost lease.
+                "#runner = :me OR (attribute_not_exists(#runner) AND #progress = :progress \
+                 AND #updated = :now)",
+            )
         } else {
-            "SET #progress = :progress, #updated = :now"
+            (
+                "SET #progress = :progress, #updated = :now",
+                "#runner = :me",
+            )
         };
         let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(part_key(id, part)))
-            .condition_expression("#runner = :me")
+            .condition_expression(condition)
             .update_expression(expression)
             .expression_attribute_names("#runner", RUNNER)
             .expression_attribute_names("#progress", PROGRESS)
