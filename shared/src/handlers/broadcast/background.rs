@@ -3,6 +3,8 @@
 //! parts that run in parallel as invocations of their own, each continuing itself in a new
 //! invocation before its deadline, each followed at `GET /broadcasts/{id}`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
 use tokio::time::{Duration, Instant};
@@ -326,6 +328,8 @@ struct PartCheckpoints<'a> {
     runner: &'a str,
     /// What earlier runs did.
     base: Tally,
+    /// A checkpoint found the part taken over by another runner.
+    lease_lost: AtomicBool,
 }
 
 impl PartCheckpoints<'_> {
@@ -360,7 +364,11 @@ impl PartCheckpoints<'_> {
 #[async_trait::async_trait]
 impl Checkpoints for PartCheckpoints<'_> {
     async fn save(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        self.save_progress(&self.progress(checkpoint), false).await
+        let saved = self.save_progress(&self.progress(checkpoint), false).await;
+        if let Err(StoreError::LeaseLost { .. }) = saved {
+            self.lease_lost.store(true, Ordering::Relaxed);
+        }
+        saved
     }
 }
 
@@ -381,6 +389,10 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Launch(#[from] crate::shards::LaunchError),
+    /// A checkpoint could not be saved (the store failed, the warning before says how): the
+    /// run stopped, and still holds the part at its last save.
+    #[error("a checkpoint of part {part} of broadcast {id} could not be saved")]
+    Checkpoint { id: String, part: u32 },
 }
 
 /// Runs one part of a background broadcast for `runner` until `ctx.deadline` (less
@@ -420,6 +432,7 @@ pub async fn run_part(
         shard,
         runner,
         base: held.progress.tally,
+        lease_lost: AtomicBool::new(false),
     };
     let stop_reading_at = ctx
         .deadline
@@ -455,8 +468,17 @@ pub async fn run_part(
         );
     }
     if summary.checkpoint_failed {
-        // Another runner holds the part now: it carries on from the last save.
-        return Ok(RunOutcome::Skipped("lease lost"));
+        if checkpoints.lease_lost.load(Ordering::Relaxed) {
+            // Another runner holds the part now: it carries on from the last save.
+            return Ok(RunOutcome::Skipped("lease lost"));
+        }
+        // The store failed: nobody else will take the part up before this run's lease
+        // ends, and then only a status read would. Fail, so that Lambda retries the
+        // invocation; its retry, under the same request id, takes the part back at once.
+        return Err(RunError::Checkpoint {
+            id: broadcast_id.clone(),
+            part: *part,
+        });
     }
     let progress = checkpoints.progress(&summary.checkpoint());
     let moved = progress != held.progress;
