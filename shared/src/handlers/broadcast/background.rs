@@ -119,8 +119,9 @@ pub(super) async fn hand_over(
                     ApiErrorCode::InternalError,
                     format!(
                         "{} recipients were sent to, then the rest could not be handed to the \
-                         background (the store failed); retry with \"id\": {id:?} to reach \
-                         the others without sending twice to the first",
+                         background (the store failed); retry with \"id\": {id:?}: the \
+                         retry sends to everyone, and clients drop what they already got by \
+                         its id",
                         head.report.recipients
                     ),
                 ),
