@@ -1,6 +1,7 @@
-//! DynamoDB faults through every route's handler: the real `DynamoDbStore` talks to DynamoDB
-//! Local through a proxy that throttles, fails, times out, drops connections and leaves batch
-//! items unprocessed by rule (`wsbridge_tests::faults`). Each case asserts the route's answer
+//! DynamoDB faults through every route's handler, and through the runs of background
+//! broadcasts' parts: the real `DynamoDbStore` talks to DynamoDB Local through a proxy that
+//! throttles, fails, times out, drops connections and leaves batch items unprocessed by rule
+//! (`wsbridge_tests::faults`). Each case asserts the route's answer (or the run's outcome)
 //! and the state left in the table, read directly from DynamoDB Local.
 //!
 //! * transient: a fault on every attempt of one call but the last, which the SDK's retries
@@ -9,6 +10,8 @@
 //! * persistent: the fault on every call of one operation: the route answers as documented
 //!   (README, "Faults"), and the table holds exactly what the documentation says is left.
 
+#[path = "faults/background.rs"]
+mod background;
 #[path = "faults/broadcast.rs"]
 mod broadcast;
 #[path = "faults/manage.rs"]
@@ -155,7 +158,14 @@ where
 
 /// `rule` for assertion messages.
 fn label(rule: &Rule) -> String {
-    format!("{:?} on {} ({:?})", rule.fault, rule.operation, rule.when)
+    let holding = rule
+        .holding
+        .map(|text| format!(" holding {text}"))
+        .unwrap_or_default();
+    format!(
+        "{:?} on {}{holding} ({:?})",
+        rule.fault, rule.operation, rule.when
+    )
 }
 
 /// A deletion whose old image was lost: DynamoDB deleted the connection row, but the SDK's

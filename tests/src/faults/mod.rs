@@ -5,10 +5,12 @@
 //! answers are the only way to see what the store and the handlers make of them.
 //!
 //! A rule names an operation (`X-Amz-Target: DynamoDB_20120810.<Op>`) and which of its calls
-//! it hits. A call is one HTTP request, so each attempt the SDK makes is one call: a fault on
-//! the next two `GetItem` calls is one `GetItem` retried twice by the SDK. The proxy counts
-//! the calls it forwarded and those it answered itself, per operation, so that tests can
-//! assert the retries.
+//! it hits; it may see only the requests that hold a given text (a key prefix, a piece of an
+//! update expression), to tell apart calls of one operation that do different things. A call
+//! is one HTTP request, so each attempt the SDK makes is one call: a fault on the next two
+//! `GetItem` calls is one `GetItem` retried twice by the SDK. The proxy counts the calls it
+//! forwarded and those it answered itself, per operation, so that tests can assert the
+//! retries.
 
 mod answers;
 pub mod setup;
@@ -72,7 +74,7 @@ impl Fault {
     pub const UNANSWERED: [Fault; 3] = [Fault::Timeout, Fault::LostAnswer, Fault::Drop];
 }
 
-/// Which of an operation's calls a rule hits, counted from when the rule was added.
+/// Which of the calls a rule sees it hits, counted from when the rule was added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum When {
     /// The nth call (1-based), once.
@@ -103,6 +105,9 @@ pub struct Rule {
     pub operation: &'static str,
     pub when: When,
     pub fault: Fault,
+    /// Text the request's body must hold for the rule to see it; `None`: every request of
+    /// the operation.
+    pub holding: Option<&'static str>,
 }
 
 impl Rule {
@@ -111,7 +116,23 @@ impl Rule {
             operation,
             when,
             fault,
+            holding: None,
         }
+    }
+
+    /// The rule sees (counts and hits) only the operation's requests whose body holds
+    /// `text`: one `UpdateItem` among others by its update expression, say.
+    pub fn holding(mut self, text: &'static str) -> Self {
+        self.holding = Some(text);
+        self
+    }
+
+    fn sees(&self, operation: &str, body: &[u8]) -> bool {
+        self.operation == operation
+            && self.holding.is_none_or(|text| {
+                let text = text.as_bytes();
+                body.windows(text.len()).any(|w| w == text)
+            })
     }
 }
 
@@ -129,7 +150,7 @@ pub struct Calls {
 
 struct ActiveRule {
     rule: Rule,
-    /// Calls of the rule's operation since it was added.
+    /// Calls the rule saw since it was added.
     seen: u64,
 }
 
@@ -143,11 +164,11 @@ struct Shared {
 
 impl Shared {
     /// Counts the call and picks the first rule that hits it.
-    fn decide(&self, operation: &str) -> Option<Fault> {
+    fn decide(&self, operation: &str, body: &[u8]) -> Option<Fault> {
         let mut rules = self.rules.lock().unwrap();
         let mut fault = None;
         for active in rules.iter_mut() {
-            if active.rule.operation != operation {
+            if !active.rule.sees(operation, body) {
                 continue;
             }
             active.seen += 1;
@@ -299,7 +320,7 @@ async fn answer(request: Request<Incoming>, shared: Arc<Shared>) -> Result<Answe
         .and_then(|v| v.strip_prefix(TARGET_PREFIX))
         .unwrap_or("unknown")
         .to_owned();
-    let Some(fault) = shared.decide(&operation) else {
+    let Some(fault) = shared.decide(&operation, &body) else {
         shared.count_forwarded(&operation);
         return Ok(forward(&shared, &parts.headers, body).await.into_answer());
     };

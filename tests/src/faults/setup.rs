@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::types::AttributeValue;
 use wsbridge::store::DynamoDbStore;
 use wsbridge::store::dynamodb::schema;
+use wsbridge::store::jobs::Progress;
 
 use super::FaultProxy;
 use wsbridge_local::local_sdk_config;
@@ -209,6 +210,64 @@ impl TableView {
             subscription_rows: subscriptions,
             counted: self.counted(user).await.contains(id),
         }
+    }
+}
+
+/// A background broadcast's rows (the job row, and a row per part), as the table holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BroadcastRows {
+    /// Its job row (audience, payload) is there.
+    pub job: bool,
+    /// Its part rows, in order.
+    pub parts: Vec<PartRow>,
+}
+
+/// A part row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartRow {
+    /// What is left of it, and what its runs did.
+    pub progress: Progress,
+    pub runs: u32,
+    pub restarts: u32,
+    /// The runner holding it; `None`: nobody.
+    pub runner: Option<String>,
+}
+
+impl TableView {
+    /// The rows of background broadcast `id` (none when it was never recorded).
+    pub async fn broadcast(&self, id: &str) -> BroadcastRows {
+        let mut rows = BroadcastRows::default();
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(format!("bcast#{id}")))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = items.next().await {
+            let item = item.expect("DynamoDB Local answers Query");
+            let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+            let number = |name: &str| {
+                item.get(name)
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("part row without {name}: {item:?}"))
+            };
+            match text("sk").as_deref() {
+                Some("job") => rows.job = true,
+                _ => rows.parts.push(PartRow {
+                    progress: serde_json::from_str(&text("progress").unwrap_or_default())
+                        .unwrap_or_else(|e| panic!("part row's progress: {e}: {item:?}")),
+                    runs: number("runs"),
+                    restarts: number("restarts"),
+                    runner: text("runner"),
+                }),
+            }
+        }
+        rows
     }
 }
 

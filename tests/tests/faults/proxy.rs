@@ -110,6 +110,40 @@ async fn rules_hit_the_calls_they_name_and_every_call_is_counted() {
 }
 
 #[tokio::test]
+async fn a_rule_holding_a_text_sees_only_the_requests_that_hold_it() {
+    // GIVEN a rule on the second GetItem of key `b` (the only key holding "b#")
+    let f = faulty_store().await;
+    let client = single_attempt_client(f.proxy.url());
+    let rule = Rule::new("GetItem", When::Nth(2), Fault::InternalServerError).holding("b#");
+    f.proxy.inject(rule);
+
+    // WHEN `a#`, `b#`, `a#`, `b#`, `b#` are read, each tried once
+    let mut failed = Vec::new();
+    for (call, pk) in ["a#", "b#", "a#", "b#", "b#"].into_iter().enumerate() {
+        let got = client
+            .get_item()
+            .table_name(f.table.name())
+            .set_key(Some(key(pk)))
+            .send()
+            .await;
+        if got.is_err() {
+            failed.push(call + 1);
+        }
+    }
+
+    // THEN only the second read of `b#` failed: the reads of `a#` are not counted
+    assert_eq!(failed, vec![4]);
+    assert_eq!(
+        f.proxy.calls("GetItem"),
+        Calls {
+            total: 5,
+            forwarded: 4,
+            injected: 1
+        }
+    );
+}
+
+#[tokio::test]
 async fn answers_are_read_as_dynamodb_s_own() {
     let f = faulty_store().await;
     let client = single_attempt_client(f.proxy.url());

@@ -3,6 +3,8 @@
 //! parts that run in parallel as invocations of their own, each continuing itself in a new
 //! invocation before its deadline, each followed at `GET /broadcasts/{id}`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
 use tokio::time::{Duration, Instant};
@@ -89,10 +91,24 @@ pub(super) async fn hand_over(
         // (its idempotency claim then lapsed): the parts already run; follow them.
         Err(StoreError::Exists(_)) => {
             warn!(broadcast_id = %id, "already in the background: answering its status");
-            return match ctx.store.job(id).await {
-                Ok(Some(existing)) => Ok(accepted(&existing, now_millis())),
-                _ => Err(internal_error()),
+            let existing = match ctx.store.job(id).await {
+                Ok(Some(existing)) => existing,
+                _ => return Err(internal_error()),
             };
+            // That call may have died, or lost the store's answer, before it started the
+            // parts: start those nobody runs. A part runs one invocation at a time, from
+            // its last save, so one whose event was only late runs once all the same.
+            let now = now_millis();
+            for part in &existing.parts {
+                if let ShardState::Waiting | ShardState::Stalled = shard_state(part, now) {
+                    let shard = Shard {
+                        broadcast_id: id.to_owned(),
+                        part: part.index,
+                    };
+                    start(launcher, &shard).await;
+                }
+            }
+            return Ok(accepted(&existing, now));
         }
         Err(e) => {
             error!(broadcast_id = %id, error = %e, "background broadcast not recorded");
@@ -103,8 +119,9 @@ pub(super) async fn hand_over(
                     ApiErrorCode::InternalError,
                     format!(
                         "{} recipients were sent to, then the rest could not be handed to the \
-                         background (the store failed); retry with \"id\": {id:?} to reach \
-                         the others without sending twice to the first",
+                         background (the store failed); retry with \"id\": {id:?}: the \
+                         retry sends to everyone, and clients drop what they already got by \
+                         its id",
                         head.report.recipients
                     ),
                 ),
@@ -312,6 +329,8 @@ struct PartCheckpoints<'a> {
     runner: &'a str,
     /// What earlier runs did.
     base: Tally,
+    /// A checkpoint found the part taken over by another runner.
+    lease_lost: AtomicBool,
 }
 
 impl PartCheckpoints<'_> {
@@ -346,7 +365,11 @@ impl PartCheckpoints<'_> {
 #[async_trait::async_trait]
 impl Checkpoints for PartCheckpoints<'_> {
     async fn save(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        self.save_progress(&self.progress(checkpoint), false).await
+        let saved = self.save_progress(&self.progress(checkpoint), false).await;
+        if let Err(StoreError::LeaseLost { .. }) = saved {
+            self.lease_lost.store(true, Ordering::Relaxed);
+        }
+        saved
     }
 }
 
@@ -367,6 +390,10 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Launch(#[from] crate::shards::LaunchError),
+    /// A checkpoint could not be saved (the store failed, the warning before says how): the
+    /// run stopped, and still holds the part at its last save.
+    #[error("a checkpoint of part {part} of broadcast {id} could not be saved")]
+    Checkpoint { id: String, part: u32 },
 }
 
 /// Runs one part of a background broadcast for `runner` until `ctx.deadline` (less
@@ -406,6 +433,7 @@ pub async fn run_part(
         shard,
         runner,
         base: held.progress.tally,
+        lease_lost: AtomicBool::new(false),
     };
     let stop_reading_at = ctx
         .deadline
@@ -441,8 +469,17 @@ pub async fn run_part(
         );
     }
     if summary.checkpoint_failed {
-        // Another runner holds the part now: it carries on from the last save.
-        return Ok(RunOutcome::Skipped("lease lost"));
+        if checkpoints.lease_lost.load(Ordering::Relaxed) {
+            // Another runner holds the part now: it carries on from the last save.
+            return Ok(RunOutcome::Skipped("lease lost"));
+        }
+        // The store failed: nobody else will take the part up before this run's lease
+        // ends, and then only a status read would. Fail, so that Lambda retries the
+        // invocation; its retry, under the same request id, takes the part back at once.
+        return Err(RunError::Checkpoint {
+            id: broadcast_id.clone(),
+            part: *part,
+        });
     }
     let progress = checkpoints.progress(&summary.checkpoint());
     let moved = progress != held.progress;

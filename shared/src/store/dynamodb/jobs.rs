@@ -1,22 +1,26 @@
 //! Broadcasts running in parts, on the table.
 //!
-//! | row  | pk             | sk            | attributes                                         |
-//! |------|----------------|---------------|----------------------------------------------------|
-//! | job  | `bcast#<id>`   | `job`         | doc (audience, exclusions, head, …), payload, ttl  |
-//! | part | `bcast#<id>`   | `part#<nnnn>` | progress, runs, restarts, runner, lease_until, ttl |
+//! | row  | pk             | sk            | attributes                                                |
+//! |------|----------------|---------------|-----------------------------------------------------------|
+//! | job  | `bcast#<id>`   | `job`         | doc (audience, exclusions, head, …), payload, ttl         |
+//! | part | `bcast#<id>`   | `part#<nnnn>` | progress, runs, restarts, runner, lease_until, claim, ttl |
 //!
 //! One Query reads a broadcast whole. A claim reads the part row, then writes it on the
 //! condition that it is as read (free, or held by a lease that has run out, or by the same
-//! runner), so of two runners claiming at once one wins. A save is conditioned on the
-//! runner still holding the part.
+//! runner), so of two runners claiming at once one wins; a claim that finds itself applied
+//! (its answer was lost) holds. A save is conditioned on the runner still holding the part,
+//! or, for the save that lets go, on the row being exactly as that save leaves it (its
+//! answer was lost).
 
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
 use serde::{Deserialize, Serialize};
 
 use super::items::{Item, malformed, n, number_attr, optional_number, s, string_attr};
 use super::schema::{PK, SK, TTL_ATTRIBUTE};
-use super::{DynamoDbStore, backend, was_cancelled_by_condition};
+use super::{DynamoDbStore, backend, contention_pause, was_cancelled_by_condition};
 use crate::protocol::broadcast::Exclusions;
 use crate::store::jobs::{Claim, Job, JobStore, Part, Progress, Tally};
 use crate::store::{Audience, StoreError};
@@ -30,6 +34,26 @@ const RESTARTS: &str = "restarts";
 const RUNNER: &str = "runner";
 const LEASE_UNTIL: &str = "lease_until";
 const UPDATED_AT: &str = "updated_at";
+/// The last claim's own id.
+const CLAIM: &str = "claim";
+
+/// Attempts at recording a broadcast whose transaction was cancelled for a conflict.
+const CREATE_ATTEMPTS: u32 = 3;
+
+/// Whether a broadcast's recording was cancelled because its id is taken: the job row,
+/// first of the transaction and the only one with a condition, failed it.
+fn job_row_taken<R>(error: &SdkError<TransactWriteItemsError, R>) -> bool {
+    match error.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+            cancelled
+                .cancellation_reasons()
+                .first()
+                .and_then(|r| r.code())
+                == Some("ConditionalCheckFailed")
+        }
+        _ => false,
+    }
+}
 
 fn job_pk(id: &str) -> String {
     format!("bcast#{id}")
@@ -199,21 +223,30 @@ impl JobStore for DynamoDbStore {
                     })?,
             );
         }
-        let written = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(
-                puts.into_iter()
-                    .map(|put| TransactWriteItem::builder().put(put).build())
-                    .collect(),
-            ))
-            .send()
-            .await;
-        match written {
-            Ok(_) => Ok(()),
-            Err(e) if was_cancelled_by_condition(&e) => Err(StoreError::Exists(job.id.clone())),
-            Err(e) => Err(backend("TransactWriteItems", e)),
+        let items: Vec<TransactWriteItem> = puts
+            .into_iter()
+            .map(|put| TransactWriteItem::builder().put(put).build())
+            .collect();
+        for attempt in 0..CREATE_ATTEMPTS {
+            let written = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            match written {
+                Ok(_) => return Ok(()),
+                Err(e) if job_row_taken(&e) => return Err(StoreError::Exists(job.id.clone())),
+                // Cancelled for a conflicting write in progress on one of its rows, which
+                // is no answer about the id: nothing was written, so try again.
+                Err(e) if was_cancelled_by_condition(&e) => contention_pause(attempt).await,
+                Err(e) => return Err(backend("TransactWriteItems", e)),
+            }
         }
+        Err(StoreError::Contended {
+            operation: "create_job",
+            attempts: CREATE_ATTEMPTS,
+        })
     }
 
     async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
@@ -257,12 +290,19 @@ impl JobStore for DynamoDbStore {
         lease_until_ms: i64,
         now_ms: i64,
     ) -> Result<Claim, StoreError> {
+        // Marks the row as this claim's, so that the claim knows its own write again.
+        let claim = uuid::Uuid::new_v4().to_string();
         // Twice at most: a claim lost to a racing runner reads again and finds it busy.
         for _ in 0..2 {
             let Some(row) = self.part_row(id, part).await? else {
                 return Ok(Claim::Unknown);
             };
             let held = part_of(&row)?;
+            if row.get(CLAIM).and_then(|v| v.as_s().ok()) == Some(&claim) {
+                // This very claim, applied by an attempt whose answer was lost (the SDK's
+                // retry then failed the condition): it holds already, and is no restart.
+                return Ok(Claim::Claimed(held));
+            }
             if held.progress.is_done() {
                 return Ok(Claim::Done);
             }
@@ -275,10 +315,12 @@ impl JobStore for DynamoDbStore {
                 .expression_attribute_names("#lease", LEASE_UNTIL)
                 .expression_attribute_names("#runs", RUNS)
                 .expression_attribute_names("#updated", UPDATED_AT)
+                .expression_attribute_names("#claim", CLAIM)
                 .expression_attribute_values(":me", s(runner))
                 .expression_attribute_values(":lease", n(lease_until_ms))
                 .expression_attribute_values(":now", n(now_ms))
                 .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":claim", s(&claim))
                 .return_values(ReturnValue::AllNew);
             let update = match &held.runner {
                 Some(other) if other != runner && held.lease_until_ms >= now_ms => {
@@ -296,14 +338,15 @@ impl JobStore for DynamoDbStore {
                     .expression_attribute_values(":held_lease", n(held.lease_until_ms))
                     .update_expression(
                         "SET #runner = :me, #lease = :lease, #runs = #runs + :one, \
-                         #restarts = #restarts + :one, #updated = :now",
+                         #restarts = #restarts + :one, #updated = :now, #claim = :claim",
                     ),
                 None => update
                     .condition_expression(
                         "attribute_exists(#runs) AND attribute_not_exists(#runner)",
                     )
                     .update_expression(
-                        "SET #runner = :me, #lease = :lease, #runs = #runs + :one, #updated = :now",
+                        "SET #runner = :me, #lease = :lease, #runs = #runs + :one, \
+                         #updated = :now, #claim = :claim",
                     ),
             };
             match update.send().await {
@@ -341,17 +384,26 @@ impl JobStore for DynamoDbStore {
         release: bool,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let expression = if release {
-            "SET #progress = :progress, #updated = :now, #lease = :zero REMOVE #runner"
+        let (expression, condition) = if release {
+            (
+                "SET #progress = :progress, #updated = :now, #lease = :zero REMOVE #runner",
+                // Or already let go by this very save: an attempt applied it and its answer
+                // was lost, and the SDK's retry must not take that for a lost lease.
+                "#runner = :me OR (attribute_not_exists(#runner) AND #progress = :progress \
+                 AND #updated = :now)",
+            )
         } else {
-            "SET #progress = :progress, #updated = :now"
+            (
+                "SET #progress = :progress, #updated = :now",
+                "#runner = :me",
+            )
         };
         let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(part_key(id, part)))
-            .condition_expression("#runner = :me")
+            .condition_expression(condition)
             .update_expression(expression)
             .expression_attribute_names("#runner", RUNNER)
             .expression_attribute_names("#progress", PROGRESS)
