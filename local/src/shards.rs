@@ -53,10 +53,10 @@ pub(crate) async fn run_queue(bridge: Weak<Bridge>, mut parts: mpsc::UnboundedRe
 }
 
 async fn run(bridge: Arc<Bridge>, shard: Shard) {
+    // Lambda retries a failed invocation under its request id, which the run uses as its
+    // runner id: a retry takes the part back at once instead of waiting out the lease.
+    let runner = uuid::Uuid::new_v4().to_string();
     for attempt in 1..=ATTEMPTS {
-        // Each run is a new invocation, with a new request id, as Lambda's retries are
-        // (whose ids the deployed runner reuses: here the lease decides).
-        let runner = uuid::Uuid::new_v4().to_string();
         let ctx = Context {
             deadline: Some(Instant::now() + bridge.shard_run_time),
             ..bridge.context()
