@@ -1,6 +1,6 @@
-//! Scenario `engine`: the fan-out engine (`fan_out` + `ApiGatewaySender` + `MemoryStore`)
-//! against the raw capacity of a local `@connections` sink, measured in the same run by a
-//! plain concurrent HTTP load loop with the same concurrency and payload.
+//! Scenario `engine`: the fan-out engine (`fan_out` + `ApiGatewaySender` + recipients from
+//! memory) against the raw capacity of a local `@connections` sink, measured in the same run
+//! by a plain concurrent HTTP load loop with the same concurrency and payload.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use wsbridge::sender::{ApiGatewaySender, ConnectionSender};
-use wsbridge::store::MemoryStore;
 
-use crate::fixtures::{memory_store, payload, sdk_config, topic};
+use crate::fixture_store::FixtureStore;
+use crate::fixtures::{payload, sdk_config, topic};
 use crate::load::{Measurement, RawClient, engine_posts, raw_client, raw_posts, timed};
 use crate::report::{Check, Result, Table, fmt_count, machine, median, print_checks};
 use crate::sink::Sink;
@@ -65,7 +65,7 @@ struct SinkRuns<'a> {
     sink: &'a Sink,
     raw: RawClient,
     sender: Arc<dyn ConnectionSender>,
-    store: &'a MemoryStore,
+    store: &'a FixtureStore,
     payload: &'a Bytes,
     /// The smallest topic: warms connection pools up before timing.
     warm_up: usize,
@@ -73,7 +73,7 @@ struct SinkRuns<'a> {
 }
 
 impl<'a> SinkRuns<'a> {
-    fn new(sink: &'a Sink, store: &'a MemoryStore, payload: &'a Bytes, warm_up: usize) -> Self {
+    fn new(sink: &'a Sink, store: &'a FixtureStore, payload: &'a Bytes, warm_up: usize) -> Self {
         Self {
             sink,
             raw: raw_client(),
@@ -175,7 +175,7 @@ pub async fn run(options: &EngineOptions) -> Result<Value> {
         fmt_count(sizes[sizes.len() - 1] as u64),
         payload.len()
     );
-    let store = memory_store(&sizes).await?;
+    let store = FixtureStore::nested(&sizes)?;
 
     let mut pairs = Vec::new();
     for &latency_ms in &options.latencies_ms {

@@ -7,6 +7,7 @@ mod cold_start;
 mod dynamodb_local;
 mod e2e;
 mod engine;
+mod fixture_store;
 mod fixtures;
 mod history;
 mod lambda_stub;

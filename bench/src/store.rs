@@ -13,7 +13,8 @@ use wsbridge::store::dynamodb::ConsumedCapacity;
 use wsbridge::store::{Audience, DynamoDbStore, Recipient, RecipientStore};
 
 use crate::dynamodb_local::{subscription_row_size, table_with_subscribers};
-use crate::fixtures::{memory_store, payload, sdk_config, topic};
+use crate::fixture_store::{FixtureStore, PAGE_SIZE};
+use crate::fixtures::{payload, sdk_config, topic};
 use crate::history;
 use crate::load::engine_posts;
 use crate::report::{Result, Table, fmt_count, machine, ms};
@@ -73,10 +74,13 @@ pub async fn run(
     concurrency: usize,
 ) -> Result<Value> {
     let (client, table) = table_with_subscribers(endpoint, sizes).await?;
-    let memory = memory_store(sizes).await?;
+    let memory = FixtureStore::nested(sizes)?;
     let payload = payload()?;
+    // Pages of 1 000 rows, as the broadcast function reads them.
     let counted = |consumed: &Arc<ConsumedCapacity>| {
-        DynamoDbStore::new(client.clone(), &table).with_consumed_capacity(consumed.clone())
+        DynamoDbStore::new(client.clone(), &table)
+            .with_page_size(PAGE_SIZE as i32)
+            .with_consumed_capacity(consumed.clone())
     };
 
     let mut reads = Vec::new();
