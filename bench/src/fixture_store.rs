@@ -53,6 +53,23 @@ impl FixtureStore {
         })
     }
 
+    /// One topic per entry, named as given, held by the recipients `range`: disjoint
+    /// audiences for broadcasts that run at once.
+    pub fn disjoint(audiences: &[(&str, std::ops::Range<usize>)]) -> Result<Self> {
+        let mut topics = HashMap::new();
+        for (name, range) in audiences {
+            let topic = wsbridge::protocol::Topic::parse(name)?;
+            topics.insert(
+                TopicPattern::exact(&topic),
+                sorted(range.clone().map(recipient).collect()),
+            );
+        }
+        Ok(Self {
+            topics,
+            page_size: PAGE_SIZE,
+        })
+    }
+
     /// The page of `audience` in `span`: up to a page of ids in order, and where the rest
     /// starts when anything is left.
     fn page(&self, audience: &Audience, span: &Span) -> Page {

@@ -17,6 +17,7 @@ mod report;
 mod sink;
 mod soak;
 mod store;
+mod throttle;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -73,6 +74,13 @@ enum Scenario {
         latencies: Vec<u64>,
         #[arg(long, default_value_t = DEFAULT_FANOUT_CONCURRENCY)]
         concurrency: usize,
+    },
+    /// The engine against an account limit: a sink answering 429 above R posts/s (a token
+    /// bucket with a burst), one broadcast and then two at once; sustained delivery, retries,
+    /// every recipient exactly once.
+    Throttle {
+        #[command(flatten)]
+        options: throttle::ThrottleOptions,
     },
     /// Real WebSocket clients on the local gateway, one broadcast to all of them.
     E2e {
@@ -153,8 +161,8 @@ enum Scenario {
     /// (internal) The @connections sink, run as a child process.
     #[command(hide = true)]
     Sink {
-        #[arg(long, default_value_t = 0)]
-        latency_ms: u64,
+        #[command(flatten)]
+        options: sink::SinkOptions,
     },
     /// (internal) WebSocket clients of the e2e scenario, run as a child process.
     #[command(hide = true)]
@@ -173,6 +181,7 @@ impl Scenario {
         match self {
             Scenario::Engine { .. } => "engine",
             Scenario::Store { .. } => "store",
+            Scenario::Throttle { .. } => "throttle",
             Scenario::E2e { .. } => "e2e",
             Scenario::ColdStart { .. } => "cold-start",
             Scenario::Memory { .. } => "memory",
@@ -206,15 +215,24 @@ fn release_dir(bin_dir: Option<PathBuf>) -> PathBuf {
     bin_dir.unwrap_or_else(|| workspace_root().join("target/release"))
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let cli = Cli::parse();
+    // The sink builds a runtime of as few threads as it is told; everything else runs on
+    // one worker thread per core.
+    if let Scenario::Sink { options } = &cli.scenario {
+        return sink::serve(options.clone());
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(scenario(cli))
+}
+
+async fn scenario(cli: Cli) -> Result<()> {
     let name = cli.scenario.name();
     let started = Instant::now();
     let results = match cli.scenario {
-        Scenario::Sink { latency_ms } => {
-            return sink::serve(Duration::from_millis(latency_ms)).await;
-        }
+        Scenario::Sink { .. } => return Err("the sink runs on a runtime of its own".into()),
         Scenario::BroadcastFunction { page_size } => {
             return memory::broadcast_function(page_size).await;
         }
@@ -266,6 +284,7 @@ async fn main() -> Result<()> {
             let dynamodb = dynamodb_local::DynamoDbLocal::start_or_use(dynamodb_endpoint)?;
             store::run(&dynamodb.endpoint, &sizes, &latencies, concurrency).await?
         }
+        Scenario::Throttle { options } => throttle::run(&options).await?,
         Scenario::E2e {
             clients,
             concurrency,
