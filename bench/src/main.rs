@@ -52,15 +52,25 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         repeat: usize,
         /// Concurrencies of the sweep.
-        #[arg(long, value_delimiter = ',', default_values_t = [16, 32, 50, 64, 128, 256, 512])]
+        #[arg(long, value_delimiter = ',', default_values_t = [16, 32, 50, 64, 100, 128, 200, 256, 384, 512, 768, 1000])]
         sweep: Vec<usize>,
         /// Skip the sweep.
         #[arg(long)]
         no_sweep: bool,
         #[arg(long, default_value_t = 20)]
         sweep_latency: u64,
-        #[arg(long, default_value_t = 10_000)]
+        /// Recipients of each sweep run: at least this, and 50 × the concurrency.
+        #[arg(long, default_value_t = 20_000)]
         sweep_size: usize,
+        /// Worker threads of the runtimes the 0 ms pair also runs on, one runtime each: how
+        /// CPU-bound throughput scales with cores.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
+        threads: Vec<usize>,
+        /// Skip the worker-thread runs.
+        #[arg(long)]
+        no_threads: bool,
+        #[arg(long, default_value_t = 50_000)]
+        threads_size: usize,
     },
     /// The same fan-out with recipients read from DynamoDB Local: time to first send, total,
     /// read capacity consumed.
@@ -263,6 +273,9 @@ async fn scenario(cli: Cli) -> Result<()> {
             no_sweep,
             sweep_latency,
             sweep_size,
+            threads,
+            no_threads,
+            threads_size,
         } => {
             engine::run(&engine::EngineOptions {
                 sizes,
@@ -272,6 +285,8 @@ async fn scenario(cli: Cli) -> Result<()> {
                 sweep: if no_sweep { Vec::new() } else { sweep },
                 sweep_latency_ms: sweep_latency,
                 sweep_size,
+                threads: if no_threads { Vec::new() } else { threads },
+                threads_size,
             })
             .await?
         }

@@ -447,6 +447,12 @@ impl Sink {
         cpu_seconds(&self.pid)
     }
 
+    /// Reads the sink's CPU seconds, from any thread.
+    pub fn cpu_probe(&self) -> impl Fn() -> f64 + Send + Sync + Clone + 'static {
+        let pid = self.pid.clone();
+        move || cpu_seconds(&pid)
+    }
+
     async fn get(&self, path: &str) -> Result<Value> {
         Ok(self
             .control
