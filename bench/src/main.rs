@@ -7,6 +7,7 @@ mod cold_start;
 mod dynamodb_local;
 mod e2e;
 mod engine;
+mod events;
 mod fixture_store;
 mod fixtures;
 mod history;
@@ -17,6 +18,7 @@ mod report;
 mod sink;
 mod soak;
 mod store;
+mod template;
 mod throttle;
 
 use std::path::PathBuf;
@@ -117,20 +119,19 @@ enum Scenario {
         sizes: Vec<usize>,
         #[arg(long, default_value_t = 20)]
         latency_ms: u64,
-        #[arg(long, default_value_t = DEFAULT_FANOUT_CONCURRENCY)]
-        concurrency: usize,
-        /// The invocation's time limit (the template's broadcast Timeout).
-        #[arg(long, default_value_t = 29)]
-        timeout_seconds: u64,
+        /// FANOUT_CONCURRENCY (default: the template's).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// The invocation's time limit (default: the template's broadcast Timeout).
+        #[arg(long)]
+        timeout_seconds: Option<u64>,
         #[arg(long)]
         bin_dir: Option<PathBuf>,
         /// Also run the harness's copy of the function with these caps on items per Query
-        /// page (0: DynamoDB's own 1 MB pages), to compare.
-        #[arg(long, value_delimiter = ',', default_values_t = [0, 1_000])]
+        /// page (0: DynamoDB's own 1 MB pages), to compare (settled: the function reads
+        /// pages of 1 000).
+        #[arg(long, value_delimiter = ',')]
         page_sizes: Vec<i32>,
-        /// Skip the page-size comparison.
-        #[arg(long)]
-        no_page_sizes: bool,
     },
     /// The local gateway under churn for a set time: thousands of clients connecting,
     /// subscribing and leaving (clean close, TCP drop, server close) while broadcasts run;
@@ -331,21 +332,18 @@ async fn scenario(cli: Cli) -> Result<()> {
             timeout_seconds,
             bin_dir,
             page_sizes,
-            no_page_sizes,
         } => {
+            let defaults = template::BroadcastDefaults::read()?;
             let dynamodb = dynamodb_local::DynamoDbLocal::start_or_use(dynamodb_endpoint)?;
             memory::run(&memory::MemoryOptions {
                 dynamodb_endpoint: dynamodb.endpoint.clone(),
                 sizes,
                 latency: Duration::from_millis(latency_ms),
-                concurrency,
-                timeout: Duration::from_secs(timeout_seconds),
+                concurrency: concurrency.unwrap_or(defaults.fanout_concurrency),
+                template: defaults,
+                timeout: timeout_seconds.map_or(defaults.timeout, Duration::from_secs),
                 bin_dir: release_dir(bin_dir),
-                page_sizes: if no_page_sizes {
-                    Vec::new()
-                } else {
-                    page_sizes
-                },
+                page_sizes,
             })
             .await?
         }
