@@ -54,6 +54,12 @@ pub fn broadcast(topic: &str, run_async: bool) -> Result<Bytes> {
     )
 }
 
+/// `GET /broadcasts/{id}` (`id` as the function answers it: a UUID, nothing to encode).
+pub fn status(id: &str) -> Result<Bytes> {
+    let path = format!("/broadcasts/{id}");
+    request("GET", &path, "GET /broadcasts/{id+}", None)
+}
+
 /// The HTTP response a function returned for an HTTP API event: status and JSON body.
 pub fn response(body: &[u8]) -> Result<(u16, Value)> {
     let response: Value = serde_json::from_slice(body)?;

@@ -11,6 +11,8 @@ mod events;
 mod fixture_store;
 mod fixtures;
 mod history;
+mod lambda;
+mod lambda_service;
 mod lambda_stub;
 mod load;
 mod memory;
@@ -133,6 +135,14 @@ enum Scenario {
         #[arg(long, value_delimiter = ',')]
         page_sizes: Vec<i32>,
     },
+    /// The release broadcast function as Lambda runs it (Invoke API, a pool of execution
+    /// environments, DynamoDB Local, the sink): 50 000 recipients at the template's defaults,
+    /// then audiences of up to 1 000 000 through the background (parts, continuations,
+    /// exactly once, peak RSS per process).
+    Lambda {
+        #[command(flatten)]
+        options: lambda::LambdaOptions,
+    },
     /// The local gateway under churn for a set time: thousands of clients connecting,
     /// subscribing and leaving (clean close, TCP drop, server close) while broadcasts run;
     /// no message owed lost or doubled, no row left, RSS flat. Plots bench/results/soak.png.
@@ -196,6 +206,7 @@ impl Scenario {
             Scenario::E2e { .. } => "e2e",
             Scenario::ColdStart { .. } => "cold-start",
             Scenario::Memory { .. } => "memory",
+            Scenario::Lambda { .. } => "lambda",
             Scenario::Soak { .. } => "soak",
             Scenario::SoakClients { .. } => "soak-clients",
             Scenario::Sink { .. } => "sink",
@@ -301,6 +312,7 @@ async fn scenario(cli: Cli) -> Result<()> {
             store::run(&dynamodb.endpoint, &sizes, &latencies, concurrency).await?
         }
         Scenario::Throttle { options } => throttle::run(&options).await?,
+        Scenario::Lambda { options } => lambda::run(&options).await?,
         Scenario::E2e {
             clients,
             concurrency,
