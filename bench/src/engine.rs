@@ -11,7 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
-use wsbridge::sender::{ApiGatewaySender, ConnectionSender};
+use wsbridge::sender::{ApiGatewaySender, ConnectionSender, Payload, SendError};
+use wsbridge::store::Recipient;
 
 use crate::fixture_store::FixtureStore;
 use crate::fixtures::{payload, sdk_config, topic};
@@ -96,6 +97,30 @@ impl Pair {
             "raw_over_ideal": self.ideal().map(|ideal| self.raw.rate() / ideal),
         })
     }
+}
+
+/// A sender that posts nothing (it yields once, as a post's task would wait for its
+/// answer): what the engine itself costs per post, apart from signing and HTTP, and how
+/// that scales with worker threads when no sink shares the cores.
+struct NoPost;
+
+#[async_trait::async_trait]
+impl ConnectionSender for NoPost {
+    async fn send(&self, _: &Recipient, _: &Payload) -> std::result::Result<(), SendError> {
+        tokio::task::yield_now().await;
+        Ok(())
+    }
+
+    async fn close(&self, _: &Recipient) -> std::result::Result<(), SendError> {
+        Ok(())
+    }
+}
+
+/// One worker-thread count's runs: the pair against the sink, and the engine alone.
+struct Scaling {
+    threads: usize,
+    pair: Pair,
+    no_post: Measurement,
 }
 
 /// What a sender needs to reach the sink, from any runtime.
@@ -229,18 +254,19 @@ async fn check_sink(sink: &Sink, posts: u64) -> Result<()> {
     Ok(())
 }
 
-/// The same pair as `Runs::pair`, on a runtime of its own with `threads` worker threads, in
-/// a thread of its own; returns the pair and the posts made.
-async fn pair_on_runtime(
+/// The same pair as `Runs::pair`, then the engine with `NoPost` (the median of `repeat`),
+/// on a runtime of its own with `threads` worker threads, in a thread of its own; returns
+/// them and the posts made to the sink.
+async fn on_runtime(
     threads: usize,
     target: Target,
     size: usize,
     concurrency: usize,
     repeat: usize,
-) -> Result<(Pair, u64)> {
+) -> Result<(Scaling, u64)> {
     let (done, result) = oneshot::channel();
     std::thread::spawn(move || {
-        let measured = (|| -> Result<(Pair, u64)> {
+        let measured = (|| -> Result<(Scaling, u64)> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads)
                 .thread_name(format!("engine-{threads}w"))
@@ -249,7 +275,38 @@ async fn pair_on_runtime(
             runtime.block_on(async move {
                 let mut runs = Runs::new(target);
                 let pair = runs.pair(size, concurrency, repeat).await?;
-                Ok((pair, runs.posts))
+                let no_post: Arc<dyn ConnectionSender> = Arc::new(NoPost);
+                let topic = topic(size)?;
+                let mut alone = Vec::new();
+                for _ in 0..repeat.max(1) {
+                    let store = runs.target.store.clone();
+                    let payload = runs.target.payload.clone();
+                    let (no_post, topic) = (&no_post, &topic);
+                    alone.push(
+                        timed(
+                            async move {
+                                let summary = engine_posts(
+                                    store.as_ref(),
+                                    no_post,
+                                    topic,
+                                    size,
+                                    concurrency,
+                                    &payload,
+                                )
+                                .await?;
+                                Ok(summary.report.delivered)
+                            },
+                            || 0.0,
+                        )
+                        .await?,
+                    );
+                }
+                let scaling = Scaling {
+                    threads,
+                    pair,
+                    no_post: median_run(&alone),
+                };
+                Ok((scaling, runs.posts))
             })
         })();
         let _ = done.send(measured);
@@ -290,7 +347,7 @@ pub async fn run(options: &EngineOptions) -> Result<Value> {
         drop(runs);
         if latency_ms == 0 {
             for &threads in &options.threads {
-                let (pair, made) = pair_on_runtime(
+                let (runs, made) = on_runtime(
                     threads,
                     target.clone(),
                     options.threads_size,
@@ -298,15 +355,18 @@ pub async fn run(options: &EngineOptions) -> Result<Value> {
                     options.repeat,
                 )
                 .await?;
+                let pair = &runs.pair;
                 println!(
-                    "  {threads} worker thread(s): raw {:.0}/s, engine {:.0}/s ({:.2} cores, sink {:.2})",
+                    "  {threads} worker thread(s): raw {:.0}/s, engine {:.0}/s ({:.2} cores, sink {:.2}, rest {:.2}); no post {:.0}/s",
                     pair.raw.rate(),
                     pair.engine.rate(),
                     pair.engine.cores(),
-                    pair.engine.sink_cores()
+                    pair.engine.sink_cores(),
+                    pair.engine.rest_cores(),
+                    runs.no_post.rate(),
                 );
                 posts += made;
-                scaling.push((threads, pair));
+                scaling.push(runs);
             }
         }
         check_sink(&sink, posts).await?;
@@ -345,20 +405,15 @@ pub async fn run(options: &EngineOptions) -> Result<Value> {
             "page_size": crate::fixture_store::PAGE_SIZE,
         },
         "runs": pairs.iter().map(Pair::json).collect::<Vec<_>>(),
-        "threads": scaling.iter().map(|(threads, pair)| json!({
-            "worker_threads": threads, "pair": pair.json(),
+        "threads": scaling.iter().map(|s| json!({
+            "worker_threads": s.threads, "pair": s.pair.json(), "engine_no_post": s.no_post.json(),
         })).collect::<Vec<_>>(),
         "sweep": sweep.iter().map(Pair::json).collect::<Vec<_>>(),
         "checks": checks,
     }))
 }
 
-fn print_tables(
-    options: &EngineOptions,
-    pairs: &[Pair],
-    scaling: &[(usize, Pair)],
-    sweep: &[Pair],
-) {
+fn print_tables(options: &EngineOptions, pairs: &[Pair], scaling: &[Scaling], sweep: &[Pair]) {
     for &latency_ms in &options.latencies_ms {
         let mut table = Table::new(
             format!(
@@ -413,9 +468,18 @@ fn print_tables(
                 "sink CPU µs/post",
                 "raw cores busy",
                 "sink cores busy (raw)",
+                "rest of machine cores (engine)",
+                "engine, no post: posts/s",
+                "no post: CPU µs/post",
+                "no post: cores busy",
             ],
         );
-        for (threads, pair) in scaling {
+        for Scaling {
+            threads,
+            pair,
+            no_post,
+        } in scaling
+        {
             table.row(vec![
                 threads.to_string(),
                 format!("{:.0}", pair.raw.rate()),
@@ -427,6 +491,10 @@ fn print_tables(
                 format!("{:.1}", pair.engine.sink_cpu_us_per_post()),
                 format!("{:.2}", pair.raw.cores()),
                 format!("{:.2}", pair.raw.sink_cores()),
+                format!("{:.2}", pair.engine.rest_cores()),
+                format!("{:.0}", no_post.rate()),
+                format!("{:.2}", no_post.cpu_us_per_post()),
+                format!("{:.2}", no_post.cores()),
             ]);
         }
         table.print();
@@ -471,7 +539,7 @@ fn print_tables(
     table.print();
 }
 
-fn checks(pairs: &[Pair], scaling: &[(usize, Pair)]) -> Vec<Check> {
+fn checks(pairs: &[Pair], scaling: &[Scaling]) -> Vec<Check> {
     let mut checks = Vec::new();
     for size in [10_000, 50_000] {
         let Some(pair) = pairs.iter().find(|p| p.size == size && p.latency_ms == 0) else {
@@ -506,21 +574,35 @@ fn checks(pairs: &[Pair], scaling: &[(usize, Pair)]) -> Vec<Check> {
             ratio >= RATE_RATIO_TARGET,
         ));
     }
-    let on = |threads: usize| scaling.iter().find(|(t, _)| *t == threads).map(|(_, p)| p);
+    let on = |threads: usize| scaling.iter().find(|s| s.threads == threads);
     if let (Some(one), Some(two)) = (on(1), on(2)) {
-        let ratio = two.engine.rate() / one.engine.rate();
+        let ratio = two.pair.engine.rate() / one.pair.engine.rate();
         checks.push(Check::new(
             "engine posts/s, 2 worker threads ÷ 1, 0 ms",
             format!(
-                "{ratio:.2} ({:.0} vs. {:.0}; raw loop {:.2}; sink {:.2} → {:.2} cores)",
-                two.engine.rate(),
-                one.engine.rate(),
-                two.raw.rate() / one.raw.rate(),
-                one.engine.sink_cores(),
-                two.engine.sink_cores()
+                "{ratio:.2} ({:.0} vs. {:.0}; raw loop {:.2}; sink {:.2} → {:.2} cores, rest {:.2} → {:.2})",
+                two.pair.engine.rate(),
+                one.pair.engine.rate(),
+                two.pair.raw.rate() / one.pair.raw.rate(),
+                one.pair.engine.sink_cores(),
+                two.pair.engine.sink_cores(),
+                one.pair.engine.rest_cores(),
+                two.pair.engine.rest_cores(),
             ),
             format!("≥ {SCALING_TARGET}"),
             ratio >= SCALING_TARGET,
+        ));
+        // Not a target: the engine's own scaling, with no sink on the cores.
+        let alone = two.no_post.rate() / one.no_post.rate();
+        checks.push(Check::new(
+            "(diagnostic) engine alone, posting nothing: 2 worker threads ÷ 1",
+            format!(
+                "{alone:.2} ({:.0} vs. {:.0})",
+                two.no_post.rate(),
+                one.no_post.rate()
+            ),
+            format!("≥ {SCALING_TARGET}"),
+            alone >= SCALING_TARGET,
         ));
     }
     if let Some(pair) = pairs.iter().find(|p| p.size == 10_000 && p.latency_ms > 0) {

@@ -113,6 +113,8 @@ struct Broadcast {
     samples: Vec<Sample>,
     final_status: Option<Value>,
     counts: Value,
+    /// Posts the sink answered 429 (the account's rate).
+    throttled: u64,
     service: Value,
     /// Peak RSS (KiB) of the environments that ran a part or the request itself.
     peaks_kib: Vec<u64>,
@@ -164,6 +166,7 @@ impl Broadcast {
                          "after_ms": self.answered_after.as_secs_f64() * 1_000.0},
             "took_seconds": self.took.as_secs_f64(), "posts_per_second": self.posts_per_second(),
             "delivered": self.delivered(), "sink_counts": self.counts,
+            "sink_throttled": self.throttled,
             "final_status": self.final_status, "killed_one": self.killed,
             "duplicate_bound": self.killed.then(|| self.duplicate_bound(concurrency)),
             "peak_rss_mib": self.peak_mib().json(), "peaks_kib": self.peaks_kib,
@@ -426,6 +429,9 @@ async fn one_broadcast(
     // Posts still in flight when the status was read land within a latency or two.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let counts = sink.counts(size).await?;
+    let throttled = sink.series().await?["throttled"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter_map(Value::as_u64).sum());
     let records = service.records();
     let used: std::collections::BTreeSet<usize> = records.iter().map(|r| r.environment).collect();
     let environments = service.environments();
@@ -447,6 +453,7 @@ async fn one_broadcast(
         samples,
         final_status,
         counts,
+        throttled,
         service: report,
         peaks_kib,
         cpu_seconds,
@@ -498,6 +505,7 @@ fn print_tables(
             "restarts",
             "missing",
             "twice",
+            "429s",
             "environments",
             "peak RSS MiB p50 / max",
             "CPU s",
@@ -529,6 +537,7 @@ fn print_tables(
             b.status_field("restarts").to_string(),
             b.counts["missing"].to_string(),
             b.counts["duplicates"].to_string(),
+            b.throttled.to_string(),
             b.peaks_kib.len().to_string(),
             format!("{:.1} / {:.1}", peaks.p50, peaks.max),
             format!("{:.1}", b.cpu_seconds),

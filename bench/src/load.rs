@@ -22,7 +22,7 @@ use wsbridge::sender::{ConnectionSender, Payload};
 use wsbridge::store::{Audience, RecipientStore};
 
 use crate::fixtures::connection_id;
-use crate::report::{Result, cpu_seconds};
+use crate::report::{Result, cpu_seconds, machine_busy_seconds};
 
 /// One timed batch of posts.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +33,9 @@ pub struct Measurement {
     pub cpu_seconds: f64,
     /// CPU of the sink over the batch: it shares the machine's cores with the sender.
     pub sink_cpu_seconds: f64,
+    /// CPU of the whole machine over the batch: the rest is other processes (other
+    /// engineers' builds, say) and the kernel's work not charged to either process.
+    pub machine_cpu_seconds: f64,
 }
 
 impl Measurement {
@@ -58,6 +61,12 @@ impl Measurement {
         self.sink_cpu_seconds * 1e6 / self.posts.max(1) as f64
     }
 
+    /// Cores busy with anything but the sender and the sink.
+    pub fn rest_cores(&self) -> f64 {
+        ((self.machine_cpu_seconds - self.cpu_seconds - self.sink_cpu_seconds) / self.seconds)
+            .max(0.0)
+    }
+
     pub fn json(&self) -> Value {
         json!({
             "posts": self.posts, "seconds": self.seconds, "posts_per_second": self.rate(),
@@ -65,6 +74,8 @@ impl Measurement {
             "cores_busy": self.cores(), "sink_cpu_seconds": self.sink_cpu_seconds,
             "sink_cpu_us_per_post": self.sink_cpu_us_per_post(),
             "sink_cores_busy": self.sink_cores(),
+            "machine_cpu_seconds": self.machine_cpu_seconds,
+            "rest_of_machine_cores_busy": self.rest_cores(),
         })
     }
 }
@@ -75,7 +86,7 @@ pub async fn timed<F>(work: F, sink_cpu: impl Fn() -> f64) -> Result<Measurement
 where
     F: Future<Output = Result<u64>>,
 {
-    let (cpu, sink) = (cpu_seconds("self"), sink_cpu());
+    let (cpu, sink, machine) = (cpu_seconds("self"), sink_cpu(), machine_busy_seconds());
     let started = Instant::now();
     let posts = work.await?;
     Ok(Measurement {
@@ -83,6 +94,7 @@ where
         seconds: started.elapsed().as_secs_f64(),
         cpu_seconds: cpu_seconds("self") - cpu,
         sink_cpu_seconds: sink_cpu() - sink,
+        machine_cpu_seconds: machine_busy_seconds() - machine,
     })
 }
 

@@ -23,7 +23,9 @@ use wsbridge::store::Audience;
 
 use crate::fixture_store::FixtureStore;
 use crate::fixtures::{payload, sdk_config};
-use crate::report::{Check, Result, Table, cpu_seconds, fmt_count, machine, print_checks};
+use crate::report::{
+    Check, Result, Table, cpu_seconds, fmt_count, machine, machine_busy_seconds, print_checks,
+};
 use crate::sink::{Sink, SinkOptions};
 
 const SUSTAINED_TARGET: f64 = 0.9;
@@ -79,6 +81,8 @@ struct Run {
     counts: Value,
     cpu_seconds: f64,
     sink_cpu_seconds: f64,
+    /// The whole machine's CPU: the rest is other processes and the kernel.
+    machine_cpu_seconds: f64,
 }
 
 impl Run {
@@ -153,6 +157,7 @@ impl Run {
             "sustained_over_rate": sustained / self.rate, "offered_posts_per_second": self.offered(),
             "limit_cuts_and_final": self.cuts, "sink_counts": self.counts,
             "cpu_seconds": self.cpu_seconds, "sink_cpu_seconds": self.sink_cpu_seconds,
+            "machine_cpu_seconds": self.machine_cpu_seconds,
             "series": {"bucket_ms": self.bucket_ms, "ok": self.ok, "throttled": self.throttled},
         })
     }
@@ -213,7 +218,11 @@ async fn measure(
         .iter()
         .map(|_| Fanout::new(FanoutConfig { concurrency }))
         .collect();
-    let (cpu, sink_cpu) = (cpu_seconds("self"), sink.cpu_seconds());
+    let (cpu, sink_cpu, machine) = (
+        cpu_seconds("self"),
+        sink.cpu_seconds(),
+        machine_busy_seconds(),
+    );
     let started = Instant::now();
     let summaries = futures::future::try_join_all(
         topics
@@ -223,7 +232,11 @@ async fn measure(
     )
     .await?;
     let seconds = started.elapsed().as_secs_f64();
-    let (cpu, sink_cpu) = (cpu_seconds("self") - cpu, sink.cpu_seconds() - sink_cpu);
+    let (cpu, sink_cpu, machine) = (
+        cpu_seconds("self") - cpu,
+        sink.cpu_seconds() - sink_cpu,
+        machine_busy_seconds() - machine,
+    );
     let series = sink.series().await?;
     Ok(Run {
         rate,
@@ -242,6 +255,7 @@ async fn measure(
         counts: sink.counts(per_topic * topics.len()).await?,
         cpu_seconds: cpu,
         sink_cpu_seconds: sink_cpu,
+        machine_cpu_seconds: machine,
     })
 }
 
@@ -353,6 +367,7 @@ fn print_table(runs: &[Run], options: &ThrottleOptions) {
             "failed",
             "CPU µs/delivered",
             "sink cores",
+            "rest of machine cores",
         ],
     );
     for run in runs {
@@ -380,6 +395,11 @@ fn print_table(runs: &[Run], options: &ThrottleOptions) {
                 run.cpu_seconds * 1e6 / run.delivered().max(1) as f64
             ),
             format!("{:.2}", run.sink_cpu_seconds / run.seconds),
+            format!(
+                "{:.2}",
+                ((run.machine_cpu_seconds - run.cpu_seconds - run.sink_cpu_seconds) / run.seconds)
+                    .max(0.0)
+            ),
         ]);
     }
     table.print();
