@@ -366,6 +366,8 @@ async fn one_broadcast(
 ) -> Result<Broadcast> {
     let sink = &stack.sink;
     sink.reset().await?;
+    // The sink counts posts since it started; this broadcast's are those after now.
+    let posts_before = sink.posts().await?;
     let service = LambdaService::start(stack.spec.clone()).await?;
     let patience = stack.spec.timeout + Duration::from_secs(60);
     if let Some(after) = kill_after {
@@ -400,7 +402,7 @@ async fn one_broadcast(
             if code != 200 {
                 return Err(format!("GET /broadcasts/{id}: {code} {status}").into());
             }
-            let sink_posts = sink.posts().await?;
+            let sink_posts = sink.posts().await? - posts_before;
             if printed.elapsed() >= Duration::from_secs(10) {
                 printed = Instant::now();
                 println!("    {}", summary_line(seconds, &status, sink_posts));
