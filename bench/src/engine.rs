@@ -42,6 +42,8 @@ pub struct EngineOptions {
     /// Worker threads of the runtimes the scaling runs use (empty: skip them).
     pub threads: Vec<usize>,
     pub threads_size: usize,
+    /// For profiling: the engine alone, no raw loop (its columns repeat the engine's).
+    pub engine_only: bool,
 }
 
 impl EngineOptions {
@@ -133,11 +135,19 @@ struct Target {
     payload: Bytes,
     /// The smallest topic: warms connection pools up before timing.
     warm_up: usize,
+    engine_only: bool,
 }
 
 impl Target {
-    fn new(sink: &Sink, store: &Arc<FixtureStore>, payload: &Bytes, warm_up: usize) -> Self {
+    fn new(
+        sink: &Sink,
+        store: &Arc<FixtureStore>,
+        payload: &Bytes,
+        warm_up: usize,
+        engine_only: bool,
+    ) -> Self {
         Self {
+            engine_only,
             endpoint: sink.endpoint(),
             latency_ms: sink.latency.as_millis() as u64,
             sink_cpu: Arc::new(sink.cpu_probe()),
@@ -216,15 +226,22 @@ impl Runs {
     /// Warms both pools up to `concurrency` connections, then times both, `repeat` times,
     /// alternating, and keeps the median run of each.
     async fn pair(&mut self, size: usize, concurrency: usize, repeat: usize) -> Result<Pair> {
-        let warm_up = self.target.warm_up;
-        self.raw(warm_up, concurrency).await?;
+        let (warm_up, engine_only) = (self.target.warm_up, self.target.engine_only);
+        if !engine_only {
+            self.raw(warm_up, concurrency).await?;
+        }
         self.engine(warm_up, concurrency).await?;
         let (mut raws, mut engines, mut retries) = (Vec::new(), Vec::new(), 0);
         for _ in 0..repeat.max(1) {
-            raws.push(self.raw(size, concurrency).await?);
+            if !engine_only {
+                raws.push(self.raw(size, concurrency).await?);
+            }
             let (engine, retried) = self.engine(size, concurrency).await?;
             engines.push(engine);
             retries += retried;
+        }
+        if engine_only {
+            raws.clone_from(&engines);
         }
         Ok(Pair {
             latency_ms: self.target.latency_ms,
@@ -329,7 +346,7 @@ pub async fn run(options: &EngineOptions) -> Result<Value> {
     let mut scaling = Vec::new();
     for &latency_ms in &options.latencies_ms {
         let sink = Sink::spawn(Duration::from_millis(latency_ms)).await?;
-        let target = Target::new(&sink, &store, &payload, warm_up);
+        let target = Target::new(&sink, &store, &payload, warm_up, options.engine_only);
         let mut runs = Runs::new(target.clone());
         let repeat = if latency_ms == 0 { options.repeat } else { 1 };
         for &size in &options.sizes {
@@ -376,7 +393,13 @@ pub async fn run(options: &EngineOptions) -> Result<Value> {
     let mut sweep = Vec::new();
     if !options.sweep.is_empty() {
         let sink = Sink::spawn(Duration::from_millis(options.sweep_latency_ms)).await?;
-        let mut runs = Runs::new(Target::new(&sink, &store, &payload, warm_up));
+        let mut runs = Runs::new(Target::new(
+            &sink,
+            &store,
+            &payload,
+            warm_up,
+            options.engine_only,
+        ));
         for &concurrency in &options.sweep {
             let size = options.sweep_size_at(concurrency);
             let pair = runs.pair(size, concurrency, 1).await?;

@@ -75,6 +75,10 @@ enum Scenario {
         no_threads: bool,
         #[arg(long, default_value_t = 50_000)]
         threads_size: usize,
+        /// For profiling: time the engine alone, no raw loop (the raw columns then repeat
+        /// the engine's, and the ratios mean nothing).
+        #[arg(long, hide = true)]
+        engine_only: bool,
     },
     /// The same fan-out with recipients read from DynamoDB Local: time to first send, total,
     /// read capacity consumed.
@@ -288,6 +292,7 @@ async fn scenario(cli: Cli) -> Result<()> {
             threads,
             no_threads,
             threads_size,
+            engine_only,
         } => {
             engine::run(&engine::EngineOptions {
                 sizes,
@@ -299,6 +304,7 @@ async fn scenario(cli: Cli) -> Result<()> {
                 sweep_size,
                 threads: if no_threads { Vec::new() } else { threads },
                 threads_size,
+                engine_only,
             })
             .await?
         }
