@@ -118,11 +118,15 @@ impl ConnectionSender for NoPost {
     }
 }
 
-/// One worker-thread count's runs: the pair against the sink, and the engine alone.
+/// One worker-thread count's runs: the pair against the sink; and, to see where the time
+/// goes, the engine with its task on a worker, and the engine posting nothing (its task
+/// where it is called, and on a worker).
 struct Scaling {
     threads: usize,
     pair: Pair,
+    on_worker: Measurement,
     no_post: Measurement,
+    no_post_on_worker: Measurement,
 }
 
 /// What a sender needs to reach the sink, from any runtime.
@@ -223,6 +227,58 @@ impl Runs {
         Ok((measured, retries))
     }
 
+    /// The engine through `sender` (the sink's, or `NoPost`), `repeat` times, the median
+    /// kept; its task spawned on a worker thread when `on_worker`, else polled where it is
+    /// called, as the broadcast function's handler is: on `main`'s thread in `block_on`,
+    /// where each result wakes a thread that is not a worker and each post is spawned from
+    /// outside the workers.
+    async fn engine_where(
+        &mut self,
+        sender: &Arc<dyn ConnectionSender>,
+        on_worker: bool,
+        size: usize,
+        concurrency: usize,
+        repeat: usize,
+    ) -> Result<Measurement> {
+        let mut runs = Vec::new();
+        for _ in 0..repeat.max(1) {
+            let topic = topic(size)?;
+            let (store, posting, payload) = (
+                self.target.store.clone(),
+                sender.clone(),
+                self.target.payload.clone(),
+            );
+            let fan_out = async move {
+                let summary = engine_posts(
+                    store.as_ref(),
+                    &posting,
+                    &topic,
+                    size,
+                    concurrency,
+                    &payload,
+                )
+                .await?;
+                Ok::<_, crate::report::BenchError>(summary.report.delivered)
+            };
+            let sink_cpu = self.target.sink_cpu.clone();
+            let measured = timed(
+                async move {
+                    match on_worker {
+                        true => tokio::spawn(fan_out).await?,
+                        false => fan_out.await,
+                    }
+                },
+                move || sink_cpu(),
+            )
+            .await?;
+            if Arc::ptr_eq(sender, &self.sender) {
+                self.posts += measured.posts;
+            }
+            runs.push(measured);
+        }
+        Ok(median_run(&runs))
+    }
+
     /// Warms both pools up to `concurrency` connections, then times both, `repeat` times,
     /// alternating, and keeps the median run of each.
     async fn pair(&mut self, size: usize, concurrency: usize, repeat: usize) -> Result<Pair> {
@@ -292,36 +348,23 @@ async fn on_runtime(
             runtime.block_on(async move {
                 let mut runs = Runs::new(target);
                 let pair = runs.pair(size, concurrency, repeat).await?;
+                let sender = runs.sender.clone();
                 let no_post: Arc<dyn ConnectionSender> = Arc::new(NoPost);
-                let topic = topic(size)?;
-                let mut alone = Vec::new();
-                for _ in 0..repeat.max(1) {
-                    let store = runs.target.store.clone();
-                    let payload = runs.target.payload.clone();
-                    let (no_post, topic) = (&no_post, &topic);
-                    alone.push(
-                        timed(
-                            async move {
-                                let summary = engine_posts(
-                                    store.as_ref(),
-                                    no_post,
-                                    topic,
-                                    size,
-                                    concurrency,
-                                    &payload,
-                                )
-                                .await?;
-                                Ok(summary.report.delivered)
-                            },
-                            || 0.0,
-                        )
-                        .await?,
-                    );
-                }
+                let on_worker = runs
+                    .engine_where(&sender, true, size, concurrency, repeat)
+                    .await?;
+                let no_post_here = runs
+                    .engine_where(&no_post, false, size, concurrency, repeat)
+                    .await?;
+                let no_post_on_worker = runs
+                    .engine_where(&no_post, true, size, concurrency, repeat)
+                    .await?;
                 let scaling = Scaling {
                     threads,
                     pair,
-                    no_post: median_run(&alone),
+                    on_worker,
+                    no_post: no_post_here,
+                    no_post_on_worker,
                 };
                 Ok((scaling, runs.posts))
             })
@@ -374,13 +417,16 @@ pub async fn run(options: &EngineOptions) -> Result<Value> {
                 .await?;
                 let pair = &runs.pair;
                 println!(
-                    "  {threads} worker thread(s): raw {:.0}/s, engine {:.0}/s ({:.2} cores, sink {:.2}, rest {:.2}); no post {:.0}/s",
+                    "  {threads} worker thread(s): raw {:.0}/s, engine {:.0}/s ({:.2} cores, sink {:.2}, rest {:.2}); on a worker {:.0}/s {:.1} µs; no post {:.0}/s, on a worker {:.0}/s",
                     pair.raw.rate(),
                     pair.engine.rate(),
                     pair.engine.cores(),
                     pair.engine.sink_cores(),
                     pair.engine.rest_cores(),
+                    runs.on_worker.rate(),
+                    runs.on_worker.cpu_us_per_post(),
                     runs.no_post.rate(),
+                    runs.no_post_on_worker.rate(),
                 );
                 posts += made;
                 scaling.push(runs);
@@ -429,7 +475,9 @@ pub async fn run(options: &EngineOptions) -> Result<Value> {
         },
         "runs": pairs.iter().map(Pair::json).collect::<Vec<_>>(),
         "threads": scaling.iter().map(|s| json!({
-            "worker_threads": s.threads, "pair": s.pair.json(), "engine_no_post": s.no_post.json(),
+            "worker_threads": s.threads, "pair": s.pair.json(),
+            "engine_task_on_worker": s.on_worker.json(), "engine_no_post": s.no_post.json(),
+            "engine_no_post_task_on_worker": s.no_post_on_worker.json(),
         })).collect::<Vec<_>>(),
         "sweep": sweep.iter().map(Pair::json).collect::<Vec<_>>(),
         "checks": checks,
@@ -489,20 +537,12 @@ fn print_tables(options: &EngineOptions, pairs: &[Pair], scaling: &[Scaling], sw
                 "engine cores busy",
                 "sink cores busy (engine)",
                 "sink CPU µs/post",
+                "rest of machine cores (engine)",
                 "raw cores busy",
                 "sink cores busy (raw)",
-                "rest of machine cores (engine)",
-                "engine, no post: posts/s",
-                "no post: CPU µs/post",
-                "no post: cores busy",
             ],
         );
-        for Scaling {
-            threads,
-            pair,
-            no_post,
-        } in scaling
-        {
+        for Scaling { threads, pair, .. } in scaling {
             table.row(vec![
                 threads.to_string(),
                 format!("{:.0}", pair.raw.rate()),
@@ -512,12 +552,35 @@ fn print_tables(options: &EngineOptions, pairs: &[Pair], scaling: &[Scaling], sw
                 format!("{:.2}", pair.engine.cores()),
                 format!("{:.2}", pair.engine.sink_cores()),
                 format!("{:.1}", pair.engine.sink_cpu_us_per_post()),
+                format!("{:.2}", pair.engine.rest_cores()),
                 format!("{:.2}", pair.raw.cores()),
                 format!("{:.2}", pair.raw.sink_cores()),
-                format!("{:.2}", pair.engine.rest_cores()),
-                format!("{:.0}", no_post.rate()),
-                format!("{:.2}", no_post.cpu_us_per_post()),
-                format!("{:.2}", no_post.cores()),
+            ]);
+        }
+        table.print();
+        let mut table = Table::new(
+            "Where the engine's time goes: its task on a worker, and posting nothing",
+            &[
+                "worker threads",
+                "engine's task: caller posts/s",
+                "on a worker posts/s",
+                "on a worker CPU µs/post",
+                "no post, caller: posts/s",
+                "CPU µs/post",
+                "no post, on a worker: posts/s",
+                "CPU µs/post",
+            ],
+        );
+        for s in scaling {
+            table.row(vec![
+                s.threads.to_string(),
+                format!("{:.0}", s.pair.engine.rate()),
+                format!("{:.0}", s.on_worker.rate()),
+                format!("{:.1}", s.on_worker.cpu_us_per_post()),
+                format!("{:.0}", s.no_post.rate()),
+                format!("{:.2}", s.no_post.cpu_us_per_post()),
+                format!("{:.0}", s.no_post_on_worker.rate()),
+                format!("{:.2}", s.no_post_on_worker.cpu_us_per_post()),
             ]);
         }
         table.print();
@@ -615,14 +678,26 @@ fn checks(pairs: &[Pair], scaling: &[Scaling]) -> Vec<Check> {
             format!("≥ {SCALING_TARGET}"),
             ratio >= SCALING_TARGET,
         ));
-        // Not a target: the engine's own scaling, with no sink on the cores.
-        let alone = two.no_post.rate() / one.no_post.rate();
+        // Not targets: the engine's own scaling with its task on a worker, with the sink
+        // and with no sink on the cores.
+        let on_worker = two.on_worker.rate() / one.on_worker.rate();
         checks.push(Check::new(
-            "(diagnostic) engine alone, posting nothing: 2 worker threads ÷ 1",
+            "(diagnostic) the same, the engine's task on a worker",
+            format!(
+                "{on_worker:.2} ({:.0} vs. {:.0})",
+                two.on_worker.rate(),
+                one.on_worker.rate()
+            ),
+            format!("≥ {SCALING_TARGET}"),
+            on_worker >= SCALING_TARGET,
+        ));
+        let alone = two.no_post_on_worker.rate() / one.no_post_on_worker.rate();
+        checks.push(Check::new(
+            "(diagnostic) engine posting nothing, its task on a worker: 2 ÷ 1",
             format!(
                 "{alone:.2} ({:.0} vs. {:.0})",
-                two.no_post.rate(),
-                one.no_post.rate()
+                two.no_post_on_worker.rate(),
+                one.no_post_on_worker.rate()
             ),
             format!("≥ {SCALING_TARGET}"),
             alone >= SCALING_TARGET,
