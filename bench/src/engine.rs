@@ -502,6 +502,7 @@ fn print_tables(options: &EngineOptions, pairs: &[Pair], scaling: &[Scaling], sw
                 "engine CPU µs/post",
                 "CPU engine ÷ raw",
                 "sink CPU µs/post (engine)",
+                "rest of machine cores (raw / engine)",
             ],
         );
         for pair in pairs.iter().filter(|p| p.latency_ms == latency_ms) {
@@ -517,6 +518,11 @@ fn print_tables(options: &EngineOptions, pairs: &[Pair], scaling: &[Scaling], sw
                 format!("{:.1}", pair.engine.cpu_us_per_post()),
                 format!("{:.2}", pair.cpu_over_raw()),
                 format!("{:.1}", pair.engine.sink_cpu_us_per_post()),
+                format!(
+                    "{:.2} / {:.2}",
+                    pair.raw.rest_cores(),
+                    pair.engine.rest_cores()
+                ),
             ]);
         }
         table.print();

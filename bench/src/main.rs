@@ -53,7 +53,7 @@ enum Scenario {
         latencies: Vec<u64>,
         #[arg(long, default_value_t = DEFAULT_FANOUT_CONCURRENCY)]
         concurrency: usize,
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         repeat: usize,
         /// Concurrencies of the sweep.
         #[arg(long, value_delimiter = ',', default_values_t = [16, 32, 50, 64, 100, 128, 200, 256, 384, 512, 768, 1000])]
