@@ -111,33 +111,72 @@ pub fn subscription_row_size() -> usize {
 /// size: only the subscription rows, the rows a topic fan-out reads.
 pub async fn table_with_subscribers(endpoint: &str, sizes: &[usize]) -> Result<(Client, String)> {
     let client = Client::new(&sdk_config(Some(endpoint)));
+    let table = new_table(&client).await?;
+    let filled = fill(&client, &table, sizes, 8).await?;
+    println!(
+        "filled {table}: {} subscription rows in {:.1} s",
+        filled.rows, filled.seconds
+    );
+    Ok((client, table))
+}
+
+/// A new, empty table with a name of its own.
+pub async fn new_table(client: &Client) -> Result<String> {
     let table = format!(
         "wsbridge-bench-{}-{}",
         std::process::id(),
         now_seconds() % 100_000
     );
-    schema::create_table(&client, &table).await?;
-    let expires_at = now_seconds() + 3_600;
+    schema::create_table(client, &table).await?;
+    Ok(table)
+}
+
+/// How a table was filled.
+#[derive(Debug, Clone, Copy)]
+pub struct Filled {
+    pub rows: usize,
+    pub seconds: f64,
+    pub parallel: usize,
+}
+
+impl Filled {
+    pub fn rows_per_second(&self) -> f64 {
+        self.rows as f64 / self.seconds
+    }
+}
+
+/// Writes `n` subscribers of `topic(n)` for each size, BatchWriteItem calls of 25 rows,
+/// `parallel` at once; rows are made batch by batch, so a million never sit in memory.
+pub async fn fill(
+    client: &Client,
+    table: &str,
+    sizes: &[usize],
+    parallel: usize,
+) -> Result<Filled> {
+    let expires_at = now_seconds() + 6 * 3_600;
     let started = Instant::now();
-    let mut rows = 0;
+    let mut batches = Vec::new();
     for &size in sizes {
         let topic_name = topic(size)?.to_string();
-        let items: Vec<Item> = (0..size)
-            .map(|n| subscription_row(&topic_name, n, expires_at))
-            .collect();
-        let batches: Vec<Vec<Item>> = items.chunks(25).map(<[Item]>::to_vec).collect();
-        stream::iter(batches)
-            .map(|batch| write_batch(&client, &table, batch))
-            .buffer_unordered(8)
-            .try_collect::<()>()
-            .await?;
-        rows += size;
+        for start in (0..size).step_by(25) {
+            batches.push((topic_name.clone(), start..(start + 25).min(size)));
+        }
     }
-    println!(
-        "filled {table}: {rows} subscription rows in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok((client, table))
+    stream::iter(batches)
+        .map(|(topic_name, range)| {
+            let items: Vec<Item> = range
+                .map(|n| subscription_row(&topic_name, n, expires_at))
+                .collect();
+            write_batch(client, table, items)
+        })
+        .buffer_unordered(parallel.max(1))
+        .try_collect::<()>()
+        .await?;
+    Ok(Filled {
+        rows: sizes.iter().sum(),
+        seconds: started.elapsed().as_secs_f64(),
+        parallel,
+    })
 }
 
 async fn write_batch(client: &Client, table: &str, items: Vec<Item>) -> Result<()> {

@@ -1,17 +1,15 @@
 //! The recipients and the message every scenario uses, shaped like production ones: API
 //! Gateway's 16-character connection ids, UUID user ids (a Cognito `sub`), the
 //! `https://{api}.execute-api…/{stage}` endpoint a `$connect` stores, and an envelope of a
-//! typical size.
+//! typical size. `FixtureStore` holds them for the scenarios that read recipients from memory.
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
 use bytes::Bytes;
 use wsbridge::auth::now_seconds;
-use wsbridge::channels::{Grants, TopicPattern};
-use wsbridge::limits::{ConnectionLimit, LimitPolicy};
 use wsbridge::protocol::broadcast::Broadcast;
 use wsbridge::protocol::{ConnectionId, Topic, UserId};
-use wsbridge::store::{Connection, ConnectionStore, MemoryStore};
+use wsbridge::store::Recipient;
 
 use crate::report::Result;
 
@@ -22,9 +20,26 @@ pub const STORED_ENDPOINT: &str = "https://k3m9pq2r7s.execute-api.eu-west-1.amaz
 /// The message of every broadcast: the README's example, 180-odd bytes as delivered.
 pub const BROADCAST_BODY: &str = r#"{"topic":"bench","event":"item.updated","data":{"list_id":"123","item":{"id":"item-42","title":"Buy oat milk","done":true}}}"#;
 
-/// `B00000000000042=`: 16 characters, as API Gateway's connection ids.
+/// First characters of the fixtures' ids. API Gateway's ids are base64 (`L0SM9cOFvHcCIhw=`),
+/// so their first character spreads over these; a broadcast split into parts by id ranges
+/// (`Span::split`) then gets parts of about the same size, as deployed.
+const FIRST: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// `g00000000000042=`: 16 characters, as API Gateway's connection ids; the first spreads
+/// over [`FIRST`].
 pub fn connection_id(n: usize) -> String {
-    format!("B{n:014}=")
+    format!("{}{n:014}=", FIRST[n % FIRST.len()] as char)
+}
+
+/// The `n` of a fixture id, as sent (`=` percent-encoded in a post's path) or not.
+pub fn connection_index(id: &str) -> Option<usize> {
+    let id = id.strip_suffix("%3D").or_else(|| id.strip_suffix('='))?;
+    let (first, digits) = id.split_at_checked(1)?;
+    if digits.len() != 14 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: usize = digits.parse().ok()?;
+    (first.as_bytes()[0] == FIRST[n % FIRST.len()]).then_some(n)
 }
 
 /// A UUID, as a Cognito or Auth0 `sub`.
@@ -68,36 +83,13 @@ pub fn sdk_config(endpoint: Option<&str>) -> SdkConfig {
     config.build()
 }
 
-/// Every fixture user holds one connection.
-const ONE_PER_USER: ConnectionLimit = ConnectionLimit {
-    per_user: 1,
-    policy: LimitPolicy::Refuse,
-};
-
-/// A memory store with `max(sizes)` connections; the first `n` subscribe to `topic(n)` for
-/// each `n` in `sizes`.
-pub async fn memory_store(sizes: &[usize]) -> Result<MemoryStore> {
-    let store = MemoryStore::new();
-    let most = sizes.iter().copied().max().unwrap_or_default();
-    for n in 0..most {
-        let id = ConnectionId::new(connection_id(n));
-        let connection = Connection {
-            id: id.clone(),
-            user_id: UserId::new(user_id(n)),
-            connected_at: 1_700_000_000_000,
-            endpoint: STORED_ENDPOINT.to_owned(),
-            expires_at: now_seconds() + 3_600,
-            grants: Grants::default(),
-        };
-        store.register(&connection, &ONE_PER_USER).await?;
-        let topics: Vec<TopicPattern> = sizes
-            .iter()
-            .filter(|size| n < **size)
-            .map(|size| topic(*size).map(|t| TopicPattern::exact(&t)))
-            .collect::<Result<_>>()?;
-        store.subscribe(&id, &topics, &[], 50).await?;
+/// Recipient `n` as a topic's subscription row gives it to fan-out.
+pub fn recipient(n: usize) -> Recipient {
+    Recipient {
+        connection_id: ConnectionId::new(connection_id(n)),
+        user_id: UserId::new(user_id(n)),
+        endpoint: STORED_ENDPOINT.to_owned(),
     }
-    Ok(store)
 }
 
 /// For scenarios whose broadcasts all finish in the call: one handed to the background

@@ -1,6 +1,7 @@
 //! A tiny Lambda Runtime API (the 2018-06-01 interface `lambda_runtime` polls): it tells
 //! when a function asked for its first invocation, hands out queued events, and collects the
-//! responses. Enough to run the release binaries as Lambda runs them, on this machine.
+//! responses. Enough to run the release binaries as Lambda runs them, on this machine, one
+//! process at a time (`lambda_service` runs many, with Lambda's Invoke API in front).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -27,9 +28,9 @@ use wsbridge::clock::now_millis;
 use crate::fixtures::{ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
 use crate::report::Result;
 
-const NEXT: &str = "/2018-06-01/runtime/invocation/next";
-const INVOCATION: &str = "/2018-06-01/runtime/invocation/";
-const INIT_ERROR: &str = "/2018-06-01/runtime/init/error";
+pub(crate) const NEXT: &str = "/2018-06-01/runtime/invocation/next";
+pub(crate) const INVOCATION: &str = "/2018-06-01/runtime/invocation/";
+pub(crate) const INIT_ERROR: &str = "/2018-06-01/runtime/init/error";
 
 /// What a function answered to one invocation (or to its start-up).
 #[derive(Debug)]
@@ -179,7 +180,11 @@ async fn answer(
                 .unwrap_or_else(|p| p.into_inner())
                 .pop_front();
             if let Some(invocation) = next {
-                return Ok(invocation_response(invocation));
+                return Ok(invocation_response(
+                    invocation.request_id,
+                    invocation.deadline_ms,
+                    invocation.event,
+                ));
             }
             queued.await;
         }
@@ -216,8 +221,13 @@ fn status(code: StatusCode) -> Response<Full<Bytes>> {
     response
 }
 
-fn invocation_response(invocation: Invocation) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(invocation.event));
+/// The answer to `GET …/invocation/next`: the event, with the headers `lambda_runtime` reads.
+pub(crate) fn invocation_response(
+    request_id: String,
+    deadline_ms: i64,
+    event: Bytes,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(event));
     let headers = response.headers_mut();
     let mut set = |name: &'static str, value: String| {
         if let Ok(value) = value.parse() {
@@ -225,11 +235,8 @@ fn invocation_response(invocation: Invocation) -> Response<Full<Bytes>> {
         }
     };
     set("content-type", "application/json".into());
-    set("lambda-runtime-aws-request-id", invocation.request_id);
-    set(
-        "lambda-runtime-deadline-ms",
-        invocation.deadline_ms.to_string(),
-    );
+    set("lambda-runtime-aws-request-id", request_id);
+    set("lambda-runtime-deadline-ms", deadline_ms.to_string());
     set(
         "lambda-runtime-invoked-function-arn",
         "arn:aws:lambda:eu-west-1:123456789012:function:wsbridge-bench".into(),

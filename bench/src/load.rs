@@ -1,6 +1,7 @@
 //! The two ways of posting N messages the engine scenario compares: a plain concurrent HTTP
-//! load loop on the HTTP stack the SDK uses (hyper 1 through hyper-util's pooled client, TCP
-//! no-delay, as `aws-smithy-http-client` builds it), and the fan-out engine itself.
+//! load loop on the HTTP stack the engine's sender uses too (hyper 1 through hyper-util's
+//! pooled client, TCP no-delay), unsigned, one task polling every request; and the fan-out
+//! engine itself, signing each post and spawning it as a task.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,7 +22,7 @@ use wsbridge::sender::{ConnectionSender, Payload};
 use wsbridge::store::{Audience, RecipientStore};
 
 use crate::fixtures::connection_id;
-use crate::report::{Result, cpu_seconds};
+use crate::report::{Result, cpu_seconds, machine_busy_seconds};
 
 /// One timed batch of posts.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +31,11 @@ pub struct Measurement {
     pub seconds: f64,
     /// CPU of this process (all threads) over the batch; the sink is another process.
     pub cpu_seconds: f64,
+    /// CPU of the sink over the batch: it shares the machine's cores with the sender.
+    pub sink_cpu_seconds: f64,
+    /// CPU of the whole machine over the batch: the rest is other processes (other
+    /// engineers' builds, say) and the kernel's work not charged to either process.
+    pub machine_cpu_seconds: f64,
 }
 
 impl Measurement {
@@ -46,32 +52,56 @@ impl Measurement {
         self.cpu_seconds / self.seconds
     }
 
+    /// The sink's cores busy on average.
+    pub fn sink_cores(&self) -> f64 {
+        self.sink_cpu_seconds / self.seconds
+    }
+
+    pub fn sink_cpu_us_per_post(&self) -> f64 {
+        self.sink_cpu_seconds * 1e6 / self.posts.max(1) as f64
+    }
+
+    /// Cores busy with anything but the sender and the sink.
+    pub fn rest_cores(&self) -> f64 {
+        ((self.machine_cpu_seconds - self.cpu_seconds - self.sink_cpu_seconds) / self.seconds)
+            .max(0.0)
+    }
+
     pub fn json(&self) -> Value {
         json!({
             "posts": self.posts, "seconds": self.seconds, "posts_per_second": self.rate(),
             "cpu_seconds": self.cpu_seconds, "cpu_us_per_post": self.cpu_us_per_post(),
+            "cores_busy": self.cores(), "sink_cpu_seconds": self.sink_cpu_seconds,
+            "sink_cpu_us_per_post": self.sink_cpu_us_per_post(),
+            "sink_cores_busy": self.sink_cores(),
+            "machine_cpu_seconds": self.machine_cpu_seconds,
+            "rest_of_machine_cores_busy": self.rest_cores(),
         })
     }
 }
 
-/// Times `work`, which returns how many posts it made, with this process's CPU time.
-pub async fn timed<F>(work: F) -> Result<Measurement>
+/// Times `work`, which returns how many posts it made, with this process's CPU time and the
+/// sink's (`sink_cpu` reads it).
+pub async fn timed<F>(work: F, sink_cpu: impl Fn() -> f64) -> Result<Measurement>
 where
     F: Future<Output = Result<u64>>,
 {
-    let cpu = cpu_seconds("self");
+    let (cpu, sink, machine) = (cpu_seconds("self"), sink_cpu(), machine_busy_seconds());
     let started = Instant::now();
     let posts = work.await?;
     Ok(Measurement {
         posts,
         seconds: started.elapsed().as_secs_f64(),
         cpu_seconds: cpu_seconds("self") - cpu,
+        sink_cpu_seconds: sink_cpu() - sink,
+        machine_cpu_seconds: machine_busy_seconds() - machine,
     })
 }
 
 pub type RawClient = Client<HttpConnector, Full<Bytes>>;
 
-/// hyper-util's pooled client, configured as the SDK's default HTTP client configures it.
+/// hyper-util's pooled client, configured as the engine's sender (and the SDK's default HTTP
+/// client) configures it, plain HTTP.
 pub fn raw_client() -> RawClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);

@@ -7,8 +7,12 @@ mod cold_start;
 mod dynamodb_local;
 mod e2e;
 mod engine;
+mod events;
+mod fixture_store;
 mod fixtures;
 mod history;
+mod lambda;
+mod lambda_service;
 mod lambda_stub;
 mod load;
 mod memory;
@@ -16,6 +20,8 @@ mod report;
 mod sink;
 mod soak;
 mod store;
+mod template;
+mod throttle;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -47,18 +53,32 @@ enum Scenario {
         latencies: Vec<u64>,
         #[arg(long, default_value_t = DEFAULT_FANOUT_CONCURRENCY)]
         concurrency: usize,
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         repeat: usize,
         /// Concurrencies of the sweep.
-        #[arg(long, value_delimiter = ',', default_values_t = [16, 32, 50, 64, 128, 256, 512])]
+        #[arg(long, value_delimiter = ',', default_values_t = [16, 32, 50, 64, 100, 128, 200, 256, 384, 512, 768, 1000])]
         sweep: Vec<usize>,
         /// Skip the sweep.
         #[arg(long)]
         no_sweep: bool,
         #[arg(long, default_value_t = 20)]
         sweep_latency: u64,
-        #[arg(long, default_value_t = 10_000)]
+        /// Recipients of each sweep run: at least this, and 50 × the concurrency.
+        #[arg(long, default_value_t = 20_000)]
         sweep_size: usize,
+        /// Worker threads of the runtimes the 0 ms pair also runs on, one runtime each: how
+        /// CPU-bound throughput scales with cores.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
+        threads: Vec<usize>,
+        /// Skip the worker-thread runs.
+        #[arg(long)]
+        no_threads: bool,
+        #[arg(long, default_value_t = 50_000)]
+        threads_size: usize,
+        /// For profiling: time the engine alone, no raw loop (the raw columns then repeat
+        /// the engine's, and the ratios mean nothing).
+        #[arg(long, hide = true)]
+        engine_only: bool,
     },
     /// The same fan-out with recipients read from DynamoDB Local: time to first send, total,
     /// read capacity consumed.
@@ -72,6 +92,13 @@ enum Scenario {
         latencies: Vec<u64>,
         #[arg(long, default_value_t = DEFAULT_FANOUT_CONCURRENCY)]
         concurrency: usize,
+    },
+    /// The engine against an account limit: a sink answering 429 above R posts/s (a token
+    /// bucket with a burst), one broadcast and then two at once; sustained delivery, retries,
+    /// every recipient exactly once.
+    Throttle {
+        #[command(flatten)]
+        options: throttle::ThrottleOptions,
     },
     /// Real WebSocket clients on the local gateway, one broadcast to all of them.
     E2e {
@@ -98,20 +125,27 @@ enum Scenario {
         sizes: Vec<usize>,
         #[arg(long, default_value_t = 20)]
         latency_ms: u64,
-        #[arg(long, default_value_t = DEFAULT_FANOUT_CONCURRENCY)]
-        concurrency: usize,
-        /// The invocation's time limit (the template's broadcast Timeout).
-        #[arg(long, default_value_t = 29)]
-        timeout_seconds: u64,
+        /// FANOUT_CONCURRENCY (default: the template's).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// The invocation's time limit (default: the template's broadcast Timeout).
+        #[arg(long)]
+        timeout_seconds: Option<u64>,
         #[arg(long)]
         bin_dir: Option<PathBuf>,
         /// Also run the harness's copy of the function with these caps on items per Query
-        /// page (0: DynamoDB's own 1 MB pages), to compare.
-        #[arg(long, value_delimiter = ',', default_values_t = [0, 1_000])]
+        /// page (0: DynamoDB's own 1 MB pages), to compare (settled: the function reads
+        /// pages of 1 000).
+        #[arg(long, value_delimiter = ',')]
         page_sizes: Vec<i32>,
-        /// Skip the page-size comparison.
-        #[arg(long)]
-        no_page_sizes: bool,
+    },
+    /// The release broadcast function as Lambda runs it (Invoke API, a pool of execution
+    /// environments, DynamoDB Local, the sink): 50 000 recipients at the template's defaults,
+    /// then audiences of up to 1 000 000 through the background (parts, continuations,
+    /// exactly once, peak RSS per process).
+    Lambda {
+        #[command(flatten)]
+        options: lambda::LambdaOptions,
     },
     /// The local gateway under churn for a set time: thousands of clients connecting,
     /// subscribing and leaving (clean close, TCP drop, server close) while broadcasts run;
@@ -152,8 +186,8 @@ enum Scenario {
     /// (internal) The @connections sink, run as a child process.
     #[command(hide = true)]
     Sink {
-        #[arg(long, default_value_t = 0)]
-        latency_ms: u64,
+        #[command(flatten)]
+        options: sink::SinkOptions,
     },
     /// (internal) WebSocket clients of the e2e scenario, run as a child process.
     #[command(hide = true)]
@@ -172,9 +206,11 @@ impl Scenario {
         match self {
             Scenario::Engine { .. } => "engine",
             Scenario::Store { .. } => "store",
+            Scenario::Throttle { .. } => "throttle",
             Scenario::E2e { .. } => "e2e",
             Scenario::ColdStart { .. } => "cold-start",
             Scenario::Memory { .. } => "memory",
+            Scenario::Lambda { .. } => "lambda",
             Scenario::Soak { .. } => "soak",
             Scenario::SoakClients { .. } => "soak-clients",
             Scenario::Sink { .. } => "sink",
@@ -205,15 +241,24 @@ fn release_dir(bin_dir: Option<PathBuf>) -> PathBuf {
     bin_dir.unwrap_or_else(|| workspace_root().join("target/release"))
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let cli = Cli::parse();
+    // The sink builds a runtime of as few threads as it is told; everything else runs on
+    // one worker thread per core.
+    if let Scenario::Sink { options } = &cli.scenario {
+        return sink::serve(options.clone());
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(scenario(cli))
+}
+
+async fn scenario(cli: Cli) -> Result<()> {
     let name = cli.scenario.name();
     let started = Instant::now();
     let results = match cli.scenario {
-        Scenario::Sink { latency_ms } => {
-            return sink::serve(Duration::from_millis(latency_ms)).await;
-        }
+        Scenario::Sink { .. } => return Err("the sink runs on a runtime of its own".into()),
         Scenario::BroadcastFunction { page_size } => {
             return memory::broadcast_function(page_size).await;
         }
@@ -244,6 +289,10 @@ async fn main() -> Result<()> {
             no_sweep,
             sweep_latency,
             sweep_size,
+            threads,
+            no_threads,
+            threads_size,
+            engine_only,
         } => {
             engine::run(&engine::EngineOptions {
                 sizes,
@@ -253,6 +302,9 @@ async fn main() -> Result<()> {
                 sweep: if no_sweep { Vec::new() } else { sweep },
                 sweep_latency_ms: sweep_latency,
                 sweep_size,
+                threads: if no_threads { Vec::new() } else { threads },
+                threads_size,
+                engine_only,
             })
             .await?
         }
@@ -265,6 +317,8 @@ async fn main() -> Result<()> {
             let dynamodb = dynamodb_local::DynamoDbLocal::start_or_use(dynamodb_endpoint)?;
             store::run(&dynamodb.endpoint, &sizes, &latencies, concurrency).await?
         }
+        Scenario::Throttle { options } => throttle::run(&options).await?,
+        Scenario::Lambda { options } => lambda::run(&options).await?,
         Scenario::E2e {
             clients,
             concurrency,
@@ -296,21 +350,18 @@ async fn main() -> Result<()> {
             timeout_seconds,
             bin_dir,
             page_sizes,
-            no_page_sizes,
         } => {
+            let defaults = template::BroadcastDefaults::read()?;
             let dynamodb = dynamodb_local::DynamoDbLocal::start_or_use(dynamodb_endpoint)?;
             memory::run(&memory::MemoryOptions {
                 dynamodb_endpoint: dynamodb.endpoint.clone(),
                 sizes,
                 latency: Duration::from_millis(latency_ms),
-                concurrency,
-                timeout: Duration::from_secs(timeout_seconds),
+                concurrency: concurrency.unwrap_or(defaults.fanout_concurrency),
+                template: defaults,
+                timeout: timeout_seconds.map_or(defaults.timeout, Duration::from_secs),
                 bin_dir: release_dir(bin_dir),
-                page_sizes: if no_page_sizes {
-                    Vec::new()
-                } else {
-                    page_sizes
-                },
+                page_sizes,
             })
             .await?
         }

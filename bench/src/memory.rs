@@ -8,17 +8,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::cold_start::binary;
 use crate::dynamodb_local::{subscription_row_size, table_with_subscribers};
-use crate::fixtures::{BROADCAST_BODY, topic};
+use crate::fixtures::topic;
 use crate::lambda_stub::{Function, RuntimeApi, lambda_env};
 use crate::report::{
     Check, Result, Table, cpu_seconds, fmt_count, machine, mib, ms, print_checks, status_kib,
 };
 use crate::sink::Sink;
+use crate::template::BroadcastDefaults;
 use lambda_http::{Request, service_fn};
 use wsbridge::config::{
     BroadcastConfig, ChannelsConfig, FanoutConfig, ManagementConfig, SessionConfig, StoreConfig,
@@ -35,6 +35,9 @@ pub struct MemoryOptions {
     pub sizes: Vec<usize>,
     pub latency: Duration,
     pub concurrency: usize,
+    /// The template's broadcast function: its memory (Lambda tells the function, and gives
+    /// it CPU in proportion).
+    pub template: BroadcastDefaults,
     pub timeout: Duration,
     pub bin_dir: PathBuf,
     /// Caps on items per Query page to compare (0: DynamoDB's own 1 MB pages), each run by
@@ -59,18 +62,6 @@ struct Measured {
     cpu_seconds: f64,
     posts: u64,
     report: Value,
-}
-
-/// `events/broadcast-topic.json` (an HTTP API payload 2.0 event) aimed at `topic(size)`.
-fn event(size: usize) -> Result<Bytes> {
-    let path = crate::workspace_root().join("events/broadcast-topic.json");
-    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
-    let mut body: Value = serde_json::from_str(BROADCAST_BODY)?;
-    body["topic"] = topic(size)?.to_string().into();
-    let body = body.to_string();
-    event["headers"]["content-length"] = body.len().to_string().into();
-    event["body"] = body.into();
-    Ok(Bytes::from(event.to_string()))
 }
 
 /// The broadcast function's wiring (as `functions/broadcast/src/main.rs`), with an optional
@@ -135,10 +126,17 @@ pub async fn run(options: &MemoryOptions) -> Result<Value> {
     let (_, table) = table_with_subscribers(&options.dynamodb_endpoint, &options.sizes).await?;
     let sink = Sink::spawn(options.latency).await?;
     let mut stub = RuntimeApi::start().await?;
-    let mut env = lambda_env("wsbridge-broadcast", &stub.runtime_api(), 512);
+    let mut env = lambda_env(
+        "wsbridge-broadcast",
+        &stub.runtime_api(),
+        options.template.memory_mb,
+    );
     env.retain(|(name, _)| name != "TABLE_NAME");
     env.extend([
         ("TABLE_NAME".to_owned(), table),
+        // The whole audience in the one invocation measured, never handed to the
+        // background (which has its own scenario, `lambda`).
+        ("BROADCAST_SYNC_SECONDS".to_owned(), "25".to_owned()),
         (
             "AWS_ENDPOINT_URL_DYNAMODB".to_owned(),
             options.dynamodb_endpoint.clone(),
@@ -181,6 +179,7 @@ pub async fn run(options: &MemoryOptions) -> Result<Value> {
             "peak RSS MiB",
             "invocation ms",
             "CPU ms",
+            "CPU at Lambda's share s",
             "delivered",
             "deadline reached",
         ],
@@ -193,6 +192,7 @@ pub async fn run(options: &MemoryOptions) -> Result<Value> {
             format!("{:.1}", mib(m.peak_kib)),
             format!("{:.0}", ms(m.took)),
             format!("{:.0}", m.cpu_seconds * 1_000.0),
+            format!("{:.1}", m.cpu_seconds / options.template.vcpu()),
             m.report["delivered"].to_string(),
             m.report["deadline_reached"].to_string(),
         ]);
@@ -209,6 +209,7 @@ pub async fn run(options: &MemoryOptions) -> Result<Value> {
         "options": {
             "sizes": options.sizes, "latency_ms": options.latency.as_millis() as u64,
             "concurrency": options.concurrency, "timeout_seconds": options.timeout.as_secs(),
+            "template": options.template.json(),
             "row_bytes": subscription_row_size(), "page_sizes": options.page_sizes,
         },
         "runs": measured.iter().map(|m| json!({
@@ -238,7 +239,10 @@ async fn one_broadcast(
     let rss_ready_kib = status_kib(&function.pid, "VmRSS").unwrap_or_default();
     let (posts_before, cpu_before) = (sink.posts().await?, cpu_seconds(&function.pid));
     let started = Instant::now();
-    let request_id = stub.invoke(event(size)?, options.timeout);
+    let request_id = stub.invoke(
+        crate::events::broadcast(topic(size)?.as_str(), false)?,
+        options.timeout,
+    );
     let outcome = stub
         .outcome(&mut function, options.timeout + Duration::from_secs(30))
         .await?;
@@ -246,13 +250,9 @@ async fn one_broadcast(
     let peak_kib = status_kib(&function.pid, "VmHWM").unwrap_or_default();
     let cpu = cpu_seconds(&function.pid) - cpu_before;
     function.stop().await;
-    let response: Value = serde_json::from_slice(&outcome.body)?;
-    let report: Value = response["body"]
-        .as_str()
-        .and_then(|body| serde_json::from_str(body).ok())
-        .unwrap_or(Value::Null);
-    if outcome.error || outcome.request_id != request_id || response["statusCode"] != 200 {
-        return Err(format!("broadcast to {size} failed: {response}").into());
+    let (status, report) = crate::events::response(&outcome.body)?;
+    if outcome.error || outcome.request_id != request_id || status != 200 {
+        return Err(format!("broadcast to {size} failed: {status} {report}").into());
     }
     Ok(Measured {
         variant: 0,

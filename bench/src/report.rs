@@ -215,6 +215,29 @@ pub fn cpu_seconds(pid: &str) -> f64 {
     nanos as f64 / 1e9
 }
 
+/// CPU seconds the whole machine has been busy, all cores (`/proc/stat`: every state but
+/// idle and iowait). Counted in ticks of 10 ms (USER_HZ is 100 on Linux): good to a few
+/// hundredths of a second, enough over runs of a second or more.
+pub fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().next().and_then(|l| l.strip_prefix("cpu ")) else {
+        return 0.0;
+    };
+    let ticks: Vec<u64> = cpu
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user)
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    busy as f64 / 100.0
+}
+
 /// A `Vm…` line of `/proc/<pid>/status`, in KiB (`VmHWM`: peak resident set; `VmRSS`: now).
 pub fn status_kib(pid: &str, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -255,6 +278,7 @@ mod tests {
         let spin = std::time::Instant::now();
         while spin.elapsed() < Duration::from_millis(30) {}
         assert!(cpu_seconds("self") > 0.0);
+        assert!(machine_busy_seconds() > 0.0);
         assert!(status_kib("self", "VmHWM").is_some_and(|kib| kib > 0));
     }
 }
