@@ -280,8 +280,10 @@ impl ManagementConfig {
     }
 }
 
-/// PostToConnection calls in flight at once, unless `FANOUT_CONCURRENCY` says otherwise.
-pub const DEFAULT_FANOUT_CONCURRENCY: usize = 50;
+/// Most PostToConnection calls in flight at once, unless `FANOUT_CONCURRENCY` says otherwise:
+/// the ceiling of the adaptive limit. 256 at ≈ 20 ms per post is just over the account's
+/// 10 000/s, the knee of the concurrency sweep (BENCHMARKS.md); 429s bring it down.
+pub const DEFAULT_FANOUT_CONCURRENCY: usize = 256;
 
 /// How a fan-out runs: every function that sends to many connections (broadcasts, client
 /// publishes, join and leave events) reads it.
@@ -493,7 +495,7 @@ pub(crate) mod tests {
         let broadcast = BroadcastConfig::from_lookup(lookup(&[])).unwrap();
         assert_eq!(
             FanoutConfig::from_lookup(lookup(&[])).unwrap().concurrency,
-            50
+            256
         );
         assert_eq!(broadcast.api_key, None);
     }
