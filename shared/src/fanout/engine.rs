@@ -25,6 +25,11 @@ use crate::protocol::{ConnectionId, Topic, UserId};
 use crate::sender::SendError;
 use crate::store::{Audience, Page, Recipient, RecipientStore, Span, StoreError};
 
+/// Posts launched together as one task (each still answered on its own): a task and its
+/// scheduling per post cost about as much as the post's own work, while a few dozen tasks
+/// in flight are enough to spread over every worker thread.
+const LAUNCH_BATCH: usize = 8;
+
 /// Checkpoints are written at most this often: a continuation after a crash repeats at
 /// most about this much sending, and a large broadcast costs one write per second.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -183,8 +188,13 @@ impl<'a> Engine<'a> {
             tokio::select! {
                 biased;
                 Some(attempted) = results.recv() => {
-                    if let Some(batch) = self.on_result(attempted) {
-                        removals.push(Box::pin(remove(self.store, batch, self.audience)));
+                    // Every answer already in, then one launch for the slots they freed.
+                    let mut next = Some(attempted);
+                    while let Some(attempted) = next {
+                        if let Some(batch) = self.on_result(attempted) {
+                            removals.push(Box::pin(remove(self.store, batch, self.audience)));
+                        }
+                        next = results.try_recv().ok();
                     }
                 }
                 Some(left) = removals.next(), if !removals.is_empty() => {
@@ -226,6 +236,7 @@ impl<'a> Engine<'a> {
     /// Launches retries that are due, then recipients of the current page, while the limit
     /// has room.
     fn launch_what_fits(&mut self) {
+        let mut batch = Vec::new();
         while self.in_flight < self.options.limit.current() {
             if self
                 .due
@@ -233,35 +244,38 @@ impl<'a> Engine<'a> {
                 .is_some_and(|due| due.0.at <= Instant::now())
             {
                 if let Some(Reverse(due)) = self.due.pop() {
-                    self.launch(due.job);
+                    self.in_flight += 1;
+                    batch.push(due.job);
                 }
-                continue;
+            } else {
+                let Some(current) = &mut self.current else {
+                    break;
+                };
+                let page = current.page;
+                match current.recipients.next() {
+                    Some(recipient) => {
+                        self.ledger.launched(page);
+                        self.in_flight += 1;
+                        batch.push(Job {
+                            recipient,
+                            page,
+                            attempts: 0,
+                            throttled: 0,
+                        });
+                    }
+                    None => {
+                        self.ledger.dispatched(page);
+                        self.current = None;
+                    }
+                }
             }
-            let Some(current) = &mut self.current else {
-                return;
-            };
-            let page = current.page;
-            match current.recipients.next() {
-                Some(recipient) => {
-                    self.ledger.launched(page);
-                    self.launch(Job {
-                        recipient,
-                        page,
-                        attempts: 0,
-                        throttled: 0,
-                    });
-                }
-                None => {
-                    self.ledger.dispatched(page);
-                    self.current = None;
-                }
+            if batch.len() == LAUNCH_BATCH {
+                self.poster.launch(std::mem::take(&mut batch));
             }
         }
-    }
-
-    fn launch(&mut self, job: Job) {
-        self.in_flight += 1;
-        self.poster.launch(job);
+        if !batch.is_empty() {
+            self.poster.launch(batch);
+        }
     }
 
     /// A page arrived (or the reading ended, or failed).

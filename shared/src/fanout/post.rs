@@ -1,10 +1,11 @@
-//! One attempt at one recipient, as a task of its own: posts spread over every worker thread
-//! of the runtime, while the engine that launches them only counts.
+//! Attempts at recipients, a few to a task: posts spread over every worker thread of the
+//! runtime, while the engine that launches them only counts.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures::FutureExt;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::{Instant, timeout_at};
@@ -45,36 +46,46 @@ pub(super) struct Poster {
 }
 
 impl Poster {
-    /// Starts one attempt on the runtime; its result arrives on `results`.
-    pub fn launch(&self, job: Job) {
+    /// Starts these attempts on the runtime, as one task; each result arrives on `results`
+    /// as soon as it is known.
+    pub fn launch(&self, jobs: Vec<Job>) {
         let poster = self.clone();
         tokio::spawn(async move {
-            let sent_at = Instant::now();
-            // A sender that panics must still answer, or the engine would wait for it
-            // forever (where panics unwind: release builds abort).
-            let send = AssertUnwindSafe(poster.sender.send(&job.recipient, &poster.payload))
-                .catch_unwind()
-                .map(|sent| {
-                    sent.unwrap_or_else(|_| Err(SendError::Failed("the sender panicked".into())))
-                });
-            let (result, out_of_time) = match poster.give_up_at {
-                Some(at) => match timeout_at(at, send).await {
-                    Ok(result) => (result, false),
-                    Err(_) => (
-                        Err(SendError::Transient("deadline reached mid-post".into())),
-                        true,
-                    ),
-                },
-                None => (send.await, false),
-            };
-            // The engine is gone only when its caller dropped the fan-out: nobody is
-            // counting any more.
-            let _ = poster.results.send(Attempted {
-                job,
-                sent_at,
-                result,
-                out_of_time,
-            });
+            let mut attempts: FuturesUnordered<_> =
+                jobs.into_iter().map(|job| poster.attempt(job)).collect();
+            while let Some(attempted) = attempts.next().await {
+                // The engine is gone only when its caller dropped the fan-out: nobody is
+                // counting any more.
+                let _ = poster.results.send(attempted);
+            }
         });
+    }
+
+    /// One attempt, however it ends.
+    async fn attempt(&self, job: Job) -> Attempted {
+        let sent_at = Instant::now();
+        // A sender that panics must still answer, or the engine would wait for it forever
+        // (where panics unwind: release builds abort).
+        let send = AssertUnwindSafe(self.sender.send(&job.recipient, &self.payload))
+            .catch_unwind()
+            .map(|sent| {
+                sent.unwrap_or_else(|_| Err(SendError::Failed("the sender panicked".into())))
+            });
+        let (result, out_of_time) = match self.give_up_at {
+            Some(at) => match timeout_at(at, send).await {
+                Ok(result) => (result, false),
+                Err(_) => (
+                    Err(SendError::Transient("deadline reached mid-post".into())),
+                    true,
+                ),
+            },
+            None => (send.await, false),
+        };
+        Attempted {
+            job,
+            sent_at,
+            result,
+            out_of_time,
+        }
     }
 }
