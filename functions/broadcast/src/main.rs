@@ -35,25 +35,37 @@ async fn main() -> Result<(), Error> {
     let store = DynamoDbStore::from_sdk_config(&aws, table).with_page_size(1_000);
     let sender: Arc<dyn ConnectionSender> =
         Arc::new(ApiGatewaySender::new(&aws, management.endpoint_override));
-    let ctx = Context {
-        store: &store,
-        sender,
-        session: &session,
-        channels: &channels,
-        fanout: &fanout,
-        // Each request carries its invocation's deadline; the handler reads it there.
-        deadline: None,
-    };
 
     // Broadcasts too large for one invocation go on in invocations of this function.
     let launcher = LambdaLauncher::this_function(&aws)?;
 
-    // The handler borrows what main built once; `run` never returns while it is in use.
-    let (ctx, config, launcher) = (&ctx, &config, &launcher);
+    // What main built lives as long as the process: leaked, so that each request can be
+    // handled as a task on a worker thread instead of in main's `block_on`. The fan-out engine's task then
+    // shares a worker's queue with the posts it launches: fewer wake-ups across threads,
+    // 5–30 % less CPU per post (BENCHMARKS.md).
+    let (store, session, channels, fanout) =
+        (leak(store), leak(session), leak(channels), leak(fanout));
+    let ctx = leak(Context {
+        store,
+        sender,
+        session,
+        channels,
+        fanout,
+        // Each request carries its invocation's deadline; the handler reads it there.
+        deadline: None,
+    });
+    let (config, launcher) = (leak(config), leak(launcher));
     run(service_fn(move |request: Request| async move {
-        let response = broadcast::handle(&request, ctx, config, launcher).await;
-        // A failed part run fails its invocation: Lambda retries it.
-        broadcast::invocation_result(&request, response).map_err(Error::from)
+        let handled = tokio::spawn(async move {
+            let response = broadcast::handle(&request, ctx, config, launcher).await;
+            // A failed part run fails its invocation: Lambda retries it.
+            broadcast::invocation_result(&request, response)
+        });
+        handled.await?.map_err(Error::from)
     }))
     .await
+}
+
+fn leak<T>(value: T) -> &'static T {
+    Box::leak(Box::new(value))
 }

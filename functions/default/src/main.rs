@@ -26,9 +26,11 @@ async fn main() -> Result<(), Error> {
     let sender: Arc<dyn ConnectionSender> =
         Arc::new(ApiGatewaySender::new(&aws, management.endpoint_override));
 
-    // The handler borrows what main built once; `run` never returns while it is in use.
-    let (store, sender) = (&store, &sender);
-    let (session, channels, fanout) = (&session, &channels, &fanout);
+    // What main built lives as long as the process: leaked, so that each frame can be handled
+    // as a task on a worker thread instead of in main's `block_on`, where a publish's fan-out
+    // task would wake the workers running its posts across threads (BENCHMARKS.md).
+    let (store, sender) = (leak(store), leak(sender));
+    let (session, channels, fanout) = (leak(session), leak(channels), leak(fanout));
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async move {
             // A publish fans out within the invocation, bounded by its deadline.
@@ -40,8 +42,13 @@ async fn main() -> Result<(), Error> {
                 fanout,
                 deadline: deadline_at(event.context.deadline),
             };
-            Ok::<_, Error>(default::handle(&event.payload, &ctx).await)
+            let handled = tokio::spawn(async move { default::handle(&event.payload, &ctx).await });
+            Ok::<_, Error>(handled.await?)
         },
     ))
     .await
+}
+
+fn leak<T>(value: T) -> &'static T {
+    Box::leak(Box::new(value))
 }
