@@ -30,6 +30,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// A client must send each request head, the WebSocket upgrade included, within this.
     pub handshake_timeout: Duration,
+    /// Each `@connections` post answers after this long, as API Gateway's take ≈ 10–30 ms
+    /// from a Lambda: a broadcast's timing here then resembles the deployed one's (zero: as
+    /// fast as the machine goes).
+    pub post_latency: Duration,
 }
 
 impl Default for Limits {
@@ -44,6 +48,7 @@ impl Default for Limits {
             send_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             handshake_timeout: Duration::from_secs(10),
+            post_latency: Duration::ZERO,
         }
     }
 }

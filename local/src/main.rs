@@ -77,6 +77,10 @@ struct ServeArgs {
     /// Seconds a client has to send a request head (the WebSocket upgrade included).
     #[arg(long, env = "WSBRIDGE_HANDSHAKE_TIMEOUT_SECONDS", default_value_t = Limits::default().handshake_timeout.as_secs())]
     handshake_timeout_seconds: u64,
+    /// Milliseconds each `@connections` post takes to answer, as API Gateway's ≈ 10–30 ms:
+    /// broadcasts then take as long as they would deployed (0: as fast as this machine goes).
+    #[arg(long, env = "WSBRIDGE_POST_LATENCY_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    post_latency_ms: u64,
     /// Seconds one run of a background broadcast's part lasts before it continues itself in
     /// a new run, as a Lambda invocation of the broadcast function does (the template: 29).
     #[arg(long, env = "WSBRIDGE_SHARD_RUN_SECONDS", default_value_t = wsbridge_local::DEFAULT_SHARD_RUN_TIME.as_secs(), value_parser = clap::value_parser!(u64).range(6..=900))]
@@ -183,6 +187,7 @@ fn gateway_config(args: &ServeArgs, channels: Channels) -> Result<GatewayConfig,
             send_timeout: Duration::from_secs(args.send_timeout_seconds),
             max_connections: args.max_connections,
             handshake_timeout: Duration::from_secs(args.handshake_timeout_seconds),
+            post_latency: Duration::from_millis(args.post_latency_ms),
         },
         auth: auth_config()?,
         session: SessionConfig::from_env().map_err(|e| e.to_string())?,

@@ -77,6 +77,9 @@ pub(crate) async fn post(
             &format!("{} bytes; the limit is {MAX_MESSAGE_BYTES}", body.len()),
         );
     }
+    if !bridge.limits.post_latency.is_zero() {
+        tokio::time::sleep(bridge.limits.post_latency).await;
+    }
     let sent = bridge
         .connections
         .with(&id, |c| c.outbox.post(body.to_vec()));

@@ -20,6 +20,9 @@ API_KEY = "python-client-test-key"
 CROWD_SIZE = 600
 #: Parts a broadcast handed to the background is split in there.
 BACKGROUND_SHARDS = 2
+#: How long each of the background gateway's posts takes: a floor on a broadcast's time that
+#: does not depend on how fast the machine is (API Gateway's own are 10-30 ms).
+POST_LATENCY_MS = 10
 
 #: The one identity the SigV4 gateway accepts, and the region it expects.
 SIGV4_ACCESS_KEY = "AKIDWSBRIDGETEST"
@@ -54,13 +57,21 @@ def sigv4_gateway() -> Iterator[Gateway]:
 
 @pytest.fixture(scope="session")
 def background_gateway() -> Iterator[Gateway]:
-    """A gateway where a broadcast of a large message to a few hundred subscribers cannot
-    finish in its synchronous call: it sends one post at a time (about 150 of 120 KB a
-    second on loopback), for at most 1 s, and hands the rest to 2 parts, each run lasting
-    6 s (the least) and reading recipients for its first second only (5 s are kept for the
-    continuation), so a part continues itself in a new run before it is done."""
+    """A gateway where a broadcast to a few hundred subscribers cannot finish in its
+    synchronous call: it sends one post at a time, each answered after POST_LATENCY_MS (so at
+    most 1 000 / POST_LATENCY_MS a second, however fast the machine), for at most 1 s, and
+    hands the rest to 2 parts, each run lasting 6 s (the least) and reading recipients for
+    its first second only (5 s are kept for the continuation), so a part continues itself in
+    a new run before it is done."""
     running = Gateway(
-        ["--channels", str(CHANNELS), "--shard-run-seconds", "6"],
+        [
+            "--channels",
+            str(CHANNELS),
+            "--shard-run-seconds",
+            "6",
+            "--post-latency-ms",
+            str(POST_LATENCY_MS),
+        ],
         {
             "BROADCAST_API_KEY": API_KEY,
             "BROADCAST_SYNC_SECONDS": "1",
