@@ -10,6 +10,7 @@ pub mod config;
 pub mod dev;
 pub mod fanout;
 pub mod handlers;
+pub(crate) mod https;
 pub mod limits;
 pub mod logging;
 pub mod protocol;

@@ -11,6 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
@@ -18,6 +21,7 @@ use tracing::{info, warn};
 
 use super::AuthError;
 use crate::config::{ConfigError, JwksConfig, JwksSource};
+use crate::https::{HttpsClient, chain};
 
 /// A fetch gives up after this long: a `$connect` waits for it, and API Gateway gives the
 /// handshake 29 s.
@@ -158,8 +162,12 @@ impl JwksKeys {
 
 #[derive(Debug, thiserror::Error)]
 enum FetchError {
-    #[error(transparent)]
-    Http(#[from] reqwest::Error),
+    #[error("{0}")]
+    Http(String),
+    #[error("answered {0}")]
+    Status(http::StatusCode),
+    #[error("no answer within {FETCH_TIMEOUT:?}")]
+    TimedOut,
     #[error("larger than {MAX_JWKS_BYTES} bytes")]
     TooLarge,
     #[error("not UTF-8")]
@@ -168,52 +176,72 @@ enum FetchError {
     Malformed(String),
 }
 
+impl From<hyper_util::client::legacy::Error> for FetchError {
+    fn from(error: hyper_util::client::legacy::Error) -> Self {
+        Self::Http(chain(&error))
+    }
+}
+
+impl From<hyper::Error> for FetchError {
+    fn from(error: hyper::Error) -> Self {
+        Self::Http(chain(&error))
+    }
+}
+
 struct Fetcher {
-    url: String,
-    client: reqwest::Client,
+    url: http::Uri,
+    /// The bridge's HTTPS client (redirects are never followed: the configured URL is the
+    /// one trusted).
+    client: HttpsClient,
 }
 
 impl Fetcher {
     fn new(url: &str) -> Result<Self, ConfigError> {
-        let client = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            // The configured URL is the one trusted; a redirect could lead anywhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ConfigError::Invalid {
-                name: "JWT_JWKS_URL",
-                reason: format!("cannot build an HTTPS client: {e}"),
-            })?;
+        let url = url.parse().map_err(|e| ConfigError::Invalid {
+            name: "JWT_JWKS_URL",
+            reason: format!("not a URL: {e}"),
+        })?;
         Ok(Self {
-            url: url.to_owned(),
-            client,
+            url,
+            client: crate::https::client(Some(CONNECT_TIMEOUT)),
         })
     }
 
     async fn fetch(&self) -> Result<String, FetchError> {
-        let mut response = self
-            .client
-            .get(&self.url)
-            .header("accept", "application/json")
-            .send()
-            .await?
-            .error_for_status()?;
+        tokio::time::timeout(FETCH_TIMEOUT, self.exchange())
+            .await
+            .unwrap_or(Err(FetchError::TimedOut))
+    }
+
+    async fn exchange(&self) -> Result<String, FetchError> {
+        let request = http::Request::get(self.url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| FetchError::Http(e.to_string()))?;
+        let response = self.client.request(request).await?;
+        if !response.status().is_success() {
+            return Err(FetchError::Status(response.status()));
+        }
         if response
-            .content_length()
+            .body()
+            .size_hint()
+            .exact()
             .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
         {
             return Err(FetchError::TooLarge);
         }
-        // Read chunk by chunk: a missing or false Content-Length must not get past the bound.
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await? {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(FetchError::TooLarge);
+        // Read frame by frame: a missing or false Content-Length must not get past the bound.
+        let mut body = response.into_body();
+        let mut read = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Some(chunk) = frame?.data_ref() {
+                if read.len() + chunk.len() > MAX_JWKS_BYTES {
+                    return Err(FetchError::TooLarge);
+                }
+                read.extend_from_slice(chunk);
             }
-            body.extend_from_slice(&chunk);
         }
-        String::from_utf8(body).map_err(|_| FetchError::NotUtf8)
+        String::from_utf8(read).map_err(|_| FetchError::NotUtf8)
     }
 }
 

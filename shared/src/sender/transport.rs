@@ -1,28 +1,22 @@
-//! How a post travels and what its answer means: the pooled hyper client the SDK's default
-//! HTTPS client is made of, and API Gateway's statuses as `SendError`s.
+//! How a post travels and what its answer means: the bridge's pooled HTTPS client (the one
+//! the SDK's default client is made of, `crate::https`), and API Gateway's statuses as
+//! `SendError`s.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::ClientConfig;
-use tracing::warn;
 
 use super::SendError;
+use crate::https::{HttpsClient, chain};
 
 /// Most a post may take, connecting included, before it counts as a transient failure.
 pub(super) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much of an error's body its `SendError` quotes.
 const EXCERPT_BYTES: usize = 256;
-
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// One client, hence one connection pool, for every endpoint.
 #[derive(Default)]
@@ -43,7 +37,7 @@ impl Transport {
     }
 
     async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<(), SendError> {
-        let client = self.client.get_or_init(https_client);
+        let client = self.client.get_or_init(|| crate::https::client(None));
         let response = client
             .request(request)
             .await
@@ -61,41 +55,6 @@ impl Transport {
             .map_err(|error| SendError::Transient(chain(&error)))?;
         classify(parts.status, &parts.headers, &excerpt)
     }
-}
-
-/// As the SDK's default HTTPS client (aws-smithy-http-client) is built: rustls on aws-lc-rs
-/// with the system's root certificates (warned about and left empty when there are none, so
-/// that `http://` endpoints still work), TCP no-delay, a hyper pool with tokio's timer.
-/// HTTP/1.1 only, as the benchmark's raw loop posts: whether HTTP/2 would post faster to API
-/// Gateway is not measured.
-fn https_client() -> HttpsClient {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = || {
-        ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            // aws-lc-rs's default provider supports both TLS 1.2 and 1.3.
-            .expect("aws-lc-rs supports rustls's default protocol versions")
-    };
-    let tls = match builder().with_native_roots() {
-        Ok(roots) => roots.with_no_client_auth(),
-        Err(error) => {
-            warn!(%error, "no root certificates: https:// posts will fail");
-            builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        }
-    };
-    let mut tcp = HttpConnector::new();
-    tcp.set_nodelay(true);
-    tcp.enforce_http(false);
-    let https = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(tcp);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .build(https)
 }
 
 /// Reads `body` to its end, keeping its first `keep` bytes.
@@ -136,19 +95,6 @@ pub(super) fn classify(
         500..=599 => Err(SendError::Transient(reason)),
         _ => Err(SendError::Failed(reason)),
     }
-}
-
-/// An error and its causes, `: `-separated: hyper's own message alone ("client error
-/// (Connect)") does not say what went wrong.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
