@@ -191,8 +191,8 @@ impl From<hyper::Error> for FetchError {
 struct Fetcher {
     url: http::Uri,
     /// The bridge's HTTPS client (redirects are never followed: the configured URL is the
-    /// one trusted).
-    client: HttpsClient,
+    /// one trusted). Boxed: the client is large, and held in an enum of small variants.
+    client: Box<HttpsClient>,
 }
 
 impl Fetcher {
@@ -203,7 +203,7 @@ impl Fetcher {
         })?;
         Ok(Self {
             url,
-            client: crate::https::client(Some(CONNECT_TIMEOUT)),
+            client: Box::new(crate::https::client(Some(CONNECT_TIMEOUT))),
         })
     }
 
