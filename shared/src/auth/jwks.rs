@@ -53,8 +53,9 @@ struct Held {
 }
 
 pub(super) struct JwksKeys {
-    /// `None` for an inline set: nothing to fetch.
-    fetcher: Option<Fetcher>,
+    /// `None` for an inline set: nothing to fetch. Boxed: the HTTPS client is large, and
+    /// these keys are one variant of an enum of small ones.
+    fetcher: Option<Box<Fetcher>>,
     pinned: Option<Algorithm>,
     refresh_interval: Duration,
     max_age: Duration,
@@ -75,7 +76,7 @@ impl JwksKeys {
                     })?;
                 None
             }
-            JwksSource::Url(url) => Some(Fetcher::new(url)?),
+            JwksSource::Url(url) => Some(Box::new(Fetcher::new(url)?)),
         };
         Ok(Self {
             fetcher,
@@ -191,8 +192,8 @@ impl From<hyper::Error> for FetchError {
 struct Fetcher {
     url: http::Uri,
     /// The bridge's HTTPS client (redirects are never followed: the configured URL is the
-    /// one trusted). Boxed: the client is large, and held in an enum of small variants.
-    client: Box<HttpsClient>,
+    /// one trusted).
+    client: HttpsClient,
 }
 
 impl Fetcher {
@@ -203,7 +204,7 @@ impl Fetcher {
         })?;
         Ok(Self {
             url,
-            client: Box::new(crate::https::client(Some(CONNECT_TIMEOUT))),
+            client: crate::https::client(Some(CONNECT_TIMEOUT)),
         })
     }
 
