@@ -118,13 +118,13 @@ impl ConnectionSender for NoPost {
     }
 }
 
-/// One worker-thread count's runs: the pair against the sink; and, to see where the time
-/// goes, the engine with its task on a worker, and the engine posting nothing (its task
-/// where it is called, and on a worker).
+/// One worker-thread count's runs: the pair against the sink (each task on a worker); and,
+/// to see where the time goes, the engine with its task polled where it is called, and the
+/// engine posting nothing (its task where it is called, and on a worker).
 struct Scaling {
     threads: usize,
     pair: Pair,
-    on_worker: Measurement,
+    on_caller: Measurement,
     no_post: Measurement,
     no_post_on_worker: Measurement,
 }
@@ -185,16 +185,21 @@ impl Runs {
         }
     }
 
+    /// The raw loop, its task on a worker thread as the engine's is (`engine`).
     async fn raw(&mut self, size: usize, concurrency: usize) -> Result<Measurement> {
         let sink_cpu = self.target.sink_cpu.clone();
+        let (client, endpoint, payload) = (
+            self.raw.clone(),
+            self.target.endpoint.clone(),
+            self.target.payload.clone(),
+        );
         let measured = timed(
-            raw_posts(
-                &self.raw,
-                &self.target.endpoint,
-                size,
-                concurrency,
-                &self.target.payload,
-            ),
+            async move {
+                tokio::spawn(async move {
+                    raw_posts(&client, &endpoint, size, concurrency, &payload).await
+                })
+                .await?
+            },
             move || sink_cpu(),
         )
         .await?;
@@ -202,21 +207,23 @@ impl Runs {
         Ok(measured)
     }
 
+    /// The engine, its task on a worker thread as the broadcast function runs its handler
+    /// (`functions/broadcast`: each request a task).
     async fn engine(&mut self, size: usize, concurrency: usize) -> Result<(Measurement, u64)> {
         let topic = topic(size)?;
-        let mut retries = 0;
+        let (store, sender, payload) = (
+            self.target.store.clone(),
+            self.sender.clone(),
+            self.target.payload.clone(),
+        );
         let sink_cpu = self.target.sink_cpu.clone();
+        let mut retries = 0;
         let measured = timed(
             async {
-                let summary = engine_posts(
-                    self.target.store.as_ref(),
-                    &self.sender,
-                    &topic,
-                    size,
-                    concurrency,
-                    &self.target.payload,
-                )
-                .await?;
+                let summary = tokio::spawn(async move {
+                    engine_posts(store.as_ref(), &sender, &topic, size, concurrency, &payload).await
+                })
+                .await??;
                 retries = summary.retries;
                 Ok(summary.report.delivered)
             },
@@ -228,10 +235,10 @@ impl Runs {
     }
 
     /// The engine through `sender` (the sink's, or `NoPost`), `repeat` times, the median
-    /// kept; its task spawned on a worker thread when `on_worker`, else polled where it is
-    /// called, as the broadcast function's handler is: on `main`'s thread in `block_on`,
-    /// where each result wakes a thread that is not a worker and each post is spawned from
-    /// outside the workers.
+    /// kept; its task spawned on a worker thread when `on_worker` (as the broadcast function
+    /// runs it), else polled where it is called, as the function did before each request
+    /// became a task: on `main`'s thread in `block_on`, where each result wakes a thread
+    /// that is not a worker and each post is spawned from outside the workers.
     async fn engine_where(
         &mut self,
         sender: &Arc<dyn ConnectionSender>,
@@ -350,8 +357,8 @@ async fn on_runtime(
                 let pair = runs.pair(size, concurrency, repeat).await?;
                 let sender = runs.sender.clone();
                 let no_post: Arc<dyn ConnectionSender> = Arc::new(NoPost);
-                let on_worker = runs
-                    .engine_where(&sender, true, size, concurrency, repeat)
+                let on_caller = runs
+                    .engine_where(&sender, false, size, concurrency, repeat)
                     .await?;
                 let no_post_here = runs
                     .engine_where(&no_post, false, size, concurrency, repeat)
@@ -362,7 +369,7 @@ async fn on_runtime(
                 let scaling = Scaling {
                     threads,
                     pair,
-                    on_worker,
+                    on_caller,
                     no_post: no_post_here,
                     no_post_on_worker,
                 };
@@ -417,14 +424,14 @@ pub async fn run(options: &EngineOptions) -> Result<Value> {
                 .await?;
                 let pair = &runs.pair;
                 println!(
-                    "  {threads} worker thread(s): raw {:.0}/s, engine {:.0}/s ({:.2} cores, sink {:.2}, rest {:.2}); on a worker {:.0}/s {:.1} µs; no post {:.0}/s, on a worker {:.0}/s",
+                    "  {threads} worker thread(s): raw {:.0}/s, engine {:.0}/s ({:.2} cores, sink {:.2}, rest {:.2}); on the caller {:.0}/s {:.1} µs; no post {:.0}/s, on a worker {:.0}/s",
                     pair.raw.rate(),
                     pair.engine.rate(),
                     pair.engine.cores(),
                     pair.engine.sink_cores(),
                     pair.engine.rest_cores(),
-                    runs.on_worker.rate(),
-                    runs.on_worker.cpu_us_per_post(),
+                    runs.on_caller.rate(),
+                    runs.on_caller.cpu_us_per_post(),
                     runs.no_post.rate(),
                     runs.no_post_on_worker.rate(),
                 );
@@ -476,7 +483,7 @@ pub async fn run(options: &EngineOptions) -> Result<Value> {
         "runs": pairs.iter().map(Pair::json).collect::<Vec<_>>(),
         "threads": scaling.iter().map(|s| json!({
             "worker_threads": s.threads, "pair": s.pair.json(),
-            "engine_task_on_worker": s.on_worker.json(), "engine_no_post": s.no_post.json(),
+            "engine_task_on_caller": s.on_caller.json(), "engine_no_post": s.no_post.json(),
             "engine_no_post_task_on_worker": s.no_post_on_worker.json(),
         })).collect::<Vec<_>>(),
         "sweep": sweep.iter().map(Pair::json).collect::<Vec<_>>(),
@@ -565,12 +572,12 @@ fn print_tables(options: &EngineOptions, pairs: &[Pair], scaling: &[Scaling], sw
         }
         table.print();
         let mut table = Table::new(
-            "Where the engine's time goes: its task on a worker, and posting nothing",
+            "Where the engine's time goes: its task on a worker or on the caller, and posting nothing",
             &[
                 "worker threads",
-                "engine's task: caller posts/s",
-                "on a worker posts/s",
-                "on a worker CPU µs/post",
+                "engine's task on a worker: posts/s",
+                "on the caller: posts/s",
+                "on the caller: CPU µs/post",
                 "no post, caller: posts/s",
                 "CPU µs/post",
                 "no post, on a worker: posts/s",
@@ -581,8 +588,8 @@ fn print_tables(options: &EngineOptions, pairs: &[Pair], scaling: &[Scaling], sw
             table.row(vec![
                 s.threads.to_string(),
                 format!("{:.0}", s.pair.engine.rate()),
-                format!("{:.0}", s.on_worker.rate()),
-                format!("{:.1}", s.on_worker.cpu_us_per_post()),
+                format!("{:.0}", s.on_caller.rate()),
+                format!("{:.1}", s.on_caller.cpu_us_per_post()),
                 format!("{:.0}", s.no_post.rate()),
                 format!("{:.2}", s.no_post.cpu_us_per_post()),
                 format!("{:.0}", s.no_post_on_worker.rate()),
@@ -684,18 +691,18 @@ fn checks(pairs: &[Pair], scaling: &[Scaling]) -> Vec<Check> {
             format!("≥ {SCALING_TARGET}"),
             ratio >= SCALING_TARGET,
         ));
-        // Not targets: the engine's own scaling with its task on a worker, with the sink
-        // and with no sink on the cores.
-        let on_worker = two.on_worker.rate() / one.on_worker.rate();
+        // Not targets: the engine's own scaling with its task on the caller, with the sink,
+        // and on a worker with no sink on the cores.
+        let on_caller = two.on_caller.rate() / one.on_caller.rate();
         checks.push(Check::new(
-            "(diagnostic) the same, the engine's task on a worker",
+            "(diagnostic) the same, the engine's task on the caller",
             format!(
-                "{on_worker:.2} ({:.0} vs. {:.0})",
-                two.on_worker.rate(),
-                one.on_worker.rate()
+                "{on_caller:.2} ({:.0} vs. {:.0})",
+                two.on_caller.rate(),
+                one.on_caller.rate()
             ),
             format!("≥ {SCALING_TARGET}"),
-            on_worker >= SCALING_TARGET,
+            on_caller >= SCALING_TARGET,
         ));
         let alone = two.no_post_on_worker.rate() / one.no_post_on_worker.rate();
         checks.push(Check::new(
