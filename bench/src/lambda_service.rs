@@ -24,10 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::process::Command;
@@ -35,7 +32,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use wsbridge::clock::now_millis;
 
-use crate::lambda_stub::{INIT_ERROR, INVOCATION, NEXT, Outcome, invocation_response};
+use crate::lambda_stub::{INIT_ERROR, INVOCATION, NEXT, Outcome, invocation_response, serve_http1};
 use crate::report::{Result, Stats, cpu_seconds, status_kib};
 
 /// What Lambda runs, and how.
@@ -201,16 +198,8 @@ impl LambdaService {
             stopping: std::sync::atomic::AtomicBool::new(false),
         });
         let serving = pool.clone();
-        let server = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let pool = serving.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| invoke_api(request, pool.clone()));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let server = serve_http1(listener, move |request| {
+            invoke_api(request, serving.clone())
         });
         let sampling = pool.clone();
         let sampler = tokio::spawn(async move {
@@ -425,18 +414,8 @@ impl Pool {
 
         let listener = TcpListener::from_std(listener)?;
         let (pool, serving) = (self.clone(), environment.clone());
-        let server = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (pool, environment) = (pool.clone(), serving.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| {
-                        runtime_api_answer(request, pool.clone(), environment.clone())
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let server = serve_http1(listener, move |request| {
+            runtime_api_answer(request, pool.clone(), serving.clone())
         });
         let (pool, watched) = (self.clone(), environment);
         let monitor = tokio::spawn(async move {

@@ -75,18 +75,7 @@ impl RuntimeApi {
             outcomes: outcomes_in,
         });
         let serving = state.clone();
-        let server = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let state = serving.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| answer(request, state.clone()));
-                    // A killed function drops its connection mid-poll: that is the end.
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let server = serve_http1(listener, move |request| answer(request, serving.clone()));
         Ok(Self {
             address,
             state,
@@ -161,6 +150,27 @@ impl Drop for RuntimeApi {
     fn drop(&mut self) {
         self.server.abort();
     }
+}
+
+/// Serves HTTP/1 on `listener` until the task is aborted, each request answered by
+/// `answer`: the accept loop of the harness's stand-ins for AWS APIs.
+pub fn serve_http1<F, Fut>(listener: TcpListener, answer: F) -> JoinHandle<()>
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                // A peer that goes away mid-request (a killed function mid-poll) ends its
+                // connection: nothing to report.
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service_fn(answer))
+                    .await;
+            });
+        }
+    })
 }
 
 async fn answer(

@@ -146,6 +146,16 @@ impl Run {
             && self.failed() == 0
     }
 
+    /// What `exactly_once` judged, for the targets' table.
+    fn once_measured(&self) -> String {
+        format!(
+            "{} missing, {} duplicates, {} failed",
+            self.counts["missing"],
+            self.counts["duplicates"],
+            self.failed()
+        )
+    }
+
     fn json(&self) -> Value {
         let (sustained, window) = self.sustained();
         json!({
@@ -429,12 +439,7 @@ fn checks(runs: &[Run]) -> Vec<Check> {
         ));
         checks.push(Check::new(
             format!("every recipient exactly once, {rate}/s"),
-            format!(
-                "{} missing, {} duplicates, {} failed",
-                run.counts["missing"],
-                run.counts["duplicates"],
-                run.failed()
-            ),
+            run.once_measured(),
             "0, 0, 0",
             run.exactly_once(),
         ));
@@ -446,12 +451,7 @@ fn checks(runs: &[Run]) -> Vec<Check> {
                 run.broadcasts,
                 fmt_count(run.rate as u64)
             ),
-            format!(
-                "{} missing, {} duplicates, {} failed",
-                run.counts["missing"],
-                run.counts["duplicates"],
-                run.failed()
-            ),
+            run.once_measured(),
             "0, 0, 0",
             run.exactly_once(),
         ));

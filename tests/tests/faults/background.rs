@@ -214,6 +214,21 @@ impl Scene {
         assert_eq!(self.deliveries(), expected, "{context}");
     }
 
+    /// What a transient fault leaves: the run that met it finished, everyone got the
+    /// message once, and the part is done in that one run.
+    async fn assert_unharmed(
+        &self,
+        f: &Faulty,
+        id: &str,
+        outcome: Option<RunOutcome>,
+        context: &str,
+    ) {
+        assert_eq!(outcome, Some(DONE), "{context}");
+        self.assert_each_once(context);
+        let part = the_part(&f.table.broadcast(id).await);
+        assert_eq!(part, self.done(1, 0), "{context}");
+    }
+
     /// After a run stopped and the part was taken over from `saved` (what the stopped run
     /// left on the row): everyone got the message; those who got it twice are among what
     /// the stopped run sent after its last good save, and nobody got it more.
@@ -434,10 +449,7 @@ async fn a_part_run_that_cannot_read_or_claim_its_part_fails_and_its_retry_runs_
 
         if !persists {
             // THEN a transient fault is invisible: one run, everyone once
-            assert_eq!(outcome.ok(), Some(DONE), "{context}");
-            scene.assert_each_once(&context);
-            let part = the_part(&f.table.broadcast(&id).await);
-            assert_eq!(part, scene.done(1, 0), "{context}");
+            scene.assert_unharmed(&f, &id, outcome.ok(), &context).await;
             return;
         }
         // THEN a persistent one fails the run (so that Lambda retries it) before any post;
@@ -483,14 +495,12 @@ async fn a_part_whose_recipients_cannot_be_read_goes_on_from_the_pages_it_sent()
         // WHEN its run meets the fault reading its recipients
         let outcome = under(&f, rule, scene.run(&id, 0, "invocation-1")).await;
 
-        let part = the_part(&f.table.broadcast(&id).await);
         if !persists {
             // THEN a transient fault is invisible
-            assert_eq!(outcome.ok(), Some(DONE), "{context}");
-            scene.assert_each_once(&context);
-            assert_eq!(part, scene.done(1, 0), "{context}");
+            scene.assert_unharmed(&f, &id, outcome.ok(), &context).await;
             return;
         }
+        let part = the_part(&f.table.broadcast(&id).await);
         if rule.when == When::From(2) {
             // THEN when the second page fails for good, the run saves how far it got (the
             // first page, sent), lets go and starts a continuation for the rest
@@ -555,10 +565,7 @@ async fn a_failed_checkpoint_stops_the_run_and_its_retry_takes_over_from_the_las
 
         if !persists {
             // THEN a transient fault is invisible
-            assert_eq!(outcome.ok(), Some(DONE), "{context}");
-            scene.assert_each_once(&context);
-            let part = the_part(&f.table.broadcast(&id).await);
-            assert_eq!(part, scene.done(1, 0), "{context}");
+            scene.assert_unharmed(&f, &id, outcome.ok(), &context).await;
             return;
         }
         // THEN a persistent one stops the run short, and fails it (so that Lambda retries
@@ -604,14 +611,12 @@ async fn a_run_whose_last_save_fails_fails_and_its_retry_completes_the_part() {
             // WHEN its run has sent to everyone, and saving that and letting go meets a fault
             let outcome = under(&f, rule, scene.run(&id, 0, "invocation-1")).await;
 
-            let left = the_part(&f.table.broadcast(&id).await);
             if !persists {
                 // THEN a transient fault is invisible
-                assert_eq!(outcome.ok(), Some(DONE), "{context}");
-                scene.assert_each_once(&context);
-                assert_eq!(left, scene.done(1, 0), "{context}");
+                scene.assert_unharmed(&f, &id, outcome.ok(), &context).await;
                 return;
             }
+            let left = the_part(&f.table.broadcast(&id).await);
             // THEN a persistent one fails the run (so that Lambda retries it)
             assert!(outcome.is_err(), "{context}: {outcome:?}");
             scene.assert_each_once(&context);
