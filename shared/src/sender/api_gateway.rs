@@ -96,20 +96,17 @@ impl ConnectionSender for ApiGatewaySender {
     }
 }
 
-/// API Gateway's answers by status, the same for every management operation: 410
-/// (`GoneException`), 429 (`LimitExceededException`), 5xx, and the rest.
+/// An SDK call's error: a service error by its status (`SendError::from_status`); a
+/// timeout or a connection that failed is worth another try.
 fn classify<E>(error: SdkError<E, HttpResponse>) -> SendError
 where
     E: std::error::Error + Send + Sync + 'static,
 {
     let reason = DisplayErrorContext(&error).to_string();
     match &error {
-        SdkError::ServiceError(service) => match service.raw().status().as_u16() {
-            410 => SendError::Gone,
-            429 => SendError::Throttled(reason),
-            status if (500..600).contains(&status) => SendError::Transient(reason),
-            _ => SendError::Failed(reason),
-        },
+        SdkError::ServiceError(service) => {
+            SendError::from_status(service.raw().status().as_u16(), reason)
+        }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             SendError::Transient(reason)
         }

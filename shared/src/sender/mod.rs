@@ -68,6 +68,20 @@ pub enum SendError {
     Failed(String),
 }
 
+impl SendError {
+    /// API Gateway's answer by its status, the same for every management operation and for
+    /// both ways of calling it (the lean post, the SDK): 410 (`GoneException`), 429
+    /// (`LimitExceededException`), 5xx, and the rest; `reason` says what was answered.
+    pub(crate) fn from_status(status: u16, reason: String) -> Self {
+        match status {
+            410 => Self::Gone,
+            429 => Self::Throttled(reason),
+            500..=599 => Self::Transient(reason),
+            _ => Self::Failed(reason),
+        }
+    }
+}
+
 /// Reaches connections through the management API.
 #[async_trait]
 pub trait ConnectionSender: Send + Sync {

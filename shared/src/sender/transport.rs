@@ -89,12 +89,7 @@ pub(super) fn classify(
         "{status} {error_type}: {}",
         String::from_utf8_lossy(&body[..body.len().min(EXCERPT_BYTES)])
     );
-    match status.as_u16() {
-        410 => Err(SendError::Gone),
-        429 => Err(SendError::Throttled(reason)),
-        500..=599 => Err(SendError::Transient(reason)),
-        _ => Err(SendError::Failed(reason)),
-    }
+    Err(SendError::from_status(status.as_u16(), reason))
 }
 
 #[cfg(test)]
