@@ -214,6 +214,13 @@ impl Scene {
         assert_eq!(self.deliveries(), expected, "{context}");
     }
 
+    /// An asynchronous broadcast `id` accepted (202) and its parts' launch taken, so that
+    /// the test runs them itself.
+    async fn handed_over(&self, id: &str, context: &str) {
+        assert_eq!(self.broadcast(id, true).await.0, 202, "{context}");
+        self.launcher.take();
+    }
+
     /// What a transient fault leaves: the run that met it finished, everyone got the
     /// message once, and the part is done in that one run.
     async fn assert_unharmed(
@@ -441,8 +448,7 @@ async fn a_part_run_that_cannot_read_or_claim_its_part_fails_and_its_retry_runs_
         // GIVEN a broadcast to five handed over in one part, not run yet
         let scene = Scene::new(&f, n, 5, 1).await;
         let (id, context) = (format!("claimed-{n}"), label(&rule));
-        assert_eq!(scene.broadcast(&id, true).await.0, 202, "{context}");
-        scene.launcher.take();
+        scene.handed_over(&id, &context).await;
 
         // WHEN its run meets the fault reading the broadcast or claiming the part
         let outcome = under(&f, rule, scene.run(&id, 0, "invocation-1")).await;
@@ -489,8 +495,7 @@ async fn a_part_whose_recipients_cannot_be_read_goes_on_from_the_pages_it_sent()
         // GIVEN a broadcast to ten (two pages) handed over in one part
         let scene = Scene::new(&f, n, 10, 1).await;
         let (id, context) = (format!("paged-{n}"), label(&rule));
-        assert_eq!(scene.broadcast(&id, true).await.0, 202, "{context}");
-        scene.launcher.take();
+        scene.handed_over(&id, &context).await;
 
         // WHEN its run meets the fault reading its recipients
         let outcome = under(&f, rule, scene.run(&id, 0, "invocation-1")).await;
@@ -557,8 +562,7 @@ async fn a_failed_checkpoint_stops_the_run_and_its_retry_takes_over_from_the_las
         // GIVEN a broadcast to forty handed over in one part, posts taking their time
         let scene = Scene::new(&f, n, 40, 1).await.slow(SLOW_POST);
         let (id, context) = (format!("saved-{n}"), label(&rule));
-        assert_eq!(scene.broadcast(&id, true).await.0, 202, "{context}");
-        scene.launcher.take();
+        scene.handed_over(&id, &context).await;
 
         // WHEN its run meets the fault saving a checkpoint
         let outcome = under(&f, rule, scene.run(&id, 0, "invocation-1")).await;
@@ -605,8 +609,7 @@ async fn a_run_whose_last_save_fails_fails_and_its_retry_completes_the_part() {
             // GIVEN a broadcast to five handed over in one part
             let scene = Scene::new(&f, n, 5, 1).await;
             let (id, context) = (format!("released-{n}"), label(&rule));
-            assert_eq!(scene.broadcast(&id, true).await.0, 202, "{context}");
-            scene.launcher.take();
+            scene.handed_over(&id, &context).await;
 
             // WHEN its run has sent to everyone, and saving that and letting go meets a fault
             let outcome = under(&f, rule, scene.run(&id, 0, "invocation-1")).await;
@@ -653,8 +656,7 @@ async fn the_status_reads_through_transient_faults_and_answers_500_when_they_per
         // GIVEN a broadcast handed over in one part, not run yet, and its status
         let scene = Scene::new(&f, n, 3, 1).await;
         let (id, context) = (format!("followed-{n}"), label(&rule));
-        assert_eq!(scene.broadcast(&id, true).await.0, 202, "{context}");
-        scene.launcher.take();
+        scene.handed_over(&id, &context).await;
         let (_, undisturbed) = scene.status(&id).await;
 
         // WHEN its status is read and reading the broadcast meets a fault
